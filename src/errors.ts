@@ -1,0 +1,94 @@
+// Every error the plugin raises, created once so each has a stable code and HTTP status.
+// The README's error table lists the same codes; keep the two in step.
+import createError from '@fastify/error'
+
+/** The request carries no valid JWT (missing, malformed, badly signed, expired, not yet valid). */
+export const UnauthenticatedError = createError(
+  'FST_TENANT_RLS_UNAUTHENTICATED',
+  'Authentication failed: %s',
+  401
+)
+
+/** The token is valid but names no tenant (claim absent/null/empty, or the resolver returned nothing). */
+export const TenantMissingError = createError(
+  'FST_TENANT_RLS_TENANT_MISSING',
+  'The request carries no tenant',
+  403
+)
+
+/** The token names a tenant, but not as a canonical UUID. */
+export const TenantInvalidError = createError(
+  'FST_TENANT_RLS_TENANT_INVALID',
+  'The tenant id is not a canonical UUID',
+  403
+)
+
+/** The user's resolveTenant function threw or rejected. */
+export const TenantResolutionError = createError(
+  'FST_TENANT_RLS_TENANT_RESOLUTION_FAILED',
+  'The tenant could not be resolved',
+  403
+)
+
+/** No pooled connection could be had in time (pool exhausted, or the database is unreachable). */
+export const DatabaseUnavailableError = createError(
+  'FST_TENANT_RLS_DATABASE_UNAVAILABLE',
+  'No database connection is available; retry later',
+  503
+)
+
+/** request.db (or a withTenant db) was used after its transaction had finished. */
+export const TransactionClosedError = createError(
+  'FST_TENANT_RLS_TRANSACTION_CLOSED',
+  'The tenant transaction has already finished; its database handle cannot be used any more',
+  500
+)
+
+/** Route code changed the tenant setting inside the transaction; nothing was committed. */
+export const TenantContextChangedError = createError(
+  'FST_TENANT_RLS_TENANT_CONTEXT_CHANGED',
+  'The tenant context changed during the transaction; nothing was committed',
+  500
+)
+
+/** COMMIT failed on a constraint or a serialization conflict; nothing was committed. */
+export const CommitConflictError = createError(
+  'FST_TENANT_RLS_COMMIT_CONFLICT',
+  'The transaction conflicts with other data; nothing was committed',
+  409
+)
+
+/** COMMIT failed for any other reason (connection lost, aborted transaction); nothing was committed. */
+export const CommitFailedError = createError(
+  'FST_TENANT_RLS_COMMIT_FAILED',
+  'The transaction could not be committed; nothing was committed',
+  500
+)
+
+/** A database query failed. The SQL, parameters and constraint names stay in the server log. */
+export const QueryFailedError = createError(
+  'FST_TENANT_RLS_QUERY_FAILED',
+  'A database query failed',
+  500
+)
+
+/** request.db was read on a route that opted out of tenancy (config.tenant === false). */
+export const NoTenantContextError = createError(
+  'FST_TENANT_RLS_NO_TENANT_CONTEXT',
+  'request.db is not available on a route with config.tenant === false',
+  500
+)
+
+/** A plugin option is missing or wrong; raised by register, never by a request. */
+export const InvalidOptionError = createError(
+  'FST_TENANT_RLS_INVALID_OPTION',
+  'Invalid fastify-tenant-rls option: %s',
+  500
+)
+
+/** The pool's role would bypass RLS; raised by app.ready(). */
+export const UnsafeRoleError = createError(
+  'FST_TENANT_RLS_UNSAFE_ROLE',
+  'Refusing to start: %s',
+  500
+)

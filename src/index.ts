@@ -1,0 +1,43 @@
+// The public surface of fastify-tenant-rls: the plugin, withTenant, the types and the errors.
+import fp from 'fastify-plugin'
+import type { FastifyPluginAsync } from 'fastify'
+import type { FastifyTenantRlsOptions } from './options.js'
+import { fastifyTenantRls } from './plugin.js'
+import type { TenantDatabase } from './tenant-database.js'
+
+export type { FastifyTenantRlsOptions, TenantResolver } from './options.js'
+export type { RegisteredSchema, TenantDatabase, TenantRlsRegister } from './tenant-database.js'
+export type { TenantWork, WithTenantOptions } from './with-tenant.js'
+export { withTenant } from './with-tenant.js'
+export { normalizeTenantId } from './tenant-id.js'
+export * as errors from './errors.js'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The verified tenant of this request (canonical UUID); null on routes with `config.tenant === false`. */
+    tenantId: string | null
+    /**
+     * drizzle database bound to this request's tenant transaction, typed from your registered schema.
+     * Throws FST_TENANT_RLS_NO_TENANT_CONTEXT on routes with `config.tenant === false`.
+     */
+    readonly db: TenantDatabase
+  }
+  interface FastifyInstance {
+    /** Runs `work` in a transaction scoped to `tenantId`: commit on resolve, roll back on throw. */
+    withTenant<TResult>(tenantId: string, work: (db: TenantDatabase) => Promise<TResult>): Promise<TResult>
+  }
+  interface FastifyContextConfig {
+    /** `false` opts a route out: no token check, no tenant, no transaction (health checks, login). */
+    tenant?: boolean
+  }
+}
+
+/** The plugin: register it after @fastify/jwt. */
+const plugin: FastifyPluginAsync<FastifyTenantRlsOptions> = fp(fastifyTenantRls as FastifyPluginAsync<FastifyTenantRlsOptions>, {
+  fastify: '5.x',
+  name: 'fastify-tenant-rls',
+  dependencies: ['@fastify/jwt']
+})
+
+export default plugin
+export { plugin as fastifyTenantRls }

@@ -1,0 +1,123 @@
+// The Fastify side: decorators and hook wiring. No SQL here; every transaction statement lives in
+// tenant-transaction.ts.
+//
+// One tenant-scoped request:
+//   onRequest  verify the JWT (401), resolve the tenant (403), attach a lazy TenantTransaction.
+//   handler    the first query through request.db takes a connection and opens the transaction.
+//   onError    roll back at once, and keep database details out of the reply.
+//   onSend     status < 400 and no error: commit (a failed commit becomes the reply); else roll back.
+//   res close  safety net for every path that skips onSend (disconnect, timeout, hijack).
+//   onClose    roll back whatever is still open, so the pool can be ended.
+import type {} from '@fastify/jwt'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { NoTenantContextError, UnauthenticatedError, UnsafeRoleError } from './errors.js'
+import { presentDatabaseError } from './error-presentation.js'
+import { resolveOptions } from './options.js'
+import { inspectPoolRole } from './safety-checks.js'
+import { createDatabaseFactory } from './tenant-database.js'
+import type { TenantDatabase } from './tenant-database.js'
+import { resolveTenantId } from './tenant-resolution.js'
+import { TenantTransaction } from './tenant-transaction.js'
+import { runWithTenant } from './with-tenant.js'
+
+const kTransaction = Symbol('fastify-tenant-rls.transaction')
+const kDatabase = Symbol('fastify-tenant-rls.database')
+const kFailed = Symbol('fastify-tenant-rls.failed')
+
+interface TenantRequestState {
+  [kTransaction]: TenantTransaction | null
+  [kDatabase]: TenantDatabase<Record<string, unknown>> | null
+  [kFailed]: boolean
+}
+
+function stateOf (request: FastifyRequest): TenantRequestState {
+  return request as unknown as TenantRequestState
+}
+
+function isTenantScoped (request: FastifyRequest): boolean {
+  // Unmatched URLs have nothing to protect; the not-found handler runs without a tenant.
+  return request.routeOptions.config.tenant !== false && !request.is404
+}
+
+export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: unknown): Promise<void> {
+  const options = resolveOptions(rawOptions)
+  const createDatabase = createDatabaseFactory(options.schema)
+  // Transactions holding a connection, so app.close() can roll them back before the pool ends.
+  const live = new Set<TenantTransaction>()
+
+  fastify.decorateRequest('tenantId', null)
+  fastify.decorateRequest(kTransaction, null)
+  fastify.decorateRequest(kDatabase, null)
+  fastify.decorateRequest(kFailed, false)
+  fastify.decorateRequest('db', {
+    getter (this: FastifyRequest) {
+      const state = stateOf(this)
+      const transaction = state[kTransaction]
+      if (transaction === null) throw new NoTenantContextError()
+      // Built on first use: a route that never touches request.db pays for no drizzle object.
+      state[kDatabase] ??= createDatabase(transaction)
+      return state[kDatabase] as unknown as TenantDatabase
+    }
+  })
+
+  fastify.decorate('withTenant', function withTenant<TResult> (tenantId: string, work: (db: TenantDatabase) => Promise<TResult>) {
+    return runWithTenant(options.pool, options.setting, createDatabase, tenantId, work, (transaction) => {
+      live.add(transaction)
+      return () => live.delete(transaction)
+    })
+  })
+
+  fastify.addHook('onReady', async function refuseUnsafeRole () {
+    const problems = await inspectPoolRole(options.pool)
+    if (problems.length > 0) {
+      throw new UnsafeRoleError(problems.map(({ role, problem, fix }) => `role "${role}" ${problem}; fix: ${fix}`).join('; '))
+    }
+  })
+
+  fastify.addHook('onRequest', async function authenticateTenant (request: FastifyRequest, reply: FastifyReply) {
+    if (!isTenantScoped(request)) return
+    try {
+      await request.jwtVerify()
+    } catch (error) {
+      throw new UnauthenticatedError((error as Error).message, { cause: error })
+    }
+    const tenantId = await resolveTenantId(request, options)
+    request.tenantId = tenantId
+    request.log = request.log.child({ tenantId })
+    reply.log = request.log
+    stateOf(request)[kTransaction] = new TenantTransaction(options.pool, tenantId, options.setting, {
+      onOpen (transaction) {
+        live.add(transaction)
+        // 'close' fires on every way a response ends, including those that skip onSend.
+        reply.raw.once('close', () => { transaction.rollback().catch(() => {}) })
+      },
+      onFinish (transaction) {
+        live.delete(transaction)
+      }
+    })
+  })
+
+  fastify.addHook('onError', async function rollBackFailedRequest (request: FastifyRequest, _reply: FastifyReply, error: Error) {
+    presentDatabaseError(error)
+    const state = stateOf(request)
+    state[kFailed] = true
+    await state[kTransaction]?.rollback()
+  })
+
+  fastify.addHook('onSend', async function finishTenantTransaction (request: FastifyRequest, reply: FastifyReply, payload: unknown) {
+    const state = stateOf(request)
+    const transaction = state[kTransaction]
+    if (transaction === null || transaction.finished) return payload
+    if (reply.statusCode < 400 && !state[kFailed]) {
+      // Before the response is written: a failed commit becomes the reply, never a 2xx.
+      await transaction.commit()
+    } else {
+      await transaction.rollback()
+    }
+    return payload
+  })
+
+  fastify.addHook('onClose', async function rollBackInFlightTransactions () {
+    await Promise.all([...live].map((transaction) => transaction.rollback()))
+  })
+}

@@ -1,0 +1,208 @@
+// The one module that sends transaction SQL. A TenantTransaction owns at most one pooled client
+// for one tenant: it takes the client lazily on the first query, opens the transaction with the
+// tenant setting in one round trip, and finishes exactly once (commit or rollback), releasing the
+// client exactly once and destroying it whenever it might still carry state. It has no Fastify
+// imports, so HTTP requests and withTenant share it.
+import pg from 'pg'
+import type { Pool, PoolClient, QueryResult } from 'pg'
+import {
+  CommitConflictError,
+  CommitFailedError,
+  DatabaseUnavailableError,
+  TenantContextChangedError,
+  TransactionClosedError
+} from './errors.js'
+
+const { escapeLiteral } = pg
+
+/** What a finished transaction did. */
+export type TransactionOutcome = 'committed' | 'rolled back'
+
+/** Where a commit's pre-check puts its marker; the error it raises is recognised by this text. */
+const CONTEXT_CHANGED_MARKER = 'fastify-tenant-rls: tenant context changed'
+
+// SQLSTATE classes after which a retry or a different request can succeed: integrity constraint
+// violations (23xxx, e.g. a deferred unique key) and transaction rollbacks (40xxx: serialization
+// failure, deadlock). Those answer 409; anything else at COMMIT is a 500.
+const CONFLICT_CLASSES = new Set(['23', '40'])
+
+function sqlState (error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : undefined
+}
+
+function isContextChange (error: unknown): boolean {
+  return sqlState(error) === '22P02' && String((error as Error).message).includes(CONTEXT_CHANGED_MARKER)
+}
+
+function commitError (error: unknown): Error {
+  if (isContextChange(error)) return new TenantContextChangedError({ cause: error })
+  const state = sqlState(error)
+  if (state !== undefined && CONFLICT_CLASSES.has(state.slice(0, 2))) return new CommitConflictError({ cause: error })
+  return new CommitFailedError({ cause: error })
+}
+
+function unavailable (cause: unknown): Error {
+  const error = new DatabaseUnavailableError({ cause })
+  // Fastify's default error handler copies `headers` onto the reply.
+  return Object.assign(error, { headers: { 'retry-after': '1' } })
+}
+
+/** Something that can run a query: the shape drizzle's node-postgres session calls. */
+export interface Queryable {
+  query (config: unknown, values?: unknown[]): Promise<QueryResult>
+}
+
+export interface TenantTransactionOptions {
+  /** Called once, when the transaction takes its connection (not when it is created). */
+  onOpen?: (transaction: TenantTransaction) => void
+  /** Called once, after the connection has been released or destroyed. */
+  onFinish?: (transaction: TenantTransaction) => void
+}
+
+/**
+ * One tenant's transaction on one pooled connection. Taken lazily: a request that never queries
+ * never takes a connection. Every finishing path is idempotent.
+ */
+export class TenantTransaction implements Queryable {
+  readonly tenantId: string
+  readonly #pool: Pool
+  readonly #setting: string
+  readonly #hooks: TenantTransactionOptions
+  #client: PoolClient | undefined
+  #opening: Promise<PoolClient> | undefined
+  #finishing: Promise<TransactionOutcome> | undefined
+  /** Set when the client reported an error: it is destroyed, never returned to the pool. */
+  #broken = false
+  /** The role the transaction opened as; COMMIT refuses if route code changed it. */
+  #role: string | undefined
+
+  /** `tenantId` must already be canonical and `setting` validated: both are written as literals. */
+  constructor (pool: Pool, tenantId: string, setting: string, hooks: TenantTransactionOptions = {}) {
+    this.#pool = pool
+    this.tenantId = tenantId
+    this.#setting = setting
+    this.#hooks = hooks
+  }
+
+  /** True once a connection has been taken. */
+  get opened (): boolean {
+    return this.#opening !== undefined
+  }
+
+  /** True once commit or rollback has started; no query is accepted after that. */
+  get finished (): boolean {
+    return this.#finishing !== undefined
+  }
+
+  /** Runs a query inside the transaction, opening it first if this is the first query. */
+  async query (config: unknown, values?: unknown[]): Promise<QueryResult> {
+    if (this.#finishing !== undefined) throw new TransactionClosedError()
+    const client = this.#client ?? await (this.#opening ??= this.#open())
+    // A rollback (client gone, app closing) may have started while this query waited for the open.
+    if (this.#finishing !== undefined) throw new TransactionClosedError()
+    return client.query(config as string, values)
+  }
+
+  /** Commits (after checking the tenant context is intact), or throws a mapped error having rolled back. */
+  async commit (): Promise<void> {
+    const outcome = await this.#finish(true)
+    // The transaction was already rolled back by another path (disconnect, app.close): not a success.
+    if (outcome !== 'committed') throw new TransactionClosedError()
+  }
+
+  /** Rolls back if open and releases the connection. Safe to call any number of times, on any path. */
+  async rollback (): Promise<void> {
+    // After a failed commit the finish promise holds the commit's error, and that commit has
+    // already rolled back; the caller of commit() got the error, so it is not thrown twice.
+    await this.#finish(false).catch(() => {})
+  }
+
+  #finish (commit: boolean): Promise<TransactionOutcome> {
+    this.#finishing ??= this.#settle(commit)
+    return this.#finishing
+  }
+
+  async #open (): Promise<PoolClient> {
+    let client: PoolClient
+    try {
+      client = await this.#pool.connect()
+    } catch (error) {
+      throw unavailable(error)
+    }
+    // A checked-out pg client that loses its server emits 'error'; unheard, that kills the process.
+    client.on('error', this.#onClientError)
+    this.#client = client
+    this.#hooks.onOpen?.(this)
+    // One round trip: both values are validated literals (canonical UUID, plain setting name), so
+    // a multi-statement simple query is safe here and saves the round trip a bound parameter costs.
+    const opened = await client.query(
+      `BEGIN; SELECT set_config(${escapeLiteral(this.#setting)}, ${escapeLiteral(this.tenantId)}, true), current_user AS role`
+    ) as unknown as QueryResult[]
+    this.#role = String(opened[1]?.rows[0]?.role)
+    return client
+  }
+
+  // Before COMMIT, in the same message: if route code changed the tenant setting or the role, the
+  // cast fails, PostgreSQL skips the COMMIT and the transaction stays aborted. After COMMIT: read the
+  // session-level values, so a SET that would outlive the transaction gets the connection destroyed.
+  #commitSql (role: string): string {
+    const setting = escapeLiteral(this.#setting)
+    return `SELECT (CASE WHEN current_setting(${setting}, true) = ${escapeLiteral(this.tenantId)} ` +
+      `AND current_user = ${escapeLiteral(role)} THEN '0' ELSE ${escapeLiteral(CONTEXT_CHANGED_MARKER)} END)::int; ` +
+      `COMMIT; SELECT current_setting(${setting}, true) AS setting, current_user AS role`
+  }
+
+  readonly #onClientError = (): void => {
+    // The query in flight (if any) rejects on its own; all that is left is to never reuse the client.
+    this.#broken = true
+  }
+
+  async #settle (commit: boolean): Promise<TransactionOutcome> {
+    // Let an open that is still waiting for a connection or for BEGIN settle first, so that a
+    // client it is about to hand over is released here and not leaked.
+    await this.#opening?.catch(() => {})
+    const client = this.#client
+    if (client === undefined) {
+      this.#hooks.onFinish?.(this)
+      return commit ? 'committed' : 'rolled back'
+    }
+    if (!commit) {
+      await this.#rollbackAndRelease(client)
+      return 'rolled back'
+    }
+    let leftover: boolean
+    try {
+      // No role means the open itself failed: there is nothing sound to commit.
+      if (this.#role === undefined) throw new TransactionClosedError()
+      const results = await client.query(this.#commitSql(this.#role)) as unknown as QueryResult[]
+      const after = results[2]?.rows[0] as { setting: string | null, role: string } | undefined
+      leftover = after === undefined || (after.setting !== null && after.setting !== '') || after.role !== this.#role
+    } catch (error) {
+      await this.#rollbackAndRelease(client)
+      throw commitError(error)
+    }
+    this.#release(client, leftover)
+    return 'committed'
+  }
+
+  async #rollbackAndRelease (client: PoolClient): Promise<void> {
+    let failed = this.#broken
+    if (!failed) {
+      try {
+        await client.query('ROLLBACK')
+      } catch {
+        failed = true
+      }
+    }
+    this.#release(client, failed)
+  }
+
+  #release (client: PoolClient, destroy: boolean): void {
+    client.off('error', this.#onClientError)
+    // A client that may still be inside a transaction or carry session state must not be reused.
+    client.release(destroy || this.#broken ? new Error('fastify-tenant-rls: connection discarded') : undefined)
+    this.#client = undefined
+    this.#hooks.onFinish?.(this)
+  }
+}
