@@ -20,7 +20,10 @@ export interface TestDatabase {
   appPool (config?: PoolConfig): pg.Pool
   /** Runs SQL as the table owner (as migrations would). */
   asOwner (sql: string): Promise<void>
-  /** Asserts that `pool` has every client back and no backend of the app role is idle in a transaction. */
+  /**
+   * Throws unless `pool` has every client back and no backend of the app role is idle in a
+   * transaction. It throws rather than asserting so that it also works in `t.afterEach`.
+   */
   assertNoLeaks (t: Test, pool: pg.Pool): Promise<void>
   close (): Promise<void>
 }
@@ -84,13 +87,12 @@ export async function createTestDatabase (t: Test): Promise<TestDatabase> {
       }
     },
     async assertNoLeaks (tt, pool) {
-      await eventually(() => pool.totalCount === pool.idleCount, 'every pooled client to be released')
+      await eventually(() => pool.totalCount === pool.idleCount, `every pooled client to be released (${tt.name})`)
       const { rows } = await admin.query<{ count: number }>(
         "SELECT count(*)::int AS count FROM pg_stat_activity WHERE usename = $1 AND state LIKE 'idle in transaction%'",
         [appRole]
       )
-      tt.equal(pool.totalCount, pool.idleCount, 'no pooled client is left checked out')
-      tt.equal(rows[0]?.count, 0, 'no backend of the app role is idle in a transaction')
+      if (rows[0]?.count !== 0) throw new Error(`${String(rows[0]?.count)} backend(s) of the app role idle in a transaction (${tt.name})`)
     },
     async close () {
       await Promise.all(pools.map((pool) => pool.ending ? undefined : pool.end()))
