@@ -62,7 +62,7 @@ t.test("a tenant cannot read another tenant's row by id", async (t) => {
   t.equal((await app.inject({ url: `/projects/${bProjectId}`, headers: asB })).statusCode, 200)
 })
 
-t.test("inserting a row for another tenant fails WITH CHECK and commits nothing", async (t) => {
+t.test('inserting a row for another tenant fails WITH CHECK and commits nothing', async (t) => {
   const res = await app.inject({ method: 'POST', url: '/projects', headers: asA, payload: { name: 'smuggled', tenantId: tenantB } })
   t.equal(res.statusCode, 500)
   t.equal(res.json().code, 'FST_TENANT_RLS_QUERY_FAILED')
