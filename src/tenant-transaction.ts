@@ -72,6 +72,7 @@ export class TenantTransaction implements Queryable {
   #client: PoolClient | undefined
   #opening: Promise<PoolClient> | undefined
   #finishing: Promise<TransactionOutcome> | undefined
+  #queue: Promise<unknown> = Promise.resolve()
   /** Set when the client reported an error: it is destroyed, never returned to the pool. */
   #broken = false
   /** The role the transaction opened as; COMMIT refuses if route code changed it. */
@@ -96,7 +97,15 @@ export class TenantTransaction implements Queryable {
   }
 
   /** Runs a query inside the transaction, opening it first if this is the first query. */
-  async query (config: unknown, values?: unknown[]): Promise<QueryResult> {
+  query (config: unknown, values?: unknown[]): Promise<QueryResult> {
+    // Queries run one after another: route code may fire several at once (Promise.all), and pg
+    // deprecates queueing on a busy client. A failed query does not stop the ones queued behind it.
+    const run = this.#queue.then(() => this.#run(config, values))
+    this.#queue = run.catch(() => {})
+    return run
+  }
+
+  async #run (config: unknown, values?: unknown[]): Promise<QueryResult> {
     if (this.#finishing !== undefined) throw new TransactionClosedError()
     const client = this.#client ?? await (this.#opening ??= this.#open())
     // A rollback (client gone, app closing) may have started while this query waited for the open.
@@ -159,9 +168,11 @@ export class TenantTransaction implements Queryable {
   }
 
   async #settle (commit: boolean): Promise<TransactionOutcome> {
-    // Let an open that is still waiting for a connection or for BEGIN settle first, so that a
-    // client it is about to hand over is released here and not leaked.
+    // Let the open (still waiting for a connection or for BEGIN) and the query in flight settle
+    // first: a client about to be handed over is released here, not leaked, and COMMIT or ROLLBACK
+    // never queues behind a busy client. Queries queued after this point are refused.
     await this.#opening?.catch(() => {})
+    await this.#queue
     const client = this.#client
     if (client === undefined) {
       this.#hooks.onFinish?.(this)
