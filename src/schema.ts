@@ -1,0 +1,205 @@
+// drizzle-orm helpers for tenant tables (`fastify-tenant-rls/schema`). A table declared with
+// `tenantTable` carries everything isolation needs: a tenant_id column referencing the tenants
+// table with ON DELETE CASCADE, the primary key (tenant_id, id) (the index that leads with
+// tenant_id, and the only key a child can reference, so references stay inside one tenant), and
+// one policy for all commands with USING and WITH CHECK. drizzle-kit turns all of that into a
+// migration, but it emits neither FORCE ROW LEVEL SECURITY nor grants; `tenantTablesSql` writes
+// that part, for a custom migration (`drizzle-kit generate --custom`).
+import { getTableColumns, getTableName, is, sql } from 'drizzle-orm'
+import type { BuildColumns, BuildExtraConfigColumns } from 'drizzle-orm'
+import { foreignKey, getTableConfig, PgColumn, pgPolicy, pgTable, PgTable, primaryKey, unique, uuid } from 'drizzle-orm/pg-core'
+import type {
+  AnyPgColumn,
+  ForeignKeyBuilder,
+  PgColumnBuilderBase,
+  PgTableExtraConfigValue,
+  PgTableWithColumns,
+  UniqueConstraintBuilder,
+  UpdateDeleteAction
+} from 'drizzle-orm/pg-core'
+import { InvalidOptionError } from './errors.js'
+import { DEFAULT_SETTING, validateSetting } from './options.js'
+
+/** Name of the policy every tenant table gets (policy names are per table). */
+export const TENANT_POLICY_NAME = 'tenant_isolation'
+
+/** The database name of the tenant column every tenant table gets (drizzle key `tenantId`). */
+export const TENANT_ID_COLUMN = 'tenant_id'
+
+// Marks tables built by tenantTable. A registry symbol, so that a second copy of this module
+// (a bundler, a test runner) still recognises them.
+const kTenantTable = Symbol.for('fastify-tenant-rls.tenant-table')
+
+/** Options of `createTenantTable`. */
+export interface TenantTableOptions {
+  /** The tenants table's key column (for example `tenants.id`, a uuid); every tenant_id references it. */
+  tenants: AnyPgColumn
+  /** Setting the policies read; must match the plugin's `setting`. Default `'app.current_tenant_id'`. */
+  setting?: string
+}
+
+/** The tenant of the current transaction as SQL: NULL when none is set, so comparisons deny. */
+export function currentTenantSql (setting: string = DEFAULT_SETTING): string {
+  // The setting is validated to plain identifiers joined by dots, so writing it as a literal is safe;
+  // drizzle-kit writes policies and defaults as text, so it could not carry a bound parameter anyway.
+  return `nullif(current_setting('${validateSetting(setting)}', true), '')::uuid`
+}
+
+function tenantIdBuilder (tenants: AnyPgColumn, setting: string) {
+  return uuid(TENANT_ID_COLUMN)
+    .notNull()
+    // Inserts take the transaction's tenant when they name none; a wrong one is refused by WITH CHECK.
+    // (A default may not contain a subquery, so this one calls current_setting directly.)
+    .default(sql.raw(currentTenantSql(setting)))
+    .references(() => tenants, { onDelete: 'cascade' })
+}
+
+/** The column `tenantTable` adds to every table. */
+export interface TenantIdColumns {
+  tenantId: ReturnType<typeof tenantIdBuilder>
+}
+
+/** Columns of a tenant table: any drizzle columns, including an `id` declared `.notNull()` without `.primaryKey()`. */
+export type TenantTableColumns = Record<string, PgColumnBuilderBase> & {
+  id: PgColumnBuilderBase & { _: { notNull: true } }
+}
+
+/** A table built by `tenantTable`, as `tenantForeignKey` needs it. */
+export type AnyTenantTable = PgTable & { tenantId: AnyPgColumn, id: AnyPgColumn }
+
+/** Declares a tenant table: `pgTable`'s signature, plus tenant_id, the (tenant_id, id) key and the policy. */
+export type TenantTableFn = <TTableName extends string, TColumns extends TenantTableColumns>(
+  name: TTableName,
+  columns: TColumns,
+  extraConfig?: (self: BuildExtraConfigColumns<TTableName, TenantIdColumns & TColumns, 'pg'>) => PgTableExtraConfigValue[]
+) => PgTableWithColumns<{
+  name: TTableName
+  schema: undefined
+  columns: BuildColumns<TTableName, TenantIdColumns & TColumns, 'pg'>
+  dialect: 'pg'
+}>
+
+function fail (message: string): never {
+  throw new InvalidOptionError(message)
+}
+
+// Column-level shortcuts that would break isolation are refused when the table is declared, not
+// discovered in production: a global unique key, or a primary key on id alone.
+function refuseUnscopedKeys (name: string, table: PgTable): void {
+  for (const column of Object.values(getTableColumns(table))) {
+    if (column.primary) fail(`tenant table "${name}": remove .primaryKey() from "${column.name}"; the primary key is (tenant_id, id)`)
+    if (column.isUnique) fail(`tenant table "${name}": "${column.name}" is unique across all tenants (it tells one tenant what another has); use tenantUnique(t.${column.name}) instead of .unique()`)
+  }
+}
+
+/**
+ * Returns `tenantTable`, which declares tenant tables referencing `options.tenants`:
+ *
+ * ```ts
+ * const tenantTable = createTenantTable({ tenants: tenants.id })
+ * export const projects = tenantTable('projects', {
+ *   id: uuid('id').notNull().defaultRandom(),
+ *   name: text('name').notNull()
+ * }, (t) => [tenantUnique(t.name)])
+ * ```
+ */
+export function createTenantTable (options: TenantTableOptions): TenantTableFn {
+  const { tenants, setting = DEFAULT_SETTING } = options
+  if (!is(tenants, PgColumn)) {
+    fail('createTenantTable needs `tenants`: the tenants table\'s key column, for example tenants.id')
+  }
+  // Wrapped in (select …): evaluated once per statement rather than per row, and the planner can
+  // compare the index's leading tenant_id column with it.
+  const tenantSql = sql.raw(`(select ${currentTenantSql(setting)})`)
+  return function tenantTable (name, columns, extraConfig) {
+    const table = pgTable(name, { tenantId: tenantIdBuilder(tenants, setting), ...columns }, (self) => [
+      primaryKey({ columns: [self.tenantId, self.id] }),
+      pgPolicy(TENANT_POLICY_NAME, {
+        as: 'permissive',
+        for: 'all',
+        using: sql`${sql.identifier(TENANT_ID_COLUMN)} = ${tenantSql}`,
+        withCheck: sql`${sql.identifier(TENANT_ID_COLUMN)} = ${tenantSql}`
+      }),
+      ...(extraConfig?.(self) ?? [])
+    ])
+    refuseUnscopedKeys(name, table)
+    table.enableRLS()
+    Object.defineProperty(table, kTenantTable, { value: true })
+    return table
+  } as TenantTableFn
+}
+
+/** True for a table declared with `tenantTable`. */
+export function isTenantTable (value: unknown): value is AnyTenantTable {
+  return is(value, PgTable) && (value as unknown as Record<symbol, unknown>)[kTenantTable] === true
+}
+
+function tenantColumnOf (column: PgColumn): PgColumn {
+  const tenantColumn = Object.values(getTableColumns(column.table)).find((candidate) => candidate.name === TENANT_ID_COLUMN)
+  if (tenantColumn === undefined) fail(`table "${getTableName(column.table)}" has no ${TENANT_ID_COLUMN} column; declare it with tenantTable`)
+  return tenantColumn
+}
+
+/** A unique constraint scoped to one tenant: UNIQUE (tenant_id, ...columns). */
+export function tenantUnique (...columns: [PgColumn, ...PgColumn[]]): UniqueConstraintBuilder {
+  return unique().on(tenantColumnOf(columns[0]), ...columns)
+}
+
+/**
+ * A reference from child columns to a parent tenant table's `id` that stays inside the tenant:
+ * FOREIGN KEY (tenant_id, column) REFERENCES parent (tenant_id, id). A plain foreign key on `id`
+ * would let one tenant's row point at another tenant's row: foreign-key checks ignore RLS.
+ * `onDelete` defaults to 'cascade'; 'set null' is refused, as it would null tenant_id too.
+ */
+export function tenantForeignKey (column: PgColumn, parent: AnyTenantTable, onDelete: Exclude<UpdateDeleteAction, 'set null' | 'set default'> = 'cascade'): ForeignKeyBuilder {
+  if (!isTenantTable(parent)) fail(`tenantForeignKey: "${getTableName(parent)}" is not a tenant table; declare it with tenantTable`)
+  if (onDelete !== 'cascade' && onDelete !== 'restrict' && onDelete !== 'no action') {
+    fail(`tenantForeignKey: onDelete must be 'cascade', 'restrict' or 'no action', got ${JSON.stringify(onDelete)}`)
+  }
+  const childTenant = tenantColumnOf(column)
+  const builder = foreignKey({
+    name: `${getTableName(column.table)}_${column.name}_fk`,
+    columns: [childTenant, column],
+    foreignColumns: [parent.tenantId, parent.id]
+  } as unknown as Parameters<typeof foreignKey>[0])
+  return builder.onDelete(onDelete)
+}
+
+/** Options of `tenantTablesSql`. */
+export interface TenantTablesSqlOptions {
+  /** Role the application connects as (or a group role it is a member of). */
+  role: string
+}
+
+const ROLE_NAME = /^[a-z_][a-z0-9_]*$/
+
+function quoteIdentifier (name: string): string {
+  return `"${name.replaceAll('"', '""')}"`
+}
+
+/**
+ * The SQL drizzle-kit does not generate, for every tenant table in `schema` (the module of your
+ * tables): FORCE ROW LEVEL SECURITY, so the table owner is held to the policy too, and exactly
+ * SELECT, INSERT, UPDATE, DELETE for `role` (no TRUNCATE, which ignores RLS). Statements are
+ * separated by drizzle's `--> statement-breakpoint`, ready for a `drizzle-kit generate --custom`
+ * migration.
+ */
+export function tenantTablesSql (schema: Record<string, unknown>, options: TenantTablesSqlOptions): string {
+  const { role } = options
+  if (typeof role !== 'string' || !ROLE_NAME.test(role)) {
+    fail(`tenantTablesSql: role must be a plain lower-case role name, got ${JSON.stringify(role)}`)
+  }
+  const tables = Object.values(schema).filter(isTenantTable)
+  if (tables.length === 0) fail('tenantTablesSql: the schema has no table declared with tenantTable')
+  const statements = tables.flatMap((table) => {
+    const config = getTableConfig(table)
+    const name = config.schema === undefined ? quoteIdentifier(config.name) : `${quoteIdentifier(config.schema)}.${quoteIdentifier(config.name)}`
+    return [
+      `ALTER TABLE ${name} FORCE ROW LEVEL SECURITY;`,
+      `REVOKE ALL ON TABLE ${name} FROM ${quoteIdentifier(role)};`,
+      `GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE ${name} TO ${quoteIdentifier(role)};`
+    ]
+  })
+  const header = `-- tenantTablesSql (fastify-tenant-rls/schema): FORCE ROW LEVEL SECURITY and grants for ${role}\n`
+  return header + statements.join('\n--> statement-breakpoint\n') + '\n'
+}
