@@ -1,0 +1,10 @@
+// Read and write isolation attacks, straight to PostgreSQL (the PgBouncer run is pgbouncer.test.ts).
+import t from 'tap'
+import { createTestDatabase } from '../helpers/database.js'
+import { createWorld } from './documents.js'
+import { runIsolationCases } from './isolation-cases.js'
+import { directTarget } from './targets.js'
+
+const db = await createTestDatabase(t)
+const world = await createWorld(db)
+await runIsolationCases(t, db, world, directTarget(db))

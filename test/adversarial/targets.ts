@@ -1,0 +1,40 @@
+// Where the shared attack cases connect: straight to PostgreSQL, or through a real PgBouncer in
+// transaction mode. The cases take a Target and never know which one they run against, so the
+// PgBouncer run is the very same code as the direct run.
+import type { PoolConfig } from 'pg'
+import type pg from 'pg'
+import type { Test } from 'tap'
+import type { TestDatabase } from '../helpers/database.js'
+import { startPgBouncer } from '../helpers/pgbouncer.js'
+
+export interface Target {
+  name: 'direct' | 'pgbouncer'
+  /** A pool of the application role, ended with the test database. */
+  pool (config?: PoolConfig): pg.Pool
+  /** Whether named prepared statements survive between transactions (not on PgBouncer 1.18). */
+  namedStatements: boolean
+}
+
+export function directTarget (db: TestDatabase): Target {
+  return { name: 'direct', pool: (config) => db.appPool(config), namedStatements: true }
+}
+
+/**
+ * The same database behind PgBouncer with `poolSize` server connections, or undefined when the
+ * binary is missing (the test is then skipped locally, failed under CI).
+ */
+export async function pgBouncerTarget (t: Test, db: TestDatabase, poolSize = 2): Promise<Target | undefined> {
+  const direct = new URL(db.url())
+  const bouncer = await startPgBouncer(t, {
+    host: direct.hostname,
+    port: Number(direct.port),
+    users: { [db.appRole]: decodeURIComponent(direct.password) },
+    poolSize
+  })
+  if (bouncer === undefined) return undefined
+  return {
+    name: 'pgbouncer',
+    pool: (config) => db.appPool({ connectionString: bouncer.route(db.url()), ...config }),
+    namedStatements: false
+  }
+}
