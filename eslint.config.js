@@ -2,5 +2,5 @@ import neostandard from 'neostandard'
 
 export default neostandard({
   ts: true,
-  ignores: ['dist/**', 'coverage/**', '.tap/**', '**/.data/**', 'bench/results/**']
+  ignores: ['dist/**', 'example-app/dist/**', 'coverage/**', '.tap/**', '**/.data/**', 'bench/results/**']
 })

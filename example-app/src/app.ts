@@ -1,0 +1,35 @@
+// Builds the example API: @fastify/jwt, fastify-tenant-rls on the app role's pool, the routes.
+// The server (server.ts) and the tests both build it here.
+import fastifyJwt from '@fastify/jwt'
+import Fastify from 'fastify'
+import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import fastifyTenantRls from 'fastify-tenant-rls'
+import type pg from 'pg'
+import { projectRoutes } from './routes/projects.js'
+import { taskRoutes } from './routes/tasks.js'
+import * as schema from './schema.js'
+
+/** Options of `buildApp`. */
+export interface ExampleAppOptions {
+  /** Pool of the login role (a member of the example_app role), with connectionTimeoutMillis set. */
+  pool: pg.Pool
+  /** HS256 secret the tokens are signed with. */
+  jwtSecret: string
+  /** Fastify's own options (logger, ...). */
+  fastify?: FastifyServerOptions
+}
+
+/** The example API, ready to listen or inject. */
+export async function buildApp (options: ExampleAppOptions): Promise<FastifyInstance> {
+  const app = Fastify(options.fastify ?? {})
+  await app.register(fastifyJwt, { secret: options.jwtSecret })
+  // The tenant comes from the token's tenant_id claim (the plugin's default).
+  await app.register(fastifyTenantRls, { pool: options.pool, schema })
+  app.get('/health', { config: { tenant: false }, schema: { response: { 200: { type: 'object', properties: { ok: { type: 'boolean' } } } } } }, async function health () {
+    return { ok: true }
+  })
+  await app.register(projectRoutes)
+  await app.register(taskRoutes)
+  await app.ready()
+  return app
+}

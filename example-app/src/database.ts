@@ -1,0 +1,125 @@
+// Everything the example needs from a database before it serves: the roles, the migrations (run as
+// the owner role, never as the application role) and the demo data. Each step is idempotent, so
+// `npm start` can run it on every start; the example's tests run the same steps on a fresh database.
+import { fileURLToPath } from 'node:url'
+import { drizzle } from 'drizzle-orm/node-postgres'
+import { migrate } from 'drizzle-orm/node-postgres/migrator'
+import { withTenant } from 'fastify-tenant-rls'
+import pg from 'pg'
+import * as schema from './schema.js'
+
+/** The group role the checked-in migrations grant table privileges to (see drizzle/0001_*.sql). */
+export const GRANTEE_ROLE = 'example_app'
+
+/** The migrations drizzle-kit generated from schema.ts, plus the tenantTablesSql custom one. */
+export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../drizzle', import.meta.url))
+
+/** The roles of one deployment. */
+export interface DatabaseRoles {
+  /** Owns the tables and runs the migrations (NOLOGIN: reached with SET ROLE by an admin connection). */
+  ownerRole: string
+  /** The role the server logs in as; a member of GRANTEE_ROLE, no superuser, no BYPASSRLS. */
+  appRole: string
+}
+
+/** Roles the startup creates when they do not exist yet. */
+export interface RoleCredentials extends DatabaseRoles {
+  appPassword: string
+}
+
+const { escapeIdentifier, escapeLiteral } = pg
+
+async function createRoleIfMissing (admin: pg.Pool, role: string, attributes: string): Promise<void> {
+  // CREATE ROLE has no IF NOT EXISTS; a concurrent creator (two test processes sharing one server)
+  // is tolerated by the exception handler rather than by a check-then-create race.
+  await admin.query(`DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = ${escapeLiteral(role)}) THEN
+      CREATE ROLE ${escapeIdentifier(role)} ${attributes};
+    END IF;
+  EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+  END $$`)
+}
+
+/** Creates the owner and login roles when missing (a role that may create roles, on the target database). */
+export async function createRoles (admin: pg.Pool, roles: RoleCredentials): Promise<void> {
+  await createRoleIfMissing(admin, roles.ownerRole, 'NOLOGIN')
+  await createRoleIfMissing(admin, roles.appRole, `LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD ${escapeLiteral(roles.appPassword)}`)
+}
+
+/**
+ * Gives existing roles what they need on the current database: the owner may create the tables
+ * (and drizzle's migrations schema); the app role joins GRANTEE_ROLE and may not create anything.
+ */
+export async function grantRoles (admin: pg.Pool, roles: DatabaseRoles): Promise<void> {
+  await createRoleIfMissing(admin, GRANTEE_ROLE, 'NOLOGIN NOSUPERUSER NOBYPASSRLS')
+  const owner = escapeIdentifier(roles.ownerRole)
+  const { rows } = await admin.query<{ name: string }>('SELECT current_database() AS name')
+  await admin.query(`
+    GRANT CREATE ON DATABASE ${escapeIdentifier(rows[0]?.name ?? '')} TO ${owner};
+    REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+    GRANT USAGE, CREATE ON SCHEMA public TO ${owner};
+    GRANT USAGE ON SCHEMA public TO ${escapeIdentifier(GRANTEE_ROLE)};
+    GRANT ${escapeIdentifier(GRANTEE_ROLE)} TO ${escapeIdentifier(roles.appRole)}
+  `)
+}
+
+// Runs `work` on one admin connection switched to the owner role, as a migration tool would.
+async function asOwner (admin: pg.Pool, ownerRole: string, work: (client: pg.PoolClient) => Promise<void>): Promise<void> {
+  const client = await admin.connect()
+  try {
+    await client.query(`SET ROLE ${escapeIdentifier(ownerRole)}`)
+    await work(client)
+    await client.query('RESET ROLE')
+    client.release()
+  } catch (error) {
+    // The connection may still be the owner: never hand it back to the pool.
+    client.release(true)
+    throw error
+  }
+}
+
+/** Applies the pending migrations with drizzle's migrator, as the owner role. */
+export async function migrateDatabase (admin: pg.Pool, ownerRole: string): Promise<void> {
+  await asOwner(admin, ownerRole, (client) => migrate(drizzle(client), { migrationsFolder: MIGRATIONS_FOLDER }))
+}
+
+/** The two demo organizations and the rows `seedDemoData` gives them (fixed ids: seeding is repeatable). */
+export const DEMO = {
+  acme: {
+    id: '0f4c6a1e-3d1b-4c57-9a53-6f0c1f0a0001',
+    name: 'Acme',
+    projects: [
+      { id: '5b1f0c2a-8e4d-4f7b-b1a2-000000000a01', name: 'Website relaunch', tasks: ['Pick a font', 'Write the copy'] },
+      { id: '5b1f0c2a-8e4d-4f7b-b1a2-000000000a02', name: 'Hiring', tasks: ['Post the job ad'] }
+    ]
+  },
+  globex: {
+    id: '0f4c6a1e-3d1b-4c57-9a53-6f0c1f0a0002',
+    name: 'Globex',
+    projects: [
+      { id: '5b1f0c2a-8e4d-4f7b-b1a2-000000000b01', name: 'Moon base', tasks: ['Order the rocket'] }
+    ]
+  }
+} as const
+
+/**
+ * Inserts the demo tenants (as the owner: the app role has no privilege on `tenants`) and their
+ * rows (through withTenant on the app pool, so RLS checks every row). Existing rows are kept.
+ */
+export async function seedDemoData (admin: pg.Pool, ownerRole: string, appPool: pg.Pool): Promise<void> {
+  await asOwner(admin, ownerRole, async (client) => {
+    await drizzle(client).insert(schema.tenants)
+      .values(Object.values(DEMO).map(({ id, name }) => ({ id, name })))
+      .onConflictDoNothing()
+  })
+  for (const tenant of Object.values(DEMO)) {
+    await withTenant(appPool, tenant.id, async (db) => {
+      for (const project of tenant.projects) {
+        await db.insert(schema.projects).values({ id: project.id, name: project.name }).onConflictDoNothing()
+        await db.insert(schema.tasks)
+          .values(project.tasks.map((title) => ({ projectId: project.id, title })))
+          .onConflictDoNothing()
+      }
+    }, { schema })
+  }
+}
