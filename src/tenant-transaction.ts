@@ -1,6 +1,6 @@
 // The one module that sends transaction SQL. A TenantTransaction owns at most one pooled client
 // for one tenant: it takes the client lazily on the first query, opens the transaction with the
-// tenant setting in one round trip, and finishes exactly once (commit or rollback), releasing the
+// tenant setting in the same round trip as that query, and finishes exactly once (commit or rollback), releasing the
 // client exactly once and destroying it whenever it might still carry state. It has no Fastify
 // imports, so HTTP requests and withTenant share it.
 import pg from 'pg'
@@ -12,6 +12,7 @@ import {
   TenantContextChangedError,
   TransactionClosedError
 } from './errors.js'
+import { sendOpening } from './opening-query.js'
 
 const { escapeLiteral } = pg
 
@@ -107,7 +108,10 @@ export class TenantTransaction implements Queryable {
 
   async #run (config: unknown, values?: unknown[]): Promise<QueryResult> {
     if (this.#finishing !== undefined) throw new TransactionClosedError()
-    const client = this.#client ?? await (this.#opening ??= this.#open())
+    let carried: Promise<QueryResult> | undefined
+    const client = this.#client ?? await (this.#opening ??= this.#open(config, values, (result) => { carried = result }))
+    // The first query usually travels with the open: it ran inside the transaction, whatever came after.
+    if (carried !== undefined) return carried
     // A rollback (client gone, app closing) may have started while this query waited for the open.
     if (this.#finishing !== undefined) throw new TransactionClosedError()
     return client.query(config as string, values)
@@ -132,7 +136,8 @@ export class TenantTransaction implements Queryable {
     return this.#finishing
   }
 
-  async #open (): Promise<PoolClient> {
+  /** Takes a connection and opens the transaction, sending the first query along when it can ride. */
+  async #open (config: unknown, values: unknown[] | undefined, carry: (result: Promise<QueryResult>) => void): Promise<PoolClient> {
     let client: PoolClient
     try {
       client = await this.#pool.connect()
@@ -143,12 +148,17 @@ export class TenantTransaction implements Queryable {
     client.on('error', this.#onClientError)
     this.#client = client
     this.#hooks.onOpen?.(this)
-    // One round trip: both values are validated literals (canonical UUID, plain setting name), so
-    // a multi-statement simple query is safe here and saves the round trip a bound parameter costs.
-    const opened = await client.query(
-      `BEGIN; SELECT set_config(${escapeLiteral(this.#setting)}, ${escapeLiteral(this.tenantId)}, true), current_user AS role`
-    ) as unknown as QueryResult[]
-    this.#role = String(opened[1]?.rows[0]?.role)
+    // Nothing is sent once a rollback has started while the connection was being taken.
+    if (this.#finishing !== undefined) return client
+    // Bound parameters, and no round trip of its own: see opening-query.ts for why a failed open
+    // can never let the first query run outside the transaction.
+    const opening = sendOpening(client, [
+      { text: 'BEGIN' },
+      { text: 'SELECT set_config($1, $2, true), current_user', values: [this.#setting, this.tenantId] }
+    ], config, values)
+    if (opening.result !== undefined) carry(opening.result)
+    const [row] = await opening.opened
+    this.#role = String(row?.[1])
     return client
   }
 

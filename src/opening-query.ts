@@ -1,0 +1,128 @@
+// Wire plumbing for the first query of a tenant transaction: the statements that open the
+// transaction travel in front of that query, in one extended-protocol sequence closed by a single
+// Sync, so opening costs no round trip of its own. Why this is safe: when any statement before the
+// Sync fails, PostgreSQL discards every later message up to the Sync, so the route's query never
+// runs outside the opened transaction, not even when the failure comes before BEGIN took effect
+// (a cancel, a statement timeout). The SQL itself belongs to tenant-transaction.ts.
+import pg from 'pg'
+import type { PoolClient, QueryResult } from 'pg'
+
+/** One statement of the opening, sent unnamed, with bound text parameters. */
+export interface OpeningStatement {
+  text: string
+  values?: readonly string[]
+}
+
+/** What the client sees of an opening: the rows it returned, and the first query's own result. */
+export interface Opening {
+  /** The data rows of the opening statements (text fields, in order), once every one has run. */
+  opened: Promise<Array<Array<string | null>>>
+  /** The first query's result; undefined when it could not ride along and must be sent after. */
+  result: Promise<QueryResult> | undefined
+}
+
+// The parts of pg's Connection and Query used here. pg documents custom query objects (pg-cursor
+// and pg-query-stream are built the same way); the typings just do not describe these members.
+interface Connection {
+  parse (message: { text: string }): void
+  bind (message: { values: readonly string[] }): void
+  execute (message: Record<string, never>): void
+  sync (): void
+  stream: { cork?: () => void, uncork?: () => void }
+}
+
+interface QueryInternals {
+  text: unknown
+  values: unknown
+  name: unknown
+  rows: unknown
+  queryMode: unknown
+  requiresPreparation (): boolean
+  submit (connection: Connection): Error | null
+  handleDataRow (message: { fields: Array<string | null> }): void
+  handleCommandComplete (message: unknown, connection: Connection): void
+  handleError (error: Error, connection: Connection): void
+}
+
+type Callback = (error: Error | null | undefined, result: QueryResult) => void
+const Query = pg.Query as unknown as new (config: unknown, values: unknown, callback: Callback) => QueryInternals
+
+class OpeningQuery extends Query {
+  readonly #statements: readonly OpeningStatement[]
+  readonly #rows: Array<Array<string | null>> = []
+  /** Opening statements whose CommandComplete has not arrived yet. */
+  #pending: number
+  readonly carries: boolean
+  readonly opened: Promise<Array<Array<string | null>>>
+  #settle: { resolve: (rows: Array<Array<string | null>>) => void, reject: (error: Error) => void } | undefined
+
+  constructor (statements: readonly OpeningStatement[], config: unknown, values: unknown, callback: Callback) {
+    super(config, values, callback)
+    this.#statements = statements
+    this.#pending = statements.length
+    this.carries = this.#canCarry()
+    this.opened = new Promise((resolve, reject) => { this.#settle = { resolve, reject } })
+  }
+
+  // Only an unnamed, unpaged query fits in the sequence: a named statement's ParseComplete would be
+  // confused with the opening's, and a paged one keeps its portal open across round trips. A
+  // parameterless single statement (no ';' anywhere) is switched to the extended protocol too;
+  // anything that may hold several statements needs the simple protocol and is sent after.
+  #canCarry (): boolean {
+    if (this.name !== undefined || this.rows !== undefined || typeof this.text !== 'string') return false
+    if (this.values !== undefined && !Array.isArray(this.values)) return false
+    if (this.requiresPreparation()) return true
+    if (this.text === '' || this.text.includes(';')) return false
+    this.queryMode = 'extended'
+    return true
+  }
+
+  override submit (connection: Connection): Error | null {
+    connection.stream.cork?.()
+    try {
+      for (const statement of this.#statements) {
+        connection.parse({ text: statement.text })
+        connection.bind({ values: statement.values ?? [] })
+        connection.execute({})
+      }
+      if (this.carries) return super.submit(connection)
+      connection.sync()
+      return null
+    } finally {
+      connection.stream.uncork?.()
+    }
+  }
+
+  override handleDataRow (message: { fields: Array<string | null> }): void {
+    if (this.#pending > 0) this.#rows.push(message.fields)
+    else super.handleDataRow(message)
+  }
+
+  override handleCommandComplete (message: unknown, connection: Connection): void {
+    if (this.#pending === 0) return super.handleCommandComplete(message, connection)
+    this.#pending -= 1
+    if (this.#pending === 0) this.#settle?.resolve(this.#rows)
+  }
+
+  override handleError (error: Error, connection: Connection): void {
+    // An error before the opening completed stops the whole sequence: the first query did not run.
+    if (this.#pending > 0) this.#settle?.reject(error)
+    super.handleError(error, connection)
+  }
+}
+
+/**
+ * Sends `statements` on `client`, followed in the same sequence by the first query when it can
+ * ride along (see `result`).
+ */
+export function sendOpening (client: PoolClient, statements: readonly OpeningStatement[], config: unknown, values: unknown): Opening {
+  let settle: Callback = () => {}
+  const done = new Promise<QueryResult>((resolve, reject) => {
+    settle = (error, result) => { error ? reject(error) : resolve(result) }
+  })
+  const query = new OpeningQuery(statements, config, values, settle)
+  // Whoever awaits `opened` sees an opening failure; this branch only keeps it from being unhandled.
+  done.catch(() => {})
+  client.query(query as unknown as pg.Query)
+  return { opened: query.opened, result: query.carries ? done : undefined }
+}

@@ -1,0 +1,79 @@
+// Issue 5's round-trip target, counted on the wire of a real PostgreSQL: a one-query request takes
+// two round trips (the open rides with the first query, then the commit message), a route that
+// never uses request.db takes no connection, and a failed open stops the first query before it runs.
+import { sql } from 'drizzle-orm'
+import t from 'tap'
+import { withTenant } from 'fastify-tenant-rls'
+import { createTestDatabase } from './helpers/database.js'
+import { bearer, buildApp, createProjectsTable, projects } from './helpers/fixture.js'
+import { watchWireTraffic } from './helpers/wire-traffic.js'
+
+const db = await createTestDatabase(t)
+const { tenantA } = await createProjectsTable(db)
+await db.asOwner(`
+  CREATE TABLE audit_log (entry text NOT NULL);
+  GRANT SELECT, INSERT ON audit_log TO ${db.appRole};
+`)
+
+const pool = db.appPool()
+const traffic = watchWireTraffic(pool)
+const app = await buildApp(t, {
+  pool,
+  routes (app) {
+    app.get('/names', async (request) => {
+      const rows = await request.db.select({ name: projects.name }).from(projects).orderBy(projects.name).limit(20)
+      return rows.map((row) => row.name)
+    })
+    app.get('/all', async (request) => (await request.db.select({ name: projects.name }).from(projects)).length)
+    app.get('/two-statements', async (request) => {
+      const results = await request.db.execute(sql.raw('SELECT 1 AS one; SELECT 2 AS two')) as unknown as unknown[]
+      return { results: results.length }
+    })
+    app.get('/no-database', async (request) => ({ tenant: request.tenantId }))
+  }
+})
+const asA = bearer(app, { tenant_id: tenantA })
+
+t.beforeEach(() => { traffic.reset() })
+t.afterEach(async (t) => { await db.assertNoLeaks(t, pool) })
+
+t.test('a one-query request takes two round trips: open + query, then check + COMMIT', async (t) => {
+  const res = await app.inject({ url: '/names', headers: asA })
+  t.same(res.json(), ['a-1', 'a-2'])
+  const seen = traffic.read()
+  t.equal(seen.checkouts, 1)
+  t.equal(seen.roundTrips, 2)
+  t.same(seen.commands, ['BEGIN', 'SELECT 1', 'SELECT 2', 'SELECT 1', 'COMMIT', 'SELECT 1'], 'six statements, in this order')
+})
+
+t.test('a parameterless single-statement first query rides along too', async (t) => {
+  t.equal((await app.inject({ url: '/all', headers: asA })).json(), 2)
+  t.equal(traffic.read().roundTrips, 2)
+})
+
+t.test('a first query that may hold several statements is sent after the open, and works', async (t) => {
+  const res = await app.inject({ url: '/two-statements', headers: asA })
+  t.same(res.json(), { results: 2 })
+  t.equal(traffic.read().roundTrips, 3)
+})
+
+t.test('a route that never uses request.db takes no connection and sends nothing', async (t) => {
+  const res = await app.inject({ url: '/no-database', headers: asA })
+  t.same(res.json(), { tenant: tenantA })
+  t.same(traffic.read(), { roundTrips: 0, statements: 0, commands: [], checkouts: 0, holdMs: 0 })
+})
+
+t.test('a failed open stops the first query before it runs, and nothing is committed', async (t) => {
+  // Once plpgsql is loaded, its prefix is reserved: set_config('plpgsql.tenant', …) fails after BEGIN.
+  const reserving = db.appPool({ max: 1 })
+  reserving.on('connect', (client) => { client.query('DO $$ BEGIN END $$').catch(() => {}) })
+  const error = await withTenant(reserving, tenantA, async (tx) => {
+    await tx.execute(sql`INSERT INTO audit_log (entry) VALUES (${'first query'})`)
+  }, { setting: 'plpgsql.tenant' }).then(() => undefined, (failure: { cause?: { code?: string } }) => failure.cause)
+  // 42602 is set_config's own error: the INSERT was skipped, not merely refused by an aborted
+  // transaction (25P02), so it can never have run outside the transaction.
+  t.equal(error?.code, '42602')
+  const { rows } = await db.admin.query('SELECT entry FROM audit_log')
+  t.same(rows, [], 'the first query left nothing behind')
+  await db.assertNoLeaks(t, reserving)
+})
