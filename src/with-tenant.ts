@@ -48,7 +48,7 @@ export async function runWithTenant<TSchema extends Record<string, unknown>, TRe
  * Runs `work` in a transaction scoped to `tenantId` on `pool` (the application role's pool).
  * Commits when `work` resolves, rolls back when it throws; the database handle is closed after.
  */
-export function withTenant<TSchema extends Record<string, unknown> = RegisteredSchema, TResult = unknown> (
+export async function withTenant<TSchema extends Record<string, unknown> = RegisteredSchema, TResult = unknown> (
   pool: Pool,
   tenantId: string,
   work: TenantWork<TSchema, TResult>,

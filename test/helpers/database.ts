@@ -12,6 +12,8 @@ import { startPostgres } from './postgres-server.js'
 export interface TestDatabase {
   /** Superuser pool on the test database: setup and verification only. */
   admin: pg.Pool
+  /** Superuser connection string of the test database. */
+  adminUrl: string
   appRole: string
   ownerRole: string
   /** Connection string for the app role (or the given role) on the test database. */
@@ -68,6 +70,7 @@ export async function createTestDatabase (t: Test): Promise<TestDatabase> {
 
   const database: TestDatabase = {
     admin,
+    adminUrl: adminUrl.toString(),
     appRole,
     ownerRole,
     url,

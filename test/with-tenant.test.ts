@@ -1,0 +1,89 @@
+// withTenant for work outside HTTP (the standalone function for workers, app.withTenant inside the
+// app): same tenant rules, commit on resolve, roll back on throw, connection released either way.
+import { sql } from 'drizzle-orm'
+import t from 'tap'
+import { withTenant } from 'fastify-tenant-rls'
+import { createTestDatabase } from './helpers/database.js'
+import { buildApp, committedNames, createProjectsTable, projects, schema } from './helpers/fixture.js'
+import { gate } from './helpers/gate.js'
+
+const db = await createTestDatabase(t)
+const { tenantA, tenantB } = await createProjectsTable(db)
+const pool = db.appPool()
+t.afterEach(async (t) => {
+  await db.assertNoLeaks(t, pool)
+  await db.admin.query("DELETE FROM projects WHERE name NOT IN ('a-1', 'a-2', 'b-1')")
+})
+
+t.test('the standalone withTenant sees one tenant and commits when the work resolves', async (t) => {
+  const names = await withTenant(pool, tenantB, async (tx) => {
+    await tx.insert(projects).values({ tenantId: tenantB, name: 'b-worker' })
+    return (await tx.select({ name: projects.name }).from(projects).orderBy(projects.name)).map((row) => row.name)
+  }, { schema })
+  t.same(names, ['b-1', 'b-worker'])
+  t.same(await committedNames(db, tenantB), ['b-1', 'b-worker'])
+})
+
+t.test('a schema enables the relational query API', async (t) => {
+  const rows = await withTenant(pool, tenantA, async (tx) => tx.query.projects.findMany({ columns: { name: true } }), { schema })
+  t.same(rows.map((row) => row.name).sort(), ['a-1', 'a-2'])
+})
+
+t.test('a throw rolls back and is rethrown unchanged', async (t) => {
+  const failure = new Error('worker failed')
+  await t.rejects(withTenant(pool, tenantA, async (tx) => {
+    await tx.insert(projects).values({ tenantId: tenantA, name: 'a-worker' })
+    throw failure
+  }), failure)
+  t.same(await committedNames(db, tenantA), ['a-1', 'a-2'])
+})
+
+t.test('a failed COMMIT rejects with the mapped error', async (t) => {
+  await t.rejects(withTenant(pool, tenantA, async (tx) => {
+    await tx.insert(projects).values({ tenantId: tenantA, name: 'a-1' })
+  }), { code: 'FST_TENANT_RLS_COMMIT_CONFLICT' })
+  t.same(await committedNames(db, tenantA), ['a-1', 'a-2'])
+})
+
+t.test('the database handle is closed once withTenant returns', async (t) => {
+  let leaked: { execute: (query: ReturnType<typeof sql>) => Promise<unknown> } | undefined
+  await withTenant(pool, tenantA, async (tx) => { leaked = tx })
+  await t.rejects(leaked?.execute(sql`SELECT 1`) ?? Promise.resolve(), { cause: { code: 'FST_TENANT_RLS_TRANSACTION_CLOSED' } })
+})
+
+t.test('a tenant id that is not a canonical UUID is refused before any connection', async (t) => {
+  let acquired = 0
+  const onAcquire = (): void => { acquired++ }
+  pool.on('acquire', onAcquire)
+  t.teardown(() => { pool.off('acquire', onAcquire) })
+  for (const bad of ['', 'acme', `{${tenantA}}`, tenantA.replaceAll('-', ''), null, 42]) {
+    await t.rejects(withTenant(pool, bad as string, async () => 'ran'), { code: 'FST_TENANT_RLS_TENANT_INVALID' }, `refuses ${JSON.stringify(bad)}`)
+  }
+  t.equal(acquired, 0)
+})
+
+t.test('bad options are refused', async (t) => {
+  await t.rejects(withTenant(pool, tenantA, async () => 'ran', { setting: 'nodot' }), { code: 'FST_TENANT_RLS_INVALID_OPTION' })
+  await t.rejects(withTenant({} as typeof pool, tenantA, async () => 'ran'), { code: 'FST_TENANT_RLS_INVALID_OPTION' })
+})
+
+t.test('app.withTenant uses the plugin options, and app.close() rolls back work in flight', async (t) => {
+  const app = await buildApp(t, { pool })
+  const count = await app.withTenant(tenantA, async (tx) => (await tx.select().from(projects)).length)
+  t.equal(count, 2)
+
+  const inside = gate()
+  const closed = gate()
+  const work = app.withTenant(tenantA, async (tx) => {
+    await tx.insert(projects).values({ tenantId: tenantA, name: 'a-closing' })
+    inside.open()
+    await closed.promise
+    await tx.insert(projects).values({ tenantId: tenantA, name: 'a-after-close' })
+  })
+  const outcome = work.then(() => 'resolved', (error: { code?: string, cause?: { code?: string } }) => error.cause?.code ?? error.code)
+  await inside.promise
+  await app.close()
+  closed.open()
+  t.equal(await outcome, 'FST_TENANT_RLS_TRANSACTION_CLOSED')
+  t.same(await committedNames(db, tenantA), ['a-1', 'a-2'])
+})
