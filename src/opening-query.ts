@@ -29,6 +29,9 @@ interface Connection {
   execute (message: Record<string, never>): void
   sync (): void
   stream: { cork?: () => void, uncork?: () => void }
+  /** Named statements this connection has prepared, and those whose Parse is on its way, by name. */
+  parsedStatements: Record<string, string | undefined>
+  submittedNamedStatements: Record<string, string | undefined>
 }
 
 interface QueryInternals {
@@ -55,6 +58,8 @@ class OpeningQuery extends Query {
   readonly carries: boolean
   readonly opened: Promise<Array<Array<string | null>>>
   #settle: { resolve: (rows: Array<Array<string | null>>) => void, reject: (error: Error) => void } | undefined
+  /** The route query's statement name, when this connection has not prepared it yet. */
+  #unpreparedName: string | undefined
 
   constructor (statements: readonly OpeningStatement[], config: unknown, values: unknown, callback: Callback) {
     super(config, values, callback)
@@ -64,12 +69,11 @@ class OpeningQuery extends Query {
     this.opened = new Promise((resolve, reject) => { this.#settle = { resolve, reject } })
   }
 
-  // Only an unnamed, unpaged query fits in the sequence: a named statement's ParseComplete would be
-  // confused with the opening's, and a paged one keeps its portal open across round trips. A
-  // parameterless single statement (no ';' anywhere) is switched to the extended protocol too;
-  // anything that may hold several statements needs the simple protocol and is sent after.
+  // A paged query keeps its portal open across round trips, so it is sent after. A parameterless
+  // single statement (no ';' anywhere) is switched to the extended protocol; anything that may hold
+  // several statements needs the simple protocol and is sent after too.
   #canCarry (): boolean {
-    if (this.name !== undefined || this.rows !== undefined || typeof this.text !== 'string') return false
+    if (this.rows !== undefined || typeof this.text !== 'string') return false
     if (this.values !== undefined && !Array.isArray(this.values)) return false
     if (this.requiresPreparation()) return true
     if (this.text === '' || this.text.includes(';')) return false
@@ -78,6 +82,13 @@ class OpeningQuery extends Query {
   }
 
   override submit (connection: Connection): Error | null {
+    if (typeof this.name === 'string') {
+      const previous = connection.parsedStatements[this.name] ?? connection.submittedNamedStatements[this.name]
+      // pg refuses a name reused for other text before writing anything; it must not follow an
+      // opening left without its Sync. The refusal reaches handleError, which fails the opening.
+      if (previous !== undefined && previous !== this.text) return super.submit(connection)
+      if (connection.parsedStatements[this.name] === undefined) this.#unpreparedName = this.name
+    }
     connection.stream.cork?.()
     try {
       for (const statement of this.#statements) {
@@ -101,13 +112,25 @@ class OpeningQuery extends Query {
   override handleCommandComplete (message: unknown, connection: Connection): void {
     if (this.#pending === 0) return super.handleCommandComplete(message, connection)
     this.#pending -= 1
-    if (this.#pending === 0) this.#settle?.resolve(this.#rows)
+    if (this.#pending > 0) return
+    this.#forgetOpeningParses(connection)
+    this.#settle?.resolve(this.#rows)
   }
 
   override handleError (error: Error, connection: Connection): void {
     // An error before the opening completed stops the whole sequence: the first query did not run.
-    if (this.#pending > 0) this.#settle?.reject(error)
+    if (this.#pending > 0) {
+      this.#forgetOpeningParses(connection)
+      this.#settle?.reject(error)
+    }
     super.handleError(error, connection)
+  }
+
+  // pg marks the active query's statement name as prepared on every ParseComplete, the opening's
+  // included. Undo that before the route query's own Parse is answered; left in place after a
+  // failure, the next use of the name on this connection would skip Parse and fail.
+  #forgetOpeningParses (connection: Connection): void {
+    if (this.#unpreparedName !== undefined) delete connection.parsedStatements[this.#unpreparedName]
   }
 }
 

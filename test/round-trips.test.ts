@@ -1,7 +1,7 @@
 // Issue 5's round-trip target, counted on the wire of a real PostgreSQL: a one-query request takes
 // two round trips (the open rides with the first query, then the commit message), a route that
 // never uses request.db takes no connection, and a failed open stops the first query before it runs.
-import { sql } from 'drizzle-orm'
+import { eq, sql } from 'drizzle-orm'
 import t from 'tap'
 import { withTenant } from 'fastify-tenant-rls'
 import { createTestDatabase } from './helpers/database.js'
@@ -30,6 +30,10 @@ const app = await buildApp(t, {
       return { results: results.length }
     })
     app.get('/no-database', async (request) => ({ tenant: request.tenantId }))
+    app.get('/prepared', async (request) => {
+      const byName = request.db.select({ name: projects.name }).from(projects).where(eq(projects.name, sql.placeholder('name'))).prepare('by_name')
+      return (await byName.execute({ name: 'a-1' })).map((row) => row.name)
+    })
   }
 })
 const asA = bearer(app, { tenant_id: tenantA })
@@ -75,5 +79,30 @@ t.test('a failed open stops the first query before it runs, and nothing is commi
   t.equal(error?.code, '42602')
   const { rows } = await db.admin.query('SELECT entry FROM audit_log')
   t.same(rows, [], 'the first query left nothing behind')
+  await db.assertNoLeaks(t, reserving)
+})
+
+t.test('a named (prepared) first query rides along, parsed once per connection', async (t) => {
+  for (let i = 0; i < 3; i++) {
+    t.same((await app.inject({ url: '/prepared', headers: asA })).json(), ['a-1'])
+  }
+  const seen = traffic.read()
+  t.equal(seen.roundTrips, 6, 'two per request')
+})
+
+t.test('after a failed open, a named statement is still usable on that connection', async (t) => {
+  const reserving = db.appPool({ max: 1 })
+  reserving.on('connect', (client) => { client.query('DO $$ BEGIN END $$').catch(() => {}) })
+  const names = (tx: Parameters<Parameters<typeof withTenant>[2]>[0]) => tx.select({ name: projects.name }).from(projects).prepare('names').execute()
+  const failed = await withTenant(reserving, tenantA, names, { setting: 'plpgsql.tenant' }).then(() => 'ran', () => 'failed')
+  t.equal(failed, 'failed')
+  // Same connection (pool of one): the opening's ParseComplete must not have marked 'names' prepared.
+  const rows = await withTenant(reserving, tenantA, names)
+  t.same(rows.map((row) => row.name).sort(), ['a-1', 'a-2'])
+  t.equal(reserving.totalCount, 1, 'the connection was reused, not replaced')
+  // A name reused for another text is refused by pg before anything is sent: no hang, no leak.
+  const clash = await withTenant(reserving, tenantA, (tx) => tx.select({ id: projects.id }).from(projects).prepare('names').execute())
+    .then(() => 'ran', () => 'refused')
+  t.equal(clash, 'refused')
   await db.assertNoLeaks(t, reserving)
 })
