@@ -37,7 +37,8 @@ export async function eventually (condition: () => boolean | Promise<boolean>, w
   const deadline = Date.now() + timeoutMs
   while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`)
-    await new Promise((resolve) => setImmediate(resolve))
+    // Re-check every few milliseconds; a tight loop would starve the processes it is waiting on.
+    await new Promise((resolve) => setTimeout(resolve, 5))
   }
 }
 
