@@ -202,7 +202,7 @@ export const isolationCases: IsolationCase[] = [
 export async function runIsolationCases (t: Test, db: TestDatabase, world: World, target: Target): Promise<void> {
   const [a, b] = world.tenants as [string, string]
   const sides: Sides = { a, b, aDoc: world.ids[a]?.['INV-1'] ?? '', bDoc: world.ids[b]?.['INV-1'] ?? '', bDoc2: world.ids[b]?.['INV-2'] ?? '' }
-  const pool = target.pool()
+  const pool = target.pool(t)
   const attacks = Object.fromEntries(isolationCases.map((attackCase, index) => [
     `case-${index}`,
     (request: FastifyRequest) => attackCase.attack(dbOf(request), sides)
@@ -231,7 +231,7 @@ export async function runIsolationCases (t: Test, db: TestDatabase, world: World
   }
 
   await t.test(`${target.name}: one prepared statement reused by A, B, A, B on one connection under force_generic_plan returns each tenant only its rows`, async (t) => {
-    const single = target.pool({ max: 1 })
+    const single = target.pool(t, { max: 1 })
     const { app } = await attackApp(t, single, {
       async prepared (request) {
         const db = dbOf(request)

@@ -9,14 +9,19 @@ import { startPgBouncer } from '../helpers/pgbouncer.js'
 
 export interface Target {
   name: 'direct' | 'pgbouncer'
-  /** A pool of the application role, ended with the test database. */
-  pool (config?: PoolConfig): pg.Pool
+  /** A pool of the application role, ended when test `t` ends (before PgBouncer stops). */
+  pool (t: Test, config?: PoolConfig): pg.Pool
   /** Whether named prepared statements survive between transactions (not on PgBouncer 1.18). */
   namedStatements: boolean
 }
 
+function endedWith (t: Test, pool: pg.Pool): pg.Pool {
+  t.teardown(() => pool.ending ? undefined : pool.end())
+  return pool
+}
+
 export function directTarget (db: TestDatabase): Target {
-  return { name: 'direct', pool: (config) => db.appPool(config), namedStatements: true }
+  return { name: 'direct', pool: (t, config) => endedWith(t, db.appPool(config)), namedStatements: true }
 }
 
 /**
@@ -34,7 +39,7 @@ export async function pgBouncerTarget (t: Test, db: TestDatabase, poolSize = 2):
   if (bouncer === undefined) return undefined
   return {
     name: 'pgbouncer',
-    pool: (config) => db.appPool({ connectionString: bouncer.route(db.url()), ...config }),
+    pool: (t, config) => endedWith(t, db.appPool({ connectionString: bouncer.route(db.url()), ...config })),
     namedStatements: false
   }
 }
