@@ -4,6 +4,7 @@
 import { request as httpRequest } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { sql } from 'drizzle-orm'
+import type { FastifyRequest } from 'fastify'
 import t from 'tap'
 import { createTestDatabase, eventually } from './helpers/database.js'
 import { bearer, buildApp, committedNames, createProjectsTable, projects } from './helpers/fixture.js'
@@ -21,7 +22,7 @@ t.afterEach(async (t) => {
   await db.admin.query("DELETE FROM projects WHERE name NOT IN ('a-1', 'a-2', 'b-1')")
 })
 
-const insert = async (request: { db: typeof import('fastify').FastifyRequest.prototype.db, tenantId: string | null }, name: string): Promise<void> => {
+const insert = async (request: FastifyRequest, name: string): Promise<void> => {
   await request.db.insert(projects).values({ name, tenantId: String(request.tenantId) })
 }
 
@@ -140,7 +141,7 @@ t.test('request.db used after the transaction finished is refused, never a new t
 
 /** Starts a route that writes, reports its backend pid, then waits on `proceed` before writing again. */
 function pausingRoute (name: string, proceed: Gate, paused: Gate<number>, outcome: Gate<string>) {
-  return async function handler (request: Parameters<typeof insert>[0]) {
+  return async function handler (request: FastifyRequest) {
     await insert(request, `${name}-before`)
     const { rows } = await request.db.execute<{ pid: number }>(sql`SELECT pg_backend_pid() AS pid`)
     paused.open(Number(rows[0]?.pid))
