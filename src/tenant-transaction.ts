@@ -169,7 +169,20 @@ export class TenantTransaction implements Queryable {
     const setting = escapeLiteral(this.#setting)
     return `SELECT (CASE WHEN current_setting(${setting}, true) = ${escapeLiteral(this.tenantId)} ` +
       `AND current_user = ${escapeLiteral(role)} THEN '0' ELSE ${escapeLiteral(CONTEXT_CHANGED_MARKER)} END)::int; ` +
-      `COMMIT; SELECT current_setting(${setting}, true) AS setting, current_user AS role`
+      `COMMIT; ${this.#sessionSql()}`
+  }
+
+  // Sent right after COMMIT or ROLLBACK, in the same message. ROLLBACK alone is not enough: a route
+  // that sends COMMIT itself ends the transaction early, and whatever it SETs after that (another
+  // tenant, SET ROLE) is session-level state the ROLLBACK cannot undo.
+  #sessionSql (): string {
+    return `SELECT current_setting(${escapeLiteral(this.#setting)}, true) AS setting, current_user AS role`
+  }
+
+  /** Whether the session state read by #sessionSql would reach the next user of the connection. */
+  #carriesState (result: QueryResult | undefined): boolean {
+    const after = result?.rows[0] as { setting: string | null, role: string } | undefined
+    return after === undefined || (after.setting !== null && after.setting !== '') || after.role !== this.#role
   }
 
   readonly #onClientError = (): void => {
@@ -197,8 +210,7 @@ export class TenantTransaction implements Queryable {
       // No role means the open itself failed: there is nothing sound to commit.
       if (this.#role === undefined) throw new TransactionClosedError()
       const results = await client.query(this.#commitSql(this.#role)) as unknown as QueryResult[]
-      const after = results[2]?.rows[0] as { setting: string | null, role: string } | undefined
-      leftover = after === undefined || (after.setting !== null && after.setting !== '') || after.role !== this.#role
+      leftover = this.#carriesState(results[2])
     } catch (error) {
       await this.#rollbackAndRelease(client)
       throw commitError(error)
@@ -211,7 +223,8 @@ export class TenantTransaction implements Queryable {
     let failed = this.#broken
     if (!failed) {
       try {
-        await client.query('ROLLBACK')
+        const results = await client.query(`ROLLBACK; ${this.#sessionSql()}`) as unknown as QueryResult[]
+        failed = this.#carriesState(results[1])
       } catch {
         failed = true
       }
