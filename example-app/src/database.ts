@@ -83,6 +83,15 @@ export async function migrateDatabase (admin: pg.Pool, ownerRole: string): Promi
   await asOwner(admin, ownerRole, (client) => migrate(drizzle(client), { migrationsFolder: MIGRATIONS_FOLDER }))
 }
 
+/**
+ * Brings a database to the example's schema for existing roles: grants, then migrations. The
+ * example's tests (and anything that wants the example's tables) start from here.
+ */
+export async function setUpDatabase (admin: pg.Pool, roles: DatabaseRoles): Promise<void> {
+  await grantRoles(admin, roles)
+  await migrateDatabase(admin, roles.ownerRole)
+}
+
 /** The two demo organizations and the rows `seedDemoData` gives them (fixed ids: seeding is repeatable). */
 export const DEMO = {
   acme: {

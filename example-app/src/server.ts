@@ -6,7 +6,7 @@
 import { relative } from 'node:path'
 import pg from 'pg'
 import { buildApp } from './app.js'
-import { createRoles, DEMO, grantRoles, migrateDatabase, seedDemoData } from './database.js'
+import { createRoles, DEMO, seedDemoData, setUpDatabase } from './database.js'
 import { DATA_DIR, startEmbeddedPostgres } from './embedded-postgres.js'
 import type { EmbeddedServer } from './embedded-postgres.js'
 
@@ -97,8 +97,7 @@ async function main (): Promise<void> {
   appPool.on('error', (error) => console.error('idle database connection failed:', error.message))
   try {
     await createRoles(admin, ROLES)
-    await grantRoles(admin, ROLES)
-    await migrateDatabase(admin, ROLES.ownerRole)
+    await setUpDatabase(admin, ROLES)
     await seedDemoData(admin, ROLES.ownerRole, appPool)
   } finally {
     await admin.end()

@@ -7,15 +7,14 @@ import t from 'tap'
 import type { Test } from 'tap'
 import { createTestDatabase } from '../../test/helpers/database.js'
 import { buildApp } from '../src/app.js'
-import { DEMO, grantRoles, migrateDatabase, seedDemoData } from '../src/database.js'
+import { DEMO, seedDemoData, setUpDatabase } from '../src/database.js'
 
 const JWT_SECRET = 'example-app-test-secret-long-enough-for-hs256'
 
 const db = await createTestDatabase(t)
 const roles = { ownerRole: db.ownerRole, appRole: db.appRole }
 const pool = db.appPool()
-await grantRoles(db.admin, roles)
-await migrateDatabase(db.admin, db.ownerRole)
+await setUpDatabase(db.admin, roles)
 await seedDemoData(db.admin, db.ownerRole, pool)
 
 const app = await buildApp({ pool, jwtSecret: JWT_SECRET })
@@ -159,8 +158,7 @@ t.test('no token, no data; the health check needs none', async (t) => {
 
 t.test('the startup steps can run again on a prepared database', async (t) => {
   const before = await db.admin.query('SELECT (SELECT count(*) FROM projects)::int AS projects, (SELECT count(*) FROM tasks)::int AS tasks')
-  await grantRoles(db.admin, roles)
-  await migrateDatabase(db.admin, db.ownerRole)
+  await setUpDatabase(db.admin, roles)
   await seedDemoData(db.admin, db.ownerRole, pool)
   const after = await db.admin.query('SELECT (SELECT count(*) FROM projects)::int AS projects, (SELECT count(*) FROM tasks)::int AS tasks')
   t.same(after.rows, before.rows, 'nothing was added twice')
