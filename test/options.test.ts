@@ -73,6 +73,21 @@ t.test('app.ready() refuses a superuser or BYPASSRLS pool, and says how to fix i
   t.match(bypassError?.message, /has BYPASSRLS.*NOBYPASSRLS/)
 })
 
+t.test('app.ready() refuses a role that can SET ROLE to a bypassing role, or owns an RLS table', async (t) => {
+  await db.admin.query(`CREATE ROLE ${db.appRole}_bypasser NOLOGIN BYPASSRLS`)
+  await db.admin.query(`GRANT ${db.appRole}_bypasser TO ${db.appRole}`)
+  const memberError = await registerWith({ pool }) as { code?: string, message?: string } | null
+  await db.admin.query(`REVOKE ${db.appRole}_bypasser FROM ${db.appRole}; DROP ROLE ${db.appRole}_bypasser`)
+  t.equal(memberError?.code, 'FST_TENANT_RLS_UNSAFE_ROLE')
+  t.match(memberError?.message, /is a member of .*_bypasser.*REVOKE/)
+
+  await db.admin.query(`CREATE TABLE app_owned (id int); ALTER TABLE app_owned ENABLE ROW LEVEL SECURITY; ALTER TABLE app_owned OWNER TO ${db.appRole}`)
+  const ownerError = await registerWith({ pool }) as { code?: string, message?: string } | null
+  await db.admin.query('DROP TABLE app_owned')
+  t.equal(ownerError?.code, 'FST_TENANT_RLS_UNSAFE_ROLE')
+  t.match(ownerError?.message, /owns the RLS table\(s\) app_owned/)
+})
+
 t.test('a safe role starts', async (t) => {
   const app = await buildApp(t, { pool })
   t.ok(app.hasRequestDecorator('db'))
