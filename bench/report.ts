@@ -1,0 +1,117 @@
+// Writes a run's results: bench/results/results.json (everything, rounds included),
+// results.md (the tables the README quotes) and chart.svg (throughput per target, drawn by hand:
+// a dozen rectangles need no charting library).
+import { mkdir, writeFile } from 'node:fs/promises'
+import type { DrizzleCost } from './drizzle-cost.js'
+import type { SqlFigure } from './sql-figure.js'
+import type { ComparisonSummary, Measurement, TargetSummary } from './summary.js'
+import { APP_LABELS } from './targets.js'
+
+export interface Machine {
+  cpus: number
+  cpuModel: string
+  memoryGiB: number
+  node: string
+  postgres: string
+  server: string
+}
+
+export interface Results {
+  startedAt: string
+  durationSeconds: number
+  seedSeconds: number
+  command: string
+  machine: Machine
+  settings: Record<string, number>
+  targets: TargetSummary[]
+  comparisons: ComparisonSummary[]
+  sql: SqlFigure
+  drizzle: DrizzleCost
+  rounds: Measurement[]
+}
+
+const RESULTS_DIR = new URL('results/', import.meta.url)
+
+const fixed = (value: number, digits = 2): string => Number.isFinite(value) ? value.toFixed(digits) : 'n/a'
+
+function escapeXml (text: string): string {
+  return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+}
+
+export function markdown (results: Results): string {
+  const { machine, settings } = results
+  const lines = [
+    `Run of ${results.startedAt} (${fixed(results.durationSeconds, 0)} s end to end, seed ${fixed(results.seedSeconds, 0)} s): ` +
+      `${machine.cpus} cores (${machine.cpuModel}), ${fixed(machine.memoryGiB, 1)} GiB, Node ${machine.node}, ${machine.postgres} (${machine.server}). ` +
+      `${settings.rounds} interleaved rounds; per round and target ${settings.loadSeconds} s of autocannon at c=${settings.connections} ` +
+      `and ${settings.sequentialRequests} sequential requests (c=1); pools of ${settings.poolSize}, idleTimeoutMillis 0. Medians over rounds.`,
+    '',
+    '| Workload | Variant | req/s | p50 ms | p99 ms | p50 ms c=1 | p99 ms c=1 | round trips/req | statements/req | checkouts/req | connection held ms/req |',
+    '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|'
+  ]
+  for (const target of results.targets) {
+    lines.push(`| ${target.workload} | ${target.label} | ${fixed(target.requestsPerSecond, 0)} | ${fixed(target.p50, 1)} | ${fixed(target.p99, 1)} | ` +
+      `${fixed(target.sequentialP50, 3)} | ${fixed(target.sequentialP99, 3)} | ${fixed(target.roundTrips)} | ${fixed(target.statements)} | ` +
+      `${fixed(target.checkouts)} | ${fixed(target.holdMs, 3)} |`)
+  }
+  lines.push('', '| Ratio (same run, median of per-round ratios) | Metric | Ratio | Range over rounds | Target | Met |', '|---|---|--:|--:|--:|---|')
+  for (const comparison of results.comparisons) {
+    const target = comparison.target === undefined ? '' : `${comparison.metric === 'throughput' ? '≥' : '≤'} ${comparison.target}`
+    const met = comparison.met === undefined ? '' : comparison.met ? 'yes' : '**no**'
+    lines.push(`| ${comparison.subject} / ${comparison.baseline} | ${comparison.metric} | ${fixed(comparison.ratio)} | ${fixed(comparison.low)}–${fixed(comparison.high)} | ${target} | ${met} |`)
+  }
+  const { sql } = results
+  lines.push(
+    '',
+    `SQL level (EXPLAIN ANALYZE, ${sql.samples} interleaved samples each, random tenants, medians): RLS-filtered W1 query (app role) ` +
+      `${fixed(sql.rls.executionMs, 3)} ms execution + ${fixed(sql.rls.planningMs, 3)} ms planning; manual WHERE (RLS bypassed) ` +
+      `${fixed(sql.manual.executionMs, 3)} ms + ${fixed(sql.manual.planningMs, 3)} ms. Execution ratio ${fixed(sql.executionRatio, 3)}, ` +
+      `planning + execution ratio ${fixed(sql.totalRatio, 3)}. Plans: RLS \`${sql.plans.rls}\`; manual \`${sql.plans.manual}\`.`,
+    '',
+    `drizzle construction per request (${results.drizzle.iterations} iterations): the plugin's request.db ${fixed(results.drizzle.pluginRequestDb / 1000, 2)} µs; ` +
+      `drizzle(pool) ${fixed(results.drizzle.drizzlePerRequest / 1000, 2)} µs; drizzle(pool, { schema }) ${fixed(results.drizzle.drizzleWithSchemaPerRequest / 1000, 2)} µs.`,
+    '',
+    `Variants: ${Object.values(APP_LABELS).join('; ')}.`
+  )
+  return lines.join('\n') + '\n'
+}
+
+export function chart (results: Results): string {
+  const rowHeight = 22
+  const labelWidth = 250
+  const barWidth = 440
+  const top = 40
+  const targets = results.targets
+  const height = top + targets.length * rowHeight + 40
+  const width = labelWidth + barWidth + 90
+  const max = Math.max(...targets.map((target) => target.requestsPerSecond).filter(Number.isFinite), 1)
+  const rows = targets.map((target, index) => {
+    const y = top + index * rowHeight
+    const length = Number.isFinite(target.requestsPerSecond) ? (target.requestsPerSecond / max) * barWidth : 0
+    const colour = target.app === 'plugin' ? '#2b6cb0' : '#a0aec0'
+    return [
+      `<text x="${labelWidth - 8}" y="${y + 15}" text-anchor="end">${escapeXml(`${target.workload} ${target.label}`)}</text>`,
+      `<rect x="${labelWidth}" y="${y + 3}" width="${length.toFixed(1)}" height="${rowHeight - 6}" fill="${colour}"/>`,
+      `<text x="${(labelWidth + length + 6).toFixed(1)}" y="${y + 15}">${fixed(target.requestsPerSecond, 0)}</text>`
+    ].join('')
+  })
+  const { machine } = results
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${width}" height="${height}" fill="#ffffff"/>`,
+    `<text x="${labelWidth}" y="20" font-size="14" font-weight="bold">Requests per second under load (c=${results.settings.connections}), median of ${results.settings.rounds} rounds</text>`,
+    ...rows,
+    `<text x="${labelWidth}" y="${height - 14}" fill="#4a5568">blue: fastify-tenant-rls; grey: baselines. ${machine.cpus} cores, Node ${escapeXml(machine.node)}, ${escapeXml(results.startedAt)}</text>`,
+    '</svg>'
+  ].join('\n') + '\n'
+}
+
+/** Writes results.json, results.md and chart.svg; returns the Markdown. */
+export async function writeResults (results: Results): Promise<string> {
+  await mkdir(RESULTS_DIR, { recursive: true })
+  const table = markdown(results)
+  await writeFile(new URL('results.json', RESULTS_DIR), JSON.stringify(results, null, 2) + '\n')
+  await writeFile(new URL('results.md', RESULTS_DIR), table)
+  await writeFile(new URL('chart.svg', RESULTS_DIR), chart(results))
+  return table
+}

@@ -1,0 +1,50 @@
+// The server process of the benchmark: every application from apps.ts, listening on its own port
+// in this one process, so that all variants share the same process and run. Alongside them a
+// control app answers GET /snapshot with each pool's wire traffic and each app's served requests;
+// the driver takes a snapshot before and after every measurement and divides the difference.
+import Fastify from 'fastify'
+import { watchWireTraffic } from '../test/helpers/wire-traffic.js'
+import type { WireWatch } from '../test/helpers/wire-traffic.js'
+import { buildApps } from './apps.js'
+import type { AppSettings } from './apps.js'
+import type { AppName } from './targets.js'
+
+/** Sent to the driver once everything listens. */
+export interface ServerReady {
+  ports: Record<AppName, number>
+  control: number
+}
+
+export interface Snapshot {
+  served: Record<string, number>
+  traffic: Record<string, ReturnType<WireWatch['read']>>
+}
+
+const settings = JSON.parse(process.env.BENCH_SERVER_SETTINGS ?? '{}') as AppSettings
+const served: Record<string, number> = {}
+const watches: Record<string, WireWatch> = {}
+const apps = await buildApps(settings, {
+  pool (name, pool) { watches[name] = watchWireTraffic(pool, { keepCommands: false }) },
+  served (name) { served[name] = (served[name] ?? 0) + 1 }
+})
+
+const control = Fastify({ logger: false })
+control.get('/snapshot', async (): Promise<Snapshot> => ({
+  served: { ...served },
+  traffic: Object.fromEntries(Object.entries(watches).map(([name, watch]) => [name, watch.read()]))
+}))
+
+const ports = {} as Record<AppName, number>
+for (const { name, app } of apps) {
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const address = app.server.address()
+  ports[name] = typeof address === 'object' && address !== null ? address.port : 0
+}
+await control.listen({ host: '127.0.0.1', port: 0 })
+const controlAddress = control.server.address()
+const ready: ServerReady = { ports, control: typeof controlAddress === 'object' && controlAddress !== null ? controlAddress.port : 0 }
+process.send?.(ready)
+
+process.once('message', () => {
+  Promise.all([control.close(), ...apps.map(({ app }) => app.close())]).finally(() => process.exit(0))
+})
