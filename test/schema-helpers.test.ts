@@ -222,3 +222,20 @@ t.test('the setting name is the plugin\'s default and can be changed', async (t)
   t.match(statements, /"tenant_id" uuid DEFAULT nullif\(current_setting\('myapp\.org_id', true\), ''\)::uuid NOT NULL/)
   t.notMatch(statements, /app\.current_tenant_id/)
 })
+
+// Compile-time checks, run by `tsc -p tsconfig.test.json`; the function is never called.
+function typeChecks (): unknown[] {
+  type Insert = typeof parents.$inferInsert
+  type Select = typeof parents.$inferSelect
+  const insert: Insert = { code: 'tenant_id is optional: its default reads the setting' }
+  const select: Select = { tenantId: 'uuid', id: 'uuid', code: 'text' }
+  // @ts-expect-error a tenant table's id must be declared .notNull(): it is half of the primary key
+  tenantTable('loose_id', { id: uuid('id') })
+  // @ts-expect-error a tenant table needs an id: children reference (tenant_id, id)
+  tenantTable('no_id', { code: text('code') })
+  return [insert, select]
+}
+
+t.test('types: tenantTable keeps drizzle\'s column types and asks for a not-null id', async (t) => {
+  t.type(typeChecks, 'function', 'checked by tsc: see the @ts-expect-error lines')
+})
