@@ -6,7 +6,7 @@
 // migration, but it emits neither FORCE ROW LEVEL SECURITY nor grants; `tenantTablesSql` writes
 // that part, for a custom migration (`drizzle-kit generate --custom`).
 import { getTableColumns, getTableName, is, sql } from 'drizzle-orm'
-import type { BuildColumns, BuildExtraConfigColumns } from 'drizzle-orm'
+import type { BuildColumns, BuildExtraConfigColumns, HasDefault, NotNull } from 'drizzle-orm'
 import { foreignKey, getTableConfig, PgColumn, pgPolicy, pgTable, PgTable, primaryKey, unique, uuid } from 'drizzle-orm/pg-core'
 import type {
   AnyPgColumn,
@@ -14,6 +14,7 @@ import type {
   PgColumnBuilderBase,
   PgTableExtraConfigValue,
   PgTableWithColumns,
+  PgUUIDBuilderInitial,
   UniqueConstraintBuilder,
   UpdateDeleteAction
 } from 'drizzle-orm/pg-core'
@@ -45,7 +46,7 @@ export function currentTenantSql (setting: string = DEFAULT_SETTING): string {
   return `nullif(current_setting('${validateSetting(setting)}', true), '')::uuid`
 }
 
-function tenantIdBuilder (tenants: AnyPgColumn, setting: string) {
+function tenantIdBuilder (tenants: AnyPgColumn, setting: string): TenantIdColumns['tenantId'] {
   return uuid(TENANT_ID_COLUMN)
     .notNull()
     // Inserts take the transaction's tenant when they name none; a wrong one is refused by WITH CHECK.
@@ -56,7 +57,7 @@ function tenantIdBuilder (tenants: AnyPgColumn, setting: string) {
 
 /** The column `tenantTable` adds to every table. */
 export interface TenantIdColumns {
-  tenantId: ReturnType<typeof tenantIdBuilder>
+  tenantId: HasDefault<NotNull<PgUUIDBuilderInitial<typeof TENANT_ID_COLUMN>>>
 }
 
 /** Columns of a tenant table: any drizzle columns, including an `id` declared `.notNull()` without `.primaryKey()`. */
