@@ -13,7 +13,7 @@ import { attackApp, committed, createWorld, documents } from './documents.js'
 import { dbOf } from './isolation-cases.js'
 
 const db = await createTestDatabase(t)
-const { tenants: [a, b] } = await createWorld(db) as { tenants: [string, string] }
+const { tenants: [a, b] } = await createWorld(db)
 const pool = db.appPool({ max: 2 })
 let checkouts = 0
 pool.on('acquire', () => { checkouts++ })

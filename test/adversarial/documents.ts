@@ -35,7 +35,7 @@ export interface DocumentRow { tenant_id: string, id: string, code: string, slug
 
 export interface World {
   /** Tenant ids; `tenants[0]` and `tenants[1]` are the usual A and B. */
-  tenants: string[]
+  tenants: [string, string, ...string[]]
   /** `ids[tenant][code]`: the id of that tenant's document with that code. */
   ids: Record<string, Record<string, string>>
 }
@@ -72,7 +72,7 @@ export async function createWorld (db: TestDatabase, count = 2): Promise<World> 
     CREATE POLICY tenant_isolation ON notes USING (tenant_id = ${CURRENT_TENANT}) WITH CHECK (tenant_id = ${CURRENT_TENANT});
     GRANT SELECT, INSERT, UPDATE, DELETE ON documents, notes TO ${db.appRole};
   `)
-  const tenants = Array.from({ length: count }, () => randomUUID())
+  const tenants = [randomUUID(), randomUUID(), ...Array.from({ length: count - 2 }, () => randomUUID())] as World['tenants']
   const ids: World['ids'] = {}
   for (const [index, tenant] of tenants.entries()) {
     const { rows } = await db.admin.query<{ id: string, code: string }>(

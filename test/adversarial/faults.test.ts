@@ -14,7 +14,7 @@ import { startFaultProxy } from './fault-proxy.js'
 import { dbOf } from './isolation-cases.js'
 
 const db = await createTestDatabase(t)
-const { tenants: [a, b] } = await createWorld(db) as { tenants: [string, string] }
+const { tenants: [a, b] } = await createWorld(db)
 
 /** Writes a row for the request's tenant, with a slug of its own unless told otherwise. */
 async function write (request: FastifyRequest, slug = `fault-${Math.random()}`): Promise<void> {

@@ -200,7 +200,7 @@ export const isolationCases: IsolationCase[] = [
 
 /** Registers every isolation case as a subtest of `t`, against `target`. */
 export async function runIsolationCases (t: Test, db: TestDatabase, world: World, target: Target): Promise<void> {
-  const [a, b] = world.tenants as [string, string]
+  const [a, b] = world.tenants
   const sides: Sides = { a, b, aDoc: world.ids[a]?.['INV-1'] ?? '', bDoc: world.ids[b]?.['INV-1'] ?? '', bDoc2: world.ids[b]?.['INV-2'] ?? '' }
   const pool = target.pool(t)
   const attacks = Object.fromEntries(isolationCases.map((attackCase, index) => [

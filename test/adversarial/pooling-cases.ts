@@ -45,7 +45,7 @@ async function appBackends (db: TestDatabase): Promise<number> {
 }
 
 export async function runPoolingCases (t: Test, db: TestDatabase, world: World, target: Target): Promise<void> {
-  const [a, b] = world.tenants as [string, string]
+  const [a, b] = world.tenants
 
   await t.test(`${target.name}: a pool of one connection alternating A, B, A, B for 1,000 requests: zero mismatches`, async (t) => {
     const pool = target.pool(t, { max: 1 })

@@ -13,7 +13,7 @@ import { attackApp, callAs, committed, createWorld, documents } from './document
 import { dbOf } from './isolation-cases.js'
 
 const db = await createTestDatabase(t)
-const { tenants: [a, b] } = await createWorld(db) as { tenants: [string, string] }
+const { tenants: [a, b] } = await createWorld(db)
 const SETTING = 'app.current_tenant_id'
 
 // A role the app role may switch to, which reads every tenant: the kind of reporting role a

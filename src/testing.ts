@@ -1,0 +1,374 @@
+// fastify-tenant-rls/testing: lets an application prove, in its own CI and against its real
+// database, that every tenant table is isolated. For two fresh tenants it seeds one row each
+// through a privileged pool, then, connected as the application role with tenant A's setting, it
+// tries to read, insert, update and delete tenant B's rows, and reports every attempt that got
+// through, naming the table and the operation. Framework-agnostic: no Fastify, no test runner.
+//
+// Rows are built from the catalog: the tenant column gets the tenant, foreign keys point at the
+// same tenant's seeded parent rows (tables are seeded parents first), a foreign key from the tenant
+// column to a table outside the set (a tenants table) gets a parent row for each test tenant, and
+// other required columns without a default get a generated value; `rows` overrides any of it.
+// Everything the check writes is removed again; everything it tries as the application role is
+// rolled back.
+import { randomUUID } from 'node:crypto'
+import type { Pool, PoolClient } from 'pg'
+import { DEFAULT_SETTING, validateSetting } from './options.js'
+
+/** Where a check failed. `structure` is about the table's definition (RLS, FORCE, policies). */
+export type IsolationOperation = 'structure' | 'seed' | 'read' | 'insert' | 'update' | 'delete'
+
+/** One way a table is not isolated. */
+export interface IsolationFailure {
+  table: string
+  operation: IsolationOperation
+  message: string
+}
+
+/** What `checkTenantIsolation` found. */
+export interface IsolationReport {
+  /** The tables checked, schema-qualified where needed. */
+  tables: string[]
+  failures: IsolationFailure[]
+  ok: boolean
+}
+
+/** Values for a table's seeded rows, merged over the generated ones. */
+export type RowFactory = (tenantId: string) => Record<string, unknown>
+
+export interface IsolationCheckOptions {
+  /** Pool of the application role: the role the plugin connects as (no BYPASSRLS). */
+  appPool: Pool
+  /** Privileged pool (superuser, BYPASSRLS or the tables' owner) that seeds and removes the test rows. */
+  adminPool: Pool
+  /** Tables to check. Default: every table of `schema` that has `tenantColumn`. */
+  tables?: string[]
+  /** PostgreSQL schema searched when `tables` is not given. Default `'public'`. */
+  schema?: string
+  /** Column that holds the tenant id. Default `'tenant_id'`. */
+  tenantColumn?: string
+  /** Setting the policies read. Default `'app.current_tenant_id'`. */
+  setting?: string
+  /** Column values for tables whose rows cannot be generated (check constraints, custom types). */
+  rows?: Record<string, RowFactory>
+}
+
+/** Thrown by `assertTenantIsolation`; the message lists every failure. */
+export class TenantIsolationError extends Error {
+  readonly report: IsolationReport
+  constructor (report: IsolationReport) {
+    super(`tenant isolation failed:\n${report.failures.map((failure) => `  ${failure.table} [${failure.operation}]: ${failure.message}`).join('\n')}`)
+    this.name = 'TenantIsolationError'
+    this.report = report
+  }
+}
+
+interface Column { name: string, category: string, type: string, required: boolean, generated: boolean }
+interface ForeignKey { parent: string, columns: string[], parentColumns: string[] }
+interface TableInfo { name: string, columns: Column[], key: string[], foreignKeys: ForeignKey[] }
+type Row = Record<string, unknown>
+
+const ident = (name: string): string => `"${name.replace(/"/g, '""')}"`
+
+/** Error raised by PostgreSQL, with its SQLSTATE. */
+function sqlState (error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : undefined
+}
+
+async function discoverTables (pool: Pool, schema: string, tenantColumn: string): Promise<string[]> {
+  const { rows } = await pool.query<{ name: string }>(
+    `SELECT c.oid::regclass::text AS name FROM pg_class c
+     JOIN pg_namespace n ON n.oid = c.relnamespace
+     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped
+     WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1`,
+    [schema, tenantColumn]
+  )
+  return rows.map((row) => row.name)
+}
+
+async function describe (pool: Pool, table: string): Promise<TableInfo> {
+  const columns = await pool.query<Column>(
+    `SELECT a.attname AS name, t.typcategory AS category, format_type(a.atttypid, a.atttypmod) AS type,
+       a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AS required, a.attgenerated <> '' AS generated
+     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+     WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
+    [table]
+  )
+  const names = (keys: string, relation: string): string =>
+    `array(SELECT attname::text FROM unnest(${keys}) WITH ORDINALITY AS k(num, ord) JOIN pg_attribute ON attrelid = ${relation} AND attnum = k.num ORDER BY k.ord)`
+  const constraints = await pool.query<{ type: string, parent: string | null, columns: string[], parent_columns: string[] | null }>(
+    `SELECT contype AS type, nullif(confrelid, 0)::regclass::text AS parent, ${names('conkey', 'conrelid')} AS columns,
+       CASE WHEN contype = 'f' THEN ${names('confkey', 'confrelid')} END AS parent_columns
+     FROM pg_constraint WHERE conrelid = $1::regclass AND contype IN ('p', 'f') ORDER BY conname`,
+    [table]
+  )
+  const primary = constraints.rows.find((row) => row.type === 'p')
+  return {
+    name: table,
+    columns: columns.rows,
+    key: primary?.columns ?? [],
+    foreignKeys: constraints.rows.filter((row) => row.type === 'f' && row.parent !== null)
+      .map((row) => ({ parent: row.parent as string, columns: row.columns, parentColumns: row.parent_columns ?? [] }))
+  }
+}
+
+/** Parents before children, so every foreign key can point at a seeded row. */
+function seedOrder (tables: TableInfo[]): TableInfo[] {
+  const byName = new Map(tables.map((table) => [table.name, table]))
+  const ordered: TableInfo[] = []
+  const visiting = new Set<string>()
+  const visit = (table: TableInfo): void => {
+    if (ordered.includes(table) || visiting.has(table.name)) return
+    visiting.add(table.name)
+    for (const key of table.foreignKeys) {
+      const parent = byName.get(key.parent)
+      if (parent !== undefined && parent !== table) visit(parent)
+    }
+    ordered.push(table)
+  }
+  tables.forEach(visit)
+  return ordered
+}
+
+// A value PostgreSQL accepts for a column of this type category, unique enough for a test row.
+function generated (column: Column, serial: number): string | undefined {
+  switch (column.category) {
+    case 'S': return `'rls-check-${serial}'`
+    case 'N': return `${serial}`
+    case 'B': return 'false'
+    case 'D': return 'now()'
+    case 'E': return `(enum_range(NULL::${column.type}))[1]`
+    case 'A': return "'{}'"
+    case 'U': return column.type === 'uuid' ? 'gen_random_uuid()' : column.type.startsWith('json') ? "'{}'" : undefined
+    default: return undefined
+  }
+}
+
+/** The INSERT of one row for `tenant` into `table`, as SQL text and parameters. */
+class RowBuilder {
+  #serial = 0
+  constructor (
+    private readonly tenantColumn: string,
+    private readonly rows: Record<string, RowFactory>,
+    private readonly seeded: Map<string, Map<string, Row>>
+  ) {}
+
+  build (table: TableInfo, tenant: string, skipParents: string[] = []): { sql: string, values: unknown[] } {
+    const values = new Map<string, unknown>([[this.tenantColumn, tenant]])
+    for (const key of table.foreignKeys) {
+      if (skipParents.includes(key.parent)) continue
+      const parent = this.seeded.get(key.parent)?.get(tenant)
+      if (parent === undefined) continue
+      key.columns.forEach((column, index) => values.set(column, parent[key.parentColumns[index] as string]))
+    }
+    for (const [column, value] of Object.entries(this.rows[table.name]?.(tenant) ?? {})) values.set(column, value)
+    const names: string[] = []
+    const expressions: string[] = []
+    const params: unknown[] = []
+    for (const column of table.columns) {
+      if (column.generated) continue
+      if (values.has(column.name)) {
+        params.push(values.get(column.name))
+        names.push(ident(column.name))
+        expressions.push(`$${params.length}`)
+      } else if (column.required) {
+        const expression = generated(column, ++this.#serial)
+        if (expression === undefined) {
+          throw new Error(`cannot generate a value for column ${column.name} (${column.type}); give it in options.rows['${table.name}']`)
+        }
+        names.push(ident(column.name))
+        expressions.push(expression)
+      }
+    }
+    return { sql: `INSERT INTO ${table.name} (${names.join(', ')}) VALUES (${expressions.join(', ')})`, values: params }
+  }
+}
+
+function keyCondition (table: TableInfo, row: Row, offset = 0): { sql: string, values: unknown[] } {
+  // Without a primary key, the physical row id still names exactly one row for the length of the check.
+  const columns = table.key.length > 0 ? table.key : ['ctid']
+  return {
+    sql: columns.map((column, index) => `${column === 'ctid' ? 'ctid' : ident(column)} = $${offset + index + 1}`).join(' AND '),
+    values: columns.map((column) => row[column])
+  }
+}
+
+async function structureFailures (pool: Pool, table: string): Promise<string[]> {
+  const { rows } = await pool.query<{ enabled: boolean, forced: boolean, policies: number }>(
+    `SELECT relrowsecurity AS enabled, relforcerowsecurity AS forced,
+       (SELECT count(*)::int FROM pg_policy WHERE polrelid = c.oid) AS policies
+     FROM pg_class c WHERE c.oid = $1::regclass`,
+    [table]
+  )
+  const info = rows[0]
+  const problems: string[] = []
+  if (info === undefined) return ['table not found']
+  if (!info.enabled) problems.push('row level security is not enabled (ALTER TABLE ... ENABLE ROW LEVEL SECURITY)')
+  else if (!info.forced) problems.push("row level security is not forced, so the table's owner bypasses it (ALTER TABLE ... FORCE ROW LEVEL SECURITY)")
+  if (info.policies === 0) problems.push('the table has no policy: the application role is denied everything, or (RLS off) allowed everything')
+  return problems
+}
+
+/** Runs `work` as the application role inside a transaction for `tenant` that is always rolled back. */
+async function asTenant<T> (pool: Pool, setting: string, tenant: string | null, work: (client: PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect()
+  let broken: Error | undefined
+  try {
+    await client.query('BEGIN')
+    if (tenant !== null) await client.query('SELECT set_config($1, $2, true)', [setting, tenant])
+    return await work(client)
+  } catch (error) {
+    broken = error as Error
+    throw error
+  } finally {
+    await client.query('ROLLBACK').catch((error: Error) => { broken ??= error })
+    client.release(broken)
+  }
+}
+
+/** Runs one statement in a savepoint: returns its row count, or the SQLSTATE it failed with. */
+async function attempt (client: PoolClient, sql: string, values: unknown[]): Promise<{ rows: number } | { state: string }> {
+  await client.query('SAVEPOINT rls_check')
+  try {
+    const result = await client.query(sql, values)
+    await client.query('RELEASE SAVEPOINT rls_check')
+    return { rows: result.rowCount ?? 0 }
+  } catch (error) {
+    await client.query('ROLLBACK TO SAVEPOINT rls_check')
+    return { state: sqlState(error) ?? (error as Error).message }
+  }
+}
+
+const describeAttempt = (outcome: { rows: number } | { state: string }): string =>
+  'rows' in outcome ? `succeeded (${outcome.rows} row(s))` : `failed with ${outcome.state}`
+
+/**
+ * Checks read, insert, update and delete isolation of every tenant table between two fresh
+ * tenants, and the table definitions behind it. Never throws for an isolation failure: read the
+ * report (or use `assertTenantIsolation`).
+ */
+export async function checkTenantIsolation (options: IsolationCheckOptions): Promise<IsolationReport> {
+  const { appPool, adminPool, schema = 'public', tenantColumn = 'tenant_id', rows = {} } = options
+  const setting = validateSetting(options.setting ?? DEFAULT_SETTING)
+  const names = options.tables ?? await discoverTables(adminPool, schema, tenantColumn)
+  const tables = seedOrder(await Promise.all(names.map((name) => describe(adminPool, name))))
+  const failures: IsolationFailure[] = []
+  const fail = (table: string, operation: IsolationOperation, message: string): void => { failures.push({ table, operation, message }) }
+  const [a, b] = [randomUUID(), randomUUID()]
+  const seeded = new Map<string, Map<string, Row>>()
+  const builder = new RowBuilder(tenantColumn, rows, seeded)
+  const cleanup: Array<{ table: TableInfo, row: Row }> = []
+
+  try {
+    for (const table of tables) {
+      for (const problem of await structureFailures(adminPool, table.name)) fail(table.name, 'structure', problem)
+      if (!table.columns.some((column) => column.name === tenantColumn)) {
+        fail(table.name, 'structure', `no ${tenantColumn} column`)
+        continue
+      }
+      try {
+        seeded.set(table.name, await seed(table))
+      } catch (error) {
+        fail(table.name, 'seed', `could not seed a row per tenant: ${(error as Error).message}`)
+      }
+    }
+    for (const table of tables) {
+      const rowA = seeded.get(table.name)?.get(a)
+      const rowB = seeded.get(table.name)?.get(b)
+      if (rowA === undefined || rowB === undefined) continue
+      await checkTable(table, rowA, rowB)
+    }
+  } finally {
+    for (const { table, row } of cleanup.reverse()) {
+      const where = keyCondition(table, row)
+      await adminPool.query(`DELETE FROM ${table.name} WHERE ${where.sql}`, where.values).catch(() => {})
+    }
+  }
+  return { tables: tables.map((table) => table.name), failures, ok: failures.length === 0 }
+
+  // One row per tenant, written with that tenant's setting so a FORCE'd owner passes WITH CHECK too.
+  async function seed (table: TableInfo): Promise<Map<string, Row>> {
+    const byTenant = new Map<string, Row>()
+    for (const tenant of [a, b]) {
+      const client = await adminPool.connect()
+      try {
+        await client.query('BEGIN')
+        await client.query('SELECT set_config($1, $2, true)', [setting, tenant])
+        for (const key of table.foreignKeys) {
+          if (key.columns.includes(tenantColumn) && !seeded.has(key.parent) && !names.includes(key.parent)) {
+            await seedParent(client, key, tenant)
+          }
+        }
+        const insert = builder.build(table, tenant)
+        const { rows: [row] } = await client.query(`${insert.sql} RETURNING *, ctid`, insert.values)
+        await client.query('COMMIT')
+        byTenant.set(tenant, row as Row)
+        cleanup.push({ table, row: row as Row })
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => {})
+        throw error
+      } finally {
+        client.release()
+      }
+    }
+    return byTenant
+  }
+
+  // A row in a table outside the checked set that the tenant column references (a tenants table).
+  async function seedParent (client: PoolClient, key: ForeignKey, tenant: string): Promise<void> {
+    const parent = await describe(adminPool, key.parent)
+    const tenantColumnIndex = key.columns.indexOf(tenantColumn)
+    const insert = new RowBuilder(key.parentColumns[tenantColumnIndex] as string, {}, new Map()).build(parent, tenant)
+    const { rows: inserted } = await client.query(`${insert.sql} ON CONFLICT DO NOTHING RETURNING *, ctid`, insert.values)
+    if (inserted[0] !== undefined) cleanup.unshift({ table: parent, row: inserted[0] as Row })
+  }
+
+  async function checkTable (table: TableInfo, rowA: Row, rowB: Row): Promise<void> {
+    const name = table.name
+    const column = ident(tenantColumn)
+    const ofB = keyCondition(table, rowB)
+    const ofA = keyCondition(table, rowA)
+
+    await asTenant(appPool, setting, a, async (client) => {
+      const { rows: [seen] } = await client.query<{ others: number, b: number, own: number }>(
+        `SELECT count(*) FILTER (WHERE ${column} IS DISTINCT FROM $${ofB.values.length + 1})::int AS others,
+           count(*) FILTER (WHERE ${ofB.sql})::int AS b,
+           (SELECT count(*)::int FROM ${name} WHERE ${keyCondition(table, rowA, ofB.values.length + 1).sql}) AS own
+         FROM ${name}`,
+        [...ofB.values, a, ...ofA.values]
+      )
+      if ((seen?.others ?? 0) > 0) fail(name, 'read', `tenant A can read ${seen?.others} row(s) of other tenants`)
+      if ((seen?.b ?? 0) > 0) fail(name, 'read', "tenant A can read tenant B's row by its key")
+      if (seen?.own !== 1) fail(name, 'read', 'tenant A cannot read its own row, so the other checks prove nothing (policy too strict?)')
+
+      const control = builder.build(table, a)
+      const own = await attempt(client, control.sql, control.values)
+      if (!('rows' in own)) {
+        fail(name, 'insert', `a valid row for tenant A was refused (${own.state}), so the insert check proves nothing; give options.rows['${name}']`)
+      } else {
+        const foreign = builder.build(table, b)
+        const outcome = await attempt(client, foreign.sql, foreign.values)
+        if (!('state' in outcome && outcome.state === '42501')) fail(name, 'insert', `inserting a row for tenant B ${describeAttempt(outcome)} instead of being refused by the policy (42501)`)
+      }
+
+      const touchB = await attempt(client, `UPDATE ${name} SET ${column} = ${column} WHERE ${ofB.sql}`, ofB.values)
+      if (!('rows' in touchB && touchB.rows === 0)) fail(name, 'update', `updating tenant B's row ${describeAttempt(touchB)} instead of matching 0 rows`)
+      const moveA = await attempt(client, `UPDATE ${name} SET ${column} = $${ofA.values.length + 1} WHERE ${ofA.sql}`, [...ofA.values, b])
+      // 0 rows: A cannot see its own row, which the read check has already reported.
+      if ('rows' in moveA ? moveA.rows > 0 : moveA.state !== '42501') fail(name, 'update', `moving tenant A's row to tenant B ${describeAttempt(moveA)} instead of being refused by the policy (42501)`)
+
+      const removeB = await attempt(client, `DELETE FROM ${name} WHERE ${ofB.sql}`, ofB.values)
+      if (!('rows' in removeB && removeB.rows === 0)) fail(name, 'delete', `deleting tenant B's row ${describeAttempt(removeB)} instead of matching 0 rows`)
+    })
+
+    const withoutTenant = await asTenant(appPool, setting, null, (client) => attempt(client, `SELECT 1 FROM ${name}`, []))
+    if ('rows' in withoutTenant && withoutTenant.rows > 0) fail(name, 'read', `without a tenant set, ${withoutTenant.rows} row(s) are readable`)
+  }
+}
+
+/** Like `checkTenantIsolation`, but throws a TenantIsolationError listing every failure. */
+export async function assertTenantIsolation (options: IsolationCheckOptions): Promise<IsolationReport> {
+  const report = await checkTenantIsolation(options)
+  if (!report.ok) throw new TenantIsolationError(report)
+  return report
+}
