@@ -88,3 +88,26 @@ t.test('a restart on the same database serves the same data', async (t) => {
   t.equal((result?.body as unknown[]).length, 2, 'seeding again added nothing')
   t.equal(await stop(server, 'SIGINT'), 0, 'SIGINT: a clean exit')
 })
+
+t.test('a request in flight when SIGTERM arrives still gets its answer', async (t) => {
+  const server = await start()
+  const [acmeList] = printedCalls(server.output())
+  if (acmeList === undefined) throw new Error('no command printed')
+  // Hold the request inside the database: it waits for a lock the test releases after SIGTERM.
+  const blocker = await db.admin.connect()
+  await blocker.query('BEGIN; LOCK TABLE projects IN ACCESS EXCLUSIVE MODE')
+  const response = run(acmeList)
+  await eventually(async () => {
+    const { rows } = await db.admin.query<{ count: number }>(
+      "SELECT count(*)::int AS count FROM pg_stat_activity WHERE usename = 'example_api' AND wait_event_type = 'Lock'")
+    return rows[0]?.count === 1
+  }, 'the request to wait on the lock')
+  const exited = stop(server, 'SIGTERM')
+  await eventually(() => server.output().includes('shutting down'), 'the server to start shutting down')
+  await blocker.query('COMMIT')
+  blocker.release()
+  const result = await response
+  t.equal(result.status, 200, 'the in-flight request finished')
+  t.equal((result.body as unknown[]).length, 2)
+  t.equal(await exited, 0)
+})
