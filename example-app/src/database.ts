@@ -40,7 +40,7 @@ async function createRoleIfMissing (admin: pg.Pool, role: string, attributes: st
   END $$`)
 }
 
-/** Creates the owner and login roles when missing (a role that may create roles, on the target database). */
+/** Creates the owner and login roles when missing (run as a superuser on the target database). */
 export async function createRoles (admin: pg.Pool, roles: RoleCredentials): Promise<void> {
   await createRoleIfMissing(admin, roles.ownerRole, 'NOLOGIN')
   await createRoleIfMissing(admin, roles.appRole, `LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE PASSWORD ${escapeLiteral(roles.appPassword)}`)

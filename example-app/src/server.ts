@@ -1,5 +1,5 @@
 // `npm start`: runs the example API. Without DATABASE_URL it starts an embedded PostgreSQL (data
-// kept in example-app/.data); with DATABASE_URL (a role that may create roles) it uses that
+// kept in example-app/.data); with DATABASE_URL (a superuser) it uses that
 // database. Either way it creates the roles, migrates as the owner, seeds two demo tenants, listens
 // on PORT (default 3000) and prints two demo tokens with curl commands that show the isolation.
 // SIGINT/SIGTERM: stop accepting, finish or roll back what is in flight, end the pool, stop PostgreSQL.
