@@ -85,6 +85,25 @@ export async function createWorld (db: TestDatabase, count = 2): Promise<World> 
   return { tenants, ids }
 }
 
+/**
+ * A role the app role may SET ROLE to and which reads every tenant's documents: the kind of
+ * reporting role real databases grow. Granted WITHOUT INHERIT: with INHERIT the app role itself
+ * would be subject to its policy and read every tenant on every request, SET ROLE or not.
+ * Returns the role's name and a function that removes it again.
+ */
+export async function createAuditorRole (db: TestDatabase): Promise<{ auditor: string, drop: () => Promise<void> }> {
+  const auditor = `${db.appRole.replace(/_app$/, '')}_auditor`
+  await db.admin.query(`CREATE ROLE ${auditor} NOLOGIN NOBYPASSRLS; GRANT ${auditor} TO ${db.appRole} WITH INHERIT FALSE`)
+  await db.asOwner(`GRANT SELECT ON documents TO ${auditor}; CREATE POLICY auditor_reads_all ON documents FOR SELECT TO ${auditor} USING (true)`)
+  return {
+    auditor,
+    async drop () {
+      await db.asOwner('DROP POLICY auditor_reads_all ON documents')
+      await db.admin.query(`REVOKE ALL ON documents FROM ${auditor}; DROP ROLE ${auditor}`)
+    }
+  }
+}
+
 /** Everything committed in documents and notes, as the superuser sees it. */
 export async function committed (db: TestDatabase): Promise<{ documents: DocumentRow[], notes: unknown[] }> {
   const docs = await db.admin.query<DocumentRow>('SELECT tenant_id, id, code, slug, body FROM documents ORDER BY tenant_id, code')

@@ -9,19 +9,14 @@ import type { FastifyRequest } from 'fastify'
 import type pg from 'pg'
 import t from 'tap'
 import { createTestDatabase } from '../helpers/database.js'
-import { attackApp, callAs, committed, createWorld, documents } from './documents.js'
+import { attackApp, callAs, committed, createAuditorRole, createWorld, documents } from './documents.js'
 import { dbOf } from './isolation-cases.js'
 
 const db = await createTestDatabase(t)
 const { tenants: [a, b] } = await createWorld(db)
 const SETTING = 'app.current_tenant_id'
 
-// A role the app role may switch to, which reads every tenant: the kind of reporting role a
-// real database tends to grow. Granted WITHOUT INHERIT: with INHERIT the app role itself would be
-// subject to its policy and read every tenant on every request, SET ROLE or not.
-const auditor = `${db.appRole.replace(/_app$/, '')}_auditor`
-await db.admin.query(`CREATE ROLE ${auditor} NOLOGIN NOBYPASSRLS; GRANT ${auditor} TO ${db.appRole} WITH INHERIT FALSE`)
-await db.asOwner(`GRANT SELECT ON documents TO ${auditor}; CREATE POLICY auditor_reads_all ON documents FOR SELECT TO ${auditor} USING (true)`)
+const { auditor, drop } = await createAuditorRole(db)
 
 /** Runs `statements` as A, then plants a row for B and reads what A's transaction can see. */
 function tamperer (statements: string[], seen: { tenants?: string[] }) {
@@ -65,6 +60,9 @@ const cases: TamperCase[] = [
   { name: 'SET ROLE to a broader role reads every tenant inside the transaction; the commit check refuses', statements: [`SET ROLE ${auditor}`], saw: sorted, status: 500, code: 'FST_TENANT_RLS_TENANT_CONTEXT_CHANGED' },
   { name: 'SET LOCAL ROLE to a broader role reads every tenant inside the transaction; the commit check refuses', statements: [`SET LOCAL ROLE ${auditor}`], saw: sorted, status: 500, code: 'FST_TENANT_RLS_TENANT_CONTEXT_CHANGED' },
   { name: 'RESET ROLE changes nothing: A still sees only A and the request commits (the planted row fails WITH CHECK)', statements: ['RESET ROLE'], saw: stillA, status: 200 },
+  // Known limit, not asserted here: the statements a route runs after its own COMMIT run outside
+  // any transaction, so `COMMIT`, `SET <setting> = B`, `INSERT ... B` commits that row for B even
+  // though the reply is this 500. Only route code that deliberately switches tenants can do it.
   { name: 'COMMIT from the route, then SET ROLE: the route reads every tenant outside any transaction; the commit check refuses', statements: ['COMMIT', `SET ROLE ${auditor}`], saw: sorted, status: 500, code: 'FST_TENANT_RLS_TENANT_CONTEXT_CHANGED' },
   { name: 'SET SESSION AUTHORIZATION is refused (42501)', statements: [`SET SESSION AUTHORIZATION ${db.ownerRole}`], saw: () => [], status: 500, code: 'FST_TENANT_RLS_QUERY_FAILED', refused: true },
   { name: 'SET row_security = off makes the next read fail (42501) instead of bypassing the policy', statements: ['SET row_security = off'], saw: () => [], status: 500, code: 'FST_TENANT_RLS_QUERY_FAILED', refused: true }
@@ -124,7 +122,4 @@ for (const { name, statements } of surviving) {
   })
 }
 
-await t.test('cleanup: the auditor role', async () => {
-  await db.asOwner('DROP POLICY auditor_reads_all ON documents')
-  await db.admin.query(`REVOKE ALL ON documents FROM ${auditor}; DROP ROLE ${auditor}`)
-})
+await t.test('cleanup: the auditor role', drop)

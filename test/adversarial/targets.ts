@@ -28,13 +28,14 @@ export function directTarget (db: TestDatabase): Target {
  * The same database behind PgBouncer with `poolSize` server connections, or undefined when the
  * binary is missing (the test is then skipped locally, failed under CI).
  */
-export async function pgBouncerTarget (t: Test, db: TestDatabase, poolSize = 2): Promise<Target | undefined> {
+export async function pgBouncerTarget (t: Test, db: TestDatabase, poolSize = 2, settings: Record<string, string> = {}): Promise<Target | undefined> {
   const direct = new URL(db.url())
   const bouncer = await startPgBouncer(t, {
     host: direct.hostname,
     port: Number(direct.port),
     users: { [db.appRole]: decodeURIComponent(direct.password) },
-    poolSize
+    poolSize,
+    settings
   })
   if (bouncer === undefined) return undefined
   return {

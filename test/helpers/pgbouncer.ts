@@ -65,6 +65,8 @@ export interface PgBouncerOptions {
   users: Record<string, string>
   /** Server connections per database and user pair. */
   poolSize: number
+  /** Further [pgbouncer] settings, such as server_reset_query. */
+  settings?: Record<string, string>
 }
 
 /**
@@ -100,7 +102,8 @@ export async function startPgBouncer (t: Test, options: PgBouncerOptions): Promi
     'max_client_conn = 500',
     'ignore_startup_parameters = extra_float_digits',
     'log_connections = 0',
-    'log_disconnections = 0'
+    'log_disconnections = 0',
+    ...Object.entries(options.settings ?? {}).map(([name, value]) => `${name} = ${value}`)
   ].join('\n')
   await writeFile(join(dir, 'users.txt'), `${users}\n`)
   await writeFile(join(dir, 'pgbouncer.ini'), `${config}\n`)
