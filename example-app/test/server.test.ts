@@ -11,6 +11,8 @@ import { createTestDatabase, eventually } from '../../test/helpers/database.js'
 const SERVER = fileURLToPath(new URL('../src/server.ts', import.meta.url))
 // The TypeScript loader tap runs this file with, so the child runs the same source.
 const LOADER = process.execArgv.filter((arg) => arg.includes('typescript'))
+// Generous: a busy CI machine runs this beside every other test file; polling ends as soon as it holds.
+const SETTLE_MS = 20_000
 
 interface Started {
   child: ChildProcessWithoutNullStreams
@@ -77,7 +79,7 @@ t.test('the printed curl commands show the isolation', async (t) => {
   await eventually(async () => {
     const { rows } = await db.admin.query<{ count: number }>("SELECT count(*)::int AS count FROM pg_stat_activity WHERE usename = 'example_api'")
     return rows[0]?.count === 0
-  }, 'the pool to be ended')
+  }, 'the pool to be ended', SETTLE_MS)
 })
 
 t.test('a restart on the same database serves the same data', async (t) => {
@@ -101,9 +103,9 @@ t.test('a request in flight when SIGTERM arrives still gets its answer', async (
     const { rows } = await db.admin.query<{ count: number }>(
       "SELECT count(*)::int AS count FROM pg_stat_activity WHERE usename = 'example_api' AND wait_event_type = 'Lock'")
     return rows[0]?.count === 1
-  }, 'the request to wait on the lock')
+  }, 'the request to wait on the lock', SETTLE_MS)
   const exited = stop(server, 'SIGTERM')
-  await eventually(() => server.output().includes('shutting down'), 'the server to start shutting down')
+  await eventually(() => server.output().includes('shutting down'), 'the server to start shutting down', SETTLE_MS)
   await blocker.query('COMMIT')
   blocker.release()
   const result = await response
