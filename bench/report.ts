@@ -25,7 +25,7 @@ export interface Results {
   settings: Record<string, number>
   targets: TargetSummary[]
   comparisons: ComparisonSummary[]
-  sql: SqlFigure
+  sql: SqlFigure[]
   drizzle: DrizzleCost
   rounds: Measurement[]
 }
@@ -60,13 +60,19 @@ export function markdown (results: Results): string {
     const met = comparison.met === undefined ? '' : comparison.met ? 'yes' : '**no**'
     lines.push(`| ${comparison.subject} / ${comparison.baseline} | ${comparison.metric} | ${fixed(comparison.ratio)} | ${fixed(comparison.low)}–${fixed(comparison.high)} | ${target} | ${met} |`)
   }
-  const { sql } = results
   lines.push(
     '',
-    `SQL level (EXPLAIN ANALYZE, ${sql.samples} interleaved samples each, random tenants, medians): RLS-filtered W1 query (app role) ` +
-      `${fixed(sql.rls.executionMs, 3)} ms execution + ${fixed(sql.rls.planningMs, 3)} ms planning; manual WHERE (RLS bypassed) ` +
-      `${fixed(sql.manual.executionMs, 3)} ms + ${fixed(sql.manual.planningMs, 3)} ms. Execution ratio ${fixed(sql.executionRatio, 3)}, ` +
-      `planning + execution ratio ${fixed(sql.totalRatio, 3)}. Plans: RLS \`${sql.plans.rls}\`; manual \`${sql.plans.manual}\`.`,
+    `SQL level (EXPLAIN ANALYZE, ${results.sql[0]?.samples ?? 0} interleaved samples each, random tenants, medians, warm pages):`,
+    '',
+    '| Query | RLS only (app role): execution + planning ms | manual WHERE (RLS bypassed): execution + planning ms | execution ratio | execution + planning ratio | plan (both) |',
+    '|---|--:|--:|--:|--:|---|'
+  )
+  for (const sql of results.sql) {
+    const plan = sql.plans.rls === sql.plans.manual ? `\`${sql.plans.rls}\`` : `RLS \`${sql.plans.rls}\`; manual \`${sql.plans.manual}\``
+    lines.push(`| ${sql.limit === 20 ? 'W1' : 'whole tenant'}: newest ${sql.limit} rows | ${fixed(sql.rls.executionMs, 3)} + ${fixed(sql.rls.planningMs, 3)} | ` +
+      `${fixed(sql.manual.executionMs, 3)} + ${fixed(sql.manual.planningMs, 3)} | ${fixed(sql.executionRatio, 3)} | ${fixed(sql.totalRatio, 3)} | ${plan} |`)
+  }
+  lines.push(
     '',
     `drizzle construction per request (${results.drizzle.iterations} iterations): the plugin's request.db ${fixed(results.drizzle.pluginRequestDb / 1000, 2)} µs; ` +
       `drizzle(pool) ${fixed(results.drizzle.drizzlePerRequest / 1000, 2)} µs; drizzle(pool, { schema }) ${fixed(results.drizzle.drizzleWithSchemaPerRequest / 1000, 2)} µs.`,

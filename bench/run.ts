@@ -17,7 +17,7 @@ import type { Load } from './load.js'
 import { startBenchServer } from './postgres.js'
 import { writeResults } from './report.js'
 import type { Machine } from './report.js'
-import { seed } from './seed.js'
+import { ROWS, TENANTS, seed } from './seed.js'
 import type { ServerReady, Snapshot } from './server.js'
 import { measureSqlFigure } from './sql-figure.js'
 import { summarizeComparisons, summarizeTargets } from './summary.js'
@@ -115,7 +115,10 @@ try {
   log(`PostgreSQL: ${server.kind}; seeding (reused when already seeded)`)
   const seeded = await seed(server.adminUrl)
   log(`seed: ${seeded.seedSeconds > 0 ? `${seeded.seedSeconds.toFixed(1)} s` : 'reused'}; SQL-level figure`)
-  const sql = await measureSqlFigure(seeded.appUrl, seeded.manualUrl, seeded.tenants, settings.sqlSamples)
+  const sql = [
+    await measureSqlFigure(seeded.appUrl, seeded.manualUrl, seeded.tenants, settings.sqlSamples, 20),
+    await measureSqlFigure(seeded.appUrl, seeded.manualUrl, seeded.tenants, settings.sqlSamples, ROWS / TENANTS)
+  ]
   const drizzle = measureDrizzleCost(settings.drizzleIterations)
   const tokens = await signTokens(seeded.tenants)
   const machine = await describeMachine(seeded.adminUrl, server.kind)

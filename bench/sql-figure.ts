@@ -1,12 +1,15 @@
 // The SQL-level figure: the W1 query filtered by RLS alone (app role, tenant setting set in the
-// transaction) against the same query with a hand-written WHERE tenant_id = $1 (manual role,
-// RLS bypassed), both through EXPLAIN ANALYZE on warm pages, interleaved over random tenants. Both plans must
-// use the (tenant_id, created_at desc) index; a plan that does not fails the benchmark.
+// transaction) against the same query with a hand-written WHERE tenant_id = $1 (manual role, RLS
+// bypassed), both through EXPLAIN ANALYZE on warm pages, interleaved over random tenants; at
+// LIMIT 20 (W1) and at a whole tenant (1,000 rows), which separates the policy's fixed cost from
+// any per-row cost. Both plans must use the (tenant_id, created_at desc) index, or the bench fails.
 import pg from 'pg'
 import { TENANT_INDEX } from './seed.js'
 import { median } from './summary.js'
 
 export interface SqlFigure {
+  /** The LIMIT of the query measured. */
+  limit: number
   samples: number
   /** Medians of PostgreSQL's own Execution Time and Planning Time, in milliseconds. */
   rls: { executionMs: number, planningMs: number }
@@ -32,7 +35,6 @@ interface Explained {
 }
 
 const COLUMNS = 'SELECT id, created_at, title, amount FROM items'
-const ORDER = 'ORDER BY created_at DESC LIMIT 20'
 const EXPLAIN = 'EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON)'
 
 function shape (node: PlanNode): string {
@@ -48,22 +50,24 @@ function explained (rows: Array<Record<string, unknown>>): Explained {
   return plan
 }
 
-async function underRls (client: pg.Client, tenant: string): Promise<Explained> {
+const order = (limit: number): string => `ORDER BY created_at DESC LIMIT ${limit}`
+
+async function underRls (client: pg.Client, tenant: string, limit: number): Promise<Explained> {
   await client.query('BEGIN')
   await client.query("SELECT set_config('app.current_tenant_id', $1, true)", [tenant])
   try {
-    return explained((await client.query(`${EXPLAIN} ${COLUMNS} ${ORDER}`)).rows)
+    return explained((await client.query(`${EXPLAIN} ${COLUMNS} ${order(limit)}`)).rows)
   } finally {
     await client.query('ROLLBACK')
   }
 }
 
-async function byHand (client: pg.Client, tenant: string): Promise<Explained> {
-  return explained((await client.query(`${EXPLAIN} ${COLUMNS} WHERE tenant_id = $1 ${ORDER}`, [tenant])).rows)
+async function byHand (client: pg.Client, tenant: string, limit: number): Promise<Explained> {
+  return explained((await client.query(`${EXPLAIN} ${COLUMNS} WHERE tenant_id = $1 ${order(limit)}`, [tenant])).rows)
 }
 
 /** Runs both queries `samples` times each, alternating, on random tenants. */
-export async function measureSqlFigure (appUrl: string, manualUrl: string, tenants: readonly string[], samples: number): Promise<SqlFigure> {
+export async function measureSqlFigure (appUrl: string, manualUrl: string, tenants: readonly string[], samples: number, limit: number): Promise<SqlFigure> {
   const app = new pg.Client({ connectionString: appUrl })
   const manual = new pg.Client({ connectionString: manualUrl })
   await Promise.all([app.connect(), manual.connect()])
@@ -73,14 +77,14 @@ export async function measureSqlFigure (appUrl: string, manualUrl: string, tenan
     for (let i = 0; i < samples; i++) {
       const tenant = tenants[Math.floor(Math.random() * tenants.length)] ?? ''
       // Untimed first read: whichever query ran first on a tenant would pay its cold pages alone.
-      await byHand(manual, tenant)
+      await byHand(manual, tenant, limit)
       // Alternate which one goes first, so neither always benefits from the other's warm-up.
       if (i % 2 === 0) {
-        rls.push(await underRls(app, tenant))
-        hand.push(await byHand(manual, tenant))
+        rls.push(await underRls(app, tenant, limit))
+        hand.push(await byHand(manual, tenant, limit))
       } else {
-        hand.push(await byHand(manual, tenant))
-        rls.push(await underRls(app, tenant))
+        hand.push(await byHand(manual, tenant, limit))
+        rls.push(await underRls(app, tenant, limit))
       }
     }
     const plans = { rls: shape(rls[0]?.Plan ?? { 'Node Type': 'none' }), manual: shape(hand[0]?.Plan ?? { 'Node Type': 'none' }) }
@@ -95,6 +99,7 @@ export async function measureSqlFigure (appUrl: string, manualUrl: string, tenan
     const rlsFigures = figures(rls)
     const manualFigures = figures(hand)
     return {
+      limit,
       samples,
       rls: rlsFigures,
       manual: manualFigures,
