@@ -6,8 +6,10 @@
 // (by reaching its end) that the process survived.
 import { request as httpRequest } from 'node:http'
 import { sql } from 'drizzle-orm'
-import type { FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type pg from 'pg'
 import t from 'tap'
+import type { Test } from 'tap'
 import { createTestDatabase, eventually } from '../helpers/database.js'
 import { attackApp, callAs, committed, createWorld, documents, gate } from './documents.js'
 import { startFaultProxy } from './fault-proxy.js'
@@ -19,6 +21,16 @@ const { tenants: [a, b] } = await createWorld(db)
 /** Writes a row for the request's tenant, with a slug of its own unless told otherwise. */
 async function write (request: FastifyRequest, slug = `fault-${Math.random()}`): Promise<void> {
   await dbOf(request).insert(documents).values({ tenantId: request.tenantId ?? '', code: slug, slug, body: 'must not persist' })
+}
+
+/** Calls `write` as A and asserts the reply, that nothing at all was committed, and no leak. */
+async function refusedWithNothingCommitted (t: Test, app: FastifyInstance, pool: pg.Pool, status: number, reply: Record<string, string>): Promise<void> {
+  const before = await committed(db)
+  const response = await callAs(app, a, 'write')
+  t.equal(response.statusCode, status, 'status')
+  t.has(response.json(), reply, 'reply')
+  t.same(await committed(db), before, 'nothing was committed')
+  await db.assertNoLeaks(t, pool)
 }
 
 async function backendPid (request: FastifyRequest): Promise<number> {
@@ -46,18 +58,13 @@ t.test('the connection is cut as the opening (BEGIN) is sent: 500, nothing sent 
 t.test('set_config is refused (EXECUTE revoked): 500, nothing committed, the route query never ran', async (t) => {
   const pool = db.appPool({ max: 1 })
   const { app, sqlStates } = await attackApp(t, pool, { write: (request) => write(request) })
-  const before = await committed(db)
   await db.admin.query('REVOKE EXECUTE ON FUNCTION set_config(text, text, boolean) FROM PUBLIC')
   try {
-    const response = await callAs(app, a, 'write')
-    t.equal(response.statusCode, 500)
-    t.equal(response.json().code, 'FST_TENANT_RLS_QUERY_FAILED')
+    await refusedWithNothingCommitted(t, app, pool, 500, { code: 'FST_TENANT_RLS_QUERY_FAILED' })
     t.same(sqlStates, ['42501'], 'permission denied for set_config')
   } finally {
     await db.admin.query('GRANT EXECUTE ON FUNCTION set_config(text, text, boolean) TO PUBLIC')
   }
-  t.same(await committed(db), before, 'nothing was committed')
-  await db.assertNoLeaks(t, pool)
 })
 
 t.test('the handler throws after writing: 500, nothing committed', async (t) => {
@@ -68,15 +75,10 @@ t.test('the handler throws after writing: 500, nothing committed', async (t) => 
       throw new Error('route bug')
     }
   })
-  const before = await committed(db)
-  const response = await callAs(app, a, 'write')
-  t.equal(response.statusCode, 500)
-  t.equal(response.json().message, 'route bug')
-  t.same(await committed(db), before, 'nothing was committed')
-  await db.assertNoLeaks(t, pool)
+  await refusedWithNothingCommitted(t, app, pool, 500, { message: 'route bug' })
 })
 
-t.test('COMMIT fails on the deferred (tenant_id, slug) key: 409, nothing committed; B may use the same slug', async (t) => {
+t.test('COMMIT fails on the deferred (tenant_id, slug) key: 409, nothing committed', async (t) => {
   const pool = db.appPool({ max: 1 })
   const { app } = await attackApp(t, pool, {
     async write (request) {
@@ -86,12 +88,8 @@ t.test('COMMIT fails on the deferred (tenant_id, slug) key: 409, nothing committ
       return 'written'
     }
   })
-  const before = await committed(db)
-  const response = await callAs(app, a, 'write')
-  t.equal(response.statusCode, 409)
-  t.equal(response.json().code, 'FST_TENANT_RLS_COMMIT_CONFLICT')
-  t.same(await committed(db), before, 'nothing was committed, not even the valid row')
-  await db.assertNoLeaks(t, pool)
+  // Nothing committed: not even the valid row written before the duplicate.
+  await refusedWithNothingCommitted(t, app, pool, 409, { code: 'FST_TENANT_RLS_COMMIT_CONFLICT' })
 })
 
 t.test('COMMIT fails with a serialization failure (write skew under SERIALIZABLE): 409 for the loser, only the winner committed', async (t) => {

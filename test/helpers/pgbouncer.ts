@@ -8,11 +8,12 @@
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { access, chmod, mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { createConnection, createServer } from 'node:net'
+import { createConnection } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Test } from 'tap'
 import { eventually } from './database.js'
+import { freePort } from './postgres-server.js'
 
 export interface PgBouncer {
   /** `url` with host and port replaced by PgBouncer's. */
@@ -32,17 +33,6 @@ export async function findPgBouncer (): Promise<string | undefined> {
     } catch {}
   }
   return undefined
-}
-
-async function freePort (): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      server.close(() => { typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port')) })
-    })
-  })
 }
 
 async function acceptsConnections (port: number): Promise<boolean> {
