@@ -3,6 +3,7 @@
 // tenant setting in the same round trip as that query, and finishes exactly once (commit or rollback), releasing the
 // client exactly once and destroying it whenever it might still carry state. It has no Fastify
 // imports, so HTTP requests and withTenant share it.
+import type { EventEmitter } from 'node:events'
 import pg from 'pg'
 import type { Pool, PoolClient, QueryResult } from 'pg'
 import {
@@ -49,6 +50,12 @@ function unavailable (cause: unknown): Error {
   return Object.assign(error, { headers: { 'retry-after': '1' } })
 }
 
+// pg's client reads the server's messages through its `connection`, an event emitter that pg
+// documents for custom query objects; its typings do not describe it.
+function connectionOf (client: PoolClient): EventEmitter {
+  return (client as unknown as { connection: EventEmitter }).connection
+}
+
 /** Something that can run a query: the shape drizzle's node-postgres session calls. */
 export interface Queryable {
   query (config: unknown, values?: unknown[]): Promise<QueryResult>
@@ -78,6 +85,8 @@ export class TenantTransaction implements Queryable {
   #broken = false
   /** The role the transaction opened as; COMMIT refuses if route code changed it. */
   #role: string | undefined
+  /** Set when the server reports no open transaction before the plugin ended it (see #onReadyForQuery). */
+  #endedByRoute = false
 
   /** `tenantId` must already be canonical and `setting` validated: both are written as literals. */
   constructor (pool: Pool, tenantId: string, setting: string, hooks: TenantTransactionOptions = {}) {
@@ -113,7 +122,7 @@ export class TenantTransaction implements Queryable {
     // The first query usually travels with the open: it ran inside the transaction, whatever came after.
     if (carried !== undefined) return carried
     // A rollback (client gone, app closing) may have started while this query waited for the open.
-    if (this.#finishing !== undefined) throw new TransactionClosedError()
+    if (this.#finishing !== undefined || this.#endedByRoute) throw new TransactionClosedError()
     return client.query(config as string, values)
   }
 
@@ -146,6 +155,7 @@ export class TenantTransaction implements Queryable {
     }
     // A checked-out pg client that loses its server emits 'error'; unheard, that kills the process.
     client.on('error', this.#onClientError)
+    connectionOf(client).on('readyForQuery', this.#onReadyForQuery)
     this.#client = client
     this.#hooks.onOpen?.(this)
     // Nothing is sent once a rollback has started while the connection was being taken.
@@ -183,6 +193,13 @@ export class TenantTransaction implements Queryable {
   #carriesState (result: QueryResult | undefined): boolean {
     const after = result?.rows[0] as { setting: string | null, role: string } | undefined
     return after === undefined || (after.setting !== null && after.setting !== '') || after.role !== this.#role
+  }
+
+  // Every ReadyForQuery carries the server's transaction status. 'I' (no transaction) before the
+  // plugin's own COMMIT or ROLLBACK means route code sent one itself: whatever it sends next would
+  // run outside the tenant transaction, in autocommit, so nothing more is sent.
+  readonly #onReadyForQuery = (message: { status?: string }): void => {
+    if (message.status === 'I' && this.#finishing === undefined) this.#endedByRoute = true
   }
 
   readonly #onClientError = (): void => {
@@ -234,6 +251,7 @@ export class TenantTransaction implements Queryable {
 
   #release (client: PoolClient, destroy: boolean): void {
     client.off('error', this.#onClientError)
+    connectionOf(client).off('readyForQuery', this.#onReadyForQuery)
     // A client that may still be inside a transaction or carry session state must not be reused.
     client.release(destroy || this.#broken ? new Error('fastify-tenant-rls: connection discarded') : undefined)
     this.#client = undefined
