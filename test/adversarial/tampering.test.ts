@@ -60,10 +60,6 @@ const cases: TamperCase[] = [
   { name: 'SET ROLE to a broader role reads every tenant inside the transaction; the commit check refuses', statements: [`SET ROLE ${auditor}`], saw: sorted, status: 500, code: 'FST_TENANT_RLS_TENANT_CONTEXT_CHANGED' },
   { name: 'SET LOCAL ROLE to a broader role reads every tenant inside the transaction; the commit check refuses', statements: [`SET LOCAL ROLE ${auditor}`], saw: sorted, status: 500, code: 'FST_TENANT_RLS_TENANT_CONTEXT_CHANGED' },
   { name: 'RESET ROLE changes nothing: A still sees only A and the request commits (the planted row fails WITH CHECK)', statements: ['RESET ROLE'], saw: stillA, status: 200 },
-  // Known limit, not asserted here: the statements a route runs after its own COMMIT run outside
-  // any transaction, so `COMMIT`, `SET <setting> = B`, `INSERT ... B` commits that row for B even
-  // though the reply is this 500. Only route code that deliberately switches tenants can do it.
-  { name: 'COMMIT from the route, then SET ROLE: the route reads every tenant outside any transaction; the commit check refuses', statements: ['COMMIT', `SET ROLE ${auditor}`], saw: sorted, status: 500, code: 'FST_TENANT_RLS_TENANT_CONTEXT_CHANGED' },
   { name: 'SET SESSION AUTHORIZATION is refused (42501)', statements: [`SET SESSION AUTHORIZATION ${db.ownerRole}`], saw: () => [], status: 500, code: 'FST_TENANT_RLS_QUERY_FAILED', refused: true },
   { name: 'SET row_security = off makes the next read fail (42501) instead of bypassing the policy', statements: ['SET row_security = off'], saw: () => [], status: 500, code: 'FST_TENANT_RLS_QUERY_FAILED', refused: true }
 ]
@@ -86,6 +82,31 @@ for (const tamperCase of cases) {
     const session = await sessionOf(pool)
     t.equal(session.role, db.appRole, 'no role survives on the pooled connection')
     t.ok(session.setting === null || session.setting === '', 'no tenant setting survives on the pooled connection')
+    await db.assertNoLeaks(t, pool)
+  })
+}
+
+// After its own COMMIT a route is outside any transaction: a following SET and INSERT would run in
+// autocommit and commit a row for B. The plugin sees the server report the transaction over and
+// sends nothing more. Stacked into the COMMIT's own message, a SET still runs; the session check
+// after the plugin's ROLLBACK then destroys the connection. (Keep transaction control out of routes.)
+const escapes = [
+  { name: 'COMMIT, then SET of the tenant to B and INSERT for B', statements: ['COMMIT', `SET ${SETTING} = '${b}'`] },
+  { name: 'COMMIT, then SET ROLE to a broader role', statements: ['COMMIT', `SET ROLE ${auditor}`] },
+  { name: 'COMMIT; SET ROLE to a broader role, stacked in one query', statements: [`COMMIT; SET ROLE ${auditor}`] }
+]
+for (const { name, statements } of escapes) {
+  await t.test(`${name}: nothing is sent after the route's COMMIT, nothing written for B, no state passed on`, async (t) => {
+    const pool = db.appPool({ max: 1 })
+    const { app } = await attackApp(t, pool, { tamper: tamperer(statements, {}), stamp: tamperer([], {}) })
+    const before = await committed(db)
+    const response = await callAs(app, a, 'tamper')
+    t.equal(response.statusCode, 500)
+    t.equal(response.json().code, 'FST_TENANT_RLS_TRANSACTION_CLOSED', 'refused after the COMMIT')
+    t.same(await committed(db), before, 'nothing was committed for B')
+    t.same((await callAs(app, b, 'stamp')).json(), [b], 'the next request on the connection sees only its own tenant')
+    const session = await sessionOf(pool)
+    t.same([session.role, session.setting ?? ''], [db.appRole, ''], 'no role or tenant survives on the pooled connection')
     await db.assertNoLeaks(t, pool)
   })
 }
