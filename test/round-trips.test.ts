@@ -106,3 +106,15 @@ t.test('after a failed open, a named statement is still usable on that connectio
   t.equal(clash, 'refused')
   await db.assertNoLeaks(t, reserving)
 })
+
+t.test('a first query whose values pg cannot serialize fails alone; the connection stays usable', async (t) => {
+  const single = db.appPool({ max: 1 })
+  const circular: Record<string, unknown> = {}
+  circular.self = circular
+  const failed = await withTenant(single, tenantA, (tx) => tx.execute(sql`SELECT ${circular}::jsonb AS value`))
+    .then(() => undefined, (error: unknown) => error as Error)
+  t.match(String(failed?.cause ?? failed), /circular/i, 'the serialization error reaches the caller')
+  const rows = await withTenant(single, tenantA, (tx) => tx.select({ name: projects.name }).from(projects))
+  t.same(rows.map((row) => row.name).sort(), ['a-1', 'a-2'], 'the same connection serves the next transaction')
+  await db.assertNoLeaks(t, single)
+})
