@@ -28,6 +28,15 @@ export async function buildApp (options: ExampleAppOptions): Promise<FastifyInst
   app.get('/health', { config: { tenant: false }, schema: { response: { 200: { type: 'object', properties: { ok: { type: 'boolean' } } } } } }, async function health () {
     return { ok: true }
   })
+  // Fastify 5 lets a keep-alive connection that goes idle after close() began stay open until its
+  // keepAliveTimeout (72 s) ends, and close() waits for it (fastify issue 7044). So the answers to
+  // requests still in flight at shutdown tell the client to close the connection.
+  let closing = false
+  app.addHook('preClose', async function stopKeepAlive () { closing = true })
+  app.addHook('onSend', async function closeConnectionWhenClosing (_request, reply, payload) {
+    if (closing) reply.header('connection', 'close')
+    return payload
+  })
   await app.register(projectRoutes)
   await app.register(taskRoutes)
   await app.ready()

@@ -50,11 +50,11 @@ function printedCalls (output: string): PrintedCall[] {
     .map(([, method = 'GET', url = '', who, body]) => ({ method, url, token: who === undefined ? '' : tokens[who] ?? 'unknown', body }))
 }
 
-async function run (call: PrintedCall): Promise<{ status: number, body: unknown }> {
+async function run (call: PrintedCall): Promise<{ status: number, body: unknown, headers: Headers }> {
   const headers: Record<string, string> = call.body === undefined ? {} : { 'content-type': 'application/json' }
   if (call.token !== '') headers.authorization = `Bearer ${call.token}`
   const response = await fetch(call.url, { method: call.method, headers, ...(call.body === undefined ? {} : { body: call.body }) })
-  return { status: response.status, body: await response.json() }
+  return { status: response.status, body: await response.json(), headers: response.headers }
 }
 
 t.test('the printed curl commands show the isolation', async (t) => {
@@ -111,5 +111,6 @@ t.test('a request in flight when SIGTERM arrives still gets its answer', async (
   const result = await response
   t.equal(result.status, 200, 'the in-flight request finished')
   t.equal((result.body as unknown[]).length, 2)
+  t.equal(result.headers.get('connection'), 'close', 'and closes its keep-alive connection, so close() need not wait for it')
   t.equal(await exited, 0)
 })
