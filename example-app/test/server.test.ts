@@ -75,7 +75,7 @@ t.test('the printed curl commands show the isolation', async (t) => {
   t.equal(anonymous?.status, 401)
 
   t.equal(await stop(server, 'SIGTERM'), 0, 'SIGTERM: a clean exit')
-  t.match(server.output(), /"msg":"stopped"/, 'after closing the app and ending the pool')
+  t.match(server.output(), /^stopped$/m, 'after closing the app and ending the pool')
   await eventually(async () => {
     const { rows } = await db.admin.query<{ count: number }>("SELECT count(*)::int AS count FROM pg_stat_activity WHERE usename = 'example_api'")
     return rows[0]?.count === 0
