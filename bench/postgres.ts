@@ -36,8 +36,13 @@ export async function startBenchServer (): Promise<BenchServer> {
     persistent: true,
     // PostgreSQL refuses to run as root; when the bench does, the cluster gets its own user.
     createPostgresUser: true,
-    // Room for every variant's pool; the rest favours a fast seed over durability of bench data.
-    postgresFlags: ['-c', 'max_connections=200', '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'shared_buffers=256MB', '-c', 'maintenance_work_mem=256MB'],
+    // Room for every variant's pool; pg_stat_statements for the statement profile; the rest favours
+    // a fast seed over durability of bench data.
+    postgresFlags: [
+      '-c', 'max_connections=200', '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off',
+      '-c', 'shared_buffers=256MB', '-c', 'maintenance_work_mem=256MB',
+      '-c', 'shared_preload_libraries=pg_stat_statements', '-c', 'pg_stat_statements.track_planning=on'
+    ],
     onLog: () => {},
     onError: () => {}
   })

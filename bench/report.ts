@@ -4,6 +4,7 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import type { DrizzleCost } from './drizzle-cost.js'
 import type { SqlFigure } from './sql-figure.js'
+import type { StatementProfile } from './statement-profile.js'
 import type { ComparisonSummary, Measurement, TargetSummary } from './summary.js'
 import { APP_LABELS } from './targets.js'
 
@@ -27,6 +28,8 @@ export interface Results {
   comparisons: ComparisonSummary[]
   sql: SqlFigure[]
   drizzle: DrizzleCost
+  /** null when pg_stat_statements was not available. */
+  statementProfiles: StatementProfile[] | null
   rounds: Measurement[]
 }
 
@@ -72,6 +75,7 @@ export function markdown (results: Results): string {
     lines.push(`| ${sql.limit === 20 ? 'W1' : 'whole tenant'}: newest ${sql.limit} rows | ${fixed(sql.rls.executionMs, 3)} + ${fixed(sql.rls.planningMs, 3)} | ` +
       `${fixed(sql.manual.executionMs, 3)} + ${fixed(sql.manual.planningMs, 3)} | ${fixed(sql.executionRatio, 3)} | ${fixed(sql.totalRatio, 3)} | ${plan} |`)
   }
+  lines.push('', ...statementTable(results))
   lines.push(
     '',
     `drizzle construction per request (${results.drizzle.iterations} iterations): the plugin's request.db ${fixed(results.drizzle.pluginRequestDb / 1000, 2)} µs; ` +
@@ -80,6 +84,23 @@ export function markdown (results: Results): string {
     `Variants: ${Object.values(APP_LABELS).join('; ')}.`
   )
   return lines.join('\n') + '\n'
+}
+
+function statementTable (results: Results): string[] {
+  if (results.statementProfiles === null) return ['Database time per request: skipped, pg_stat_statements was not available.']
+  const lines = [
+    `Database time per request (pg_stat_statements, planning + execution, one extra ${results.settings.profileSeconds} s pass per target at c=${results.settings.connections}; ` +
+      'protocol handling, parsing and waits are not in it):',
+    '',
+    '| Target | µs per request | by statement (µs per request) |',
+    '|---|--:|---|'
+  ]
+  for (const profile of results.statementProfiles) {
+    const parts = profile.statements.filter((cost) => cost.callsPerRequest >= 0.5)
+      .map((cost) => `\`${cost.statement.length > 48 ? `${cost.statement.slice(0, 48)}…` : cost.statement}\` ${fixed(cost.microseconds, 1)}`)
+    lines.push(`| ${profile.target} | ${fixed(profile.microseconds, 1)} | ${parts.join('; ').replace(/\|/g, '\\|')} |`)
+  }
+  return lines
 }
 
 export function chart (results: Results): string {

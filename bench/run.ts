@@ -20,6 +20,8 @@ import type { Machine } from './report.js'
 import { ROWS, TENANTS, seed } from './seed.js'
 import type { ServerReady, Snapshot } from './server.js'
 import { measureSqlFigure } from './sql-figure.js'
+import { prepareStatementProfiler } from './statement-profile.js'
+import type { StatementProfile, StatementProfiler } from './statement-profile.js'
 import { summarizeComparisons, summarizeTargets } from './summary.js'
 import type { Measurement } from './summary.js'
 import { TARGETS } from './targets.js'
@@ -33,6 +35,7 @@ const settings = {
   poolSize: 10,
   sequentialRequests: 200,
   sqlSamples: 300,
+  profileSeconds: 2,
   drizzleIterations: 200_000
 }
 const JWT_SECRET = 'a-benchmark-secret-that-is-long-enough-for-hs256'
@@ -103,6 +106,19 @@ async function measure (round: number, target: Target, load: Load, ready: Server
   return { round, target: target.id, load: loaded, sequential: single, perRequest: perRequest(target, before, after) }
 }
 
+/** One more short load pass per database target, with pg_stat_statements tracking on. */
+async function profileStatements (profiler: StatementProfiler, loadOf: (target: Target) => Load, ready: ServerReady): Promise<StatementProfile[]> {
+  const profiles: StatementProfile[] = []
+  for (const target of TARGETS.filter((candidate) => candidate.workload !== 'W3')) {
+    const before = await snapshot(ready)
+    await profiler.start()
+    await underLoad(loadOf(target), settings.connections, settings.profileSeconds)
+    const after = await snapshot(ready)
+    profiles.push(await profiler.read(target.id, (after.served[target.app] ?? 0) - (before.served[target.app] ?? 0)))
+  }
+  return profiles
+}
+
 function rotated<T> (list: readonly T[], by: number): T[] {
   const shift = by % list.length
   return [...list.slice(shift), ...list.slice(0, shift)]
@@ -122,8 +138,10 @@ try {
   const drizzle = measureDrizzleCost(settings.drizzleIterations)
   const tokens = await signTokens(seeded.tenants)
   const machine = await describeMachine(seeded.adminUrl, server.kind)
+  const profiler = await prepareStatementProfiler(seeded.adminUrl)
   const { child, ready } = await startServerProcess({ appUrl: seeded.appUrl, manualUrl: seeded.manualUrl, jwtSecret: JWT_SECRET, poolSize: settings.poolSize })
   const rounds: Measurement[] = []
+  let statementProfiles: StatementProfile[] | null = null
   try {
     const loadOf = (target: Target): Load => ({ port: ready.ports[target.app], target, tokens })
     log('warm-up')
@@ -132,7 +150,14 @@ try {
       log(`round ${round} of ${settings.rounds}`)
       for (const target of rotated(TARGETS, round - 1)) rounds.push(await measure(round, target, loadOf(target), ready))
     }
+    if (profiler !== undefined) {
+      log('statement profile (pg_stat_statements)')
+      statementProfiles = await profileStatements(profiler, loadOf, ready)
+    } else {
+      log('statement profile skipped: pg_stat_statements is not available on this server')
+    }
   } finally {
+    await profiler?.close()
     child.removeAllListeners('exit')
     child.send('stop')
     await new Promise((resolve) => child.once('exit', resolve))
@@ -148,6 +173,7 @@ try {
     comparisons: summarizeComparisons(rounds),
     sql,
     drizzle,
+    statementProfiles,
     rounds
   })
   process.stdout.write(table)
