@@ -29,3 +29,10 @@ export const tasks = tenantTable('tasks', {
   tenantForeignKey(t.projectId, projects),
   tenantUnique(t.projectId, t.title)
 ])
+
+// Types request.db and app.withTenant from this schema everywhere in the app (declaration merging).
+declare module 'fastify-tenant-rls' {
+  interface TenantRlsRegister {
+    schema: typeof import('./schema.js')
+  }
+}
