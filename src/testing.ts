@@ -257,7 +257,7 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
   const [a, b] = [randomUUID(), randomUUID()]
   const seeded = new Map<string, Map<string, Row>>()
   const builder = new RowBuilder(tenantColumn, rows, seeded)
-  const cleanup: Array<{ table: TableInfo, row: Row }> = []
+  const cleanup: Array<{ table: TableInfo, row: Row, tenant: string }> = []
 
   try {
     for (const table of tables) {
@@ -279,37 +279,46 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
       await checkTable(table, rowA, rowB)
     }
   } finally {
-    for (const { table, row } of cleanup.reverse()) {
+    for (const { table, row, tenant } of cleanup.reverse()) {
       const where = keyCondition(table, row)
-      await adminPool.query(`DELETE FROM ${table.name} WHERE ${where.sql}`, where.values).catch(() => {})
+      await privileged(tenant, (client) => client.query(`DELETE FROM ${table.name} WHERE ${where.sql}`, where.values)).catch(() => {})
     }
   }
   return { tables: tables.map((table) => table.name), failures, ok: failures.length === 0 }
 
-  // One row per tenant, written with that tenant's setting so a FORCE'd owner passes WITH CHECK too.
+  // As the privileged role, in a transaction carrying `tenant`'s setting: a table owner that is
+  // itself subject to FORCE'd RLS can then write and delete that tenant's rows too.
+  async function privileged<T> (tenant: string, work: (client: PoolClient) => Promise<T>): Promise<T> {
+    const client = await adminPool.connect()
+    try {
+      await client.query('BEGIN')
+      await client.query('SELECT set_config($1, $2, true)', [setting, tenant])
+      const result = await work(client)
+      await client.query('COMMIT')
+      return result
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {})
+      throw error
+    } finally {
+      client.release()
+    }
+  }
+
   async function seed (table: TableInfo): Promise<Map<string, Row>> {
     const byTenant = new Map<string, Row>()
     for (const tenant of [a, b]) {
-      const client = await adminPool.connect()
-      try {
-        await client.query('BEGIN')
-        await client.query('SELECT set_config($1, $2, true)', [setting, tenant])
+      const row = await privileged(tenant, async (client) => {
         for (const key of table.foreignKeys) {
           if (key.columns.includes(tenantColumn) && !seeded.has(key.parent) && !names.includes(key.parent)) {
             await seedParent(client, key, tenant)
           }
         }
         const insert = builder.build(table, tenant)
-        const { rows: [row] } = await client.query(`${insert.sql} RETURNING *, ctid`, insert.values)
-        await client.query('COMMIT')
-        byTenant.set(tenant, row as Row)
-        cleanup.push({ table, row: row as Row })
-      } catch (error) {
-        await client.query('ROLLBACK').catch(() => {})
-        throw error
-      } finally {
-        client.release()
-      }
+        const { rows: [inserted] } = await client.query(`${insert.sql} RETURNING *, ctid`, insert.values)
+        return inserted as Row
+      })
+      byTenant.set(tenant, row)
+      cleanup.push({ table, row, tenant })
     }
     return byTenant
   }
@@ -320,7 +329,7 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
     const tenantColumnIndex = key.columns.indexOf(tenantColumn)
     const insert = new RowBuilder(key.parentColumns[tenantColumnIndex] as string, {}, new Map()).build(parent, tenant)
     const { rows: inserted } = await client.query(`${insert.sql} ON CONFLICT DO NOTHING RETURNING *, ctid`, insert.values)
-    if (inserted[0] !== undefined) cleanup.unshift({ table: parent, row: inserted[0] as Row })
+    if (inserted[0] !== undefined) cleanup.unshift({ table: parent, row: inserted[0] as Row, tenant })
   }
 
   async function checkTable (table: TableInfo, rowA: Row, rowB: Row): Promise<void> {

@@ -1,6 +1,7 @@
 // fastify-tenant-rls/testing: it passes on isolated tables (leaving nothing behind), and it fails,
 // naming the table and the operation, on every way a table can be left open: a policy that lets
 // reads through, policies that let writes through, RLS not forced, no policy, RLS off.
+import pg from 'pg'
 import t from 'tap'
 import { assertTenantIsolation, checkTenantIsolation, TenantIsolationError } from 'fastify-tenant-rls/testing'
 import type { IsolationReport } from 'fastify-tenant-rls/testing'
@@ -46,6 +47,17 @@ t.test('isolated tables pass, found from the catalog, and the check leaves no ro
   t.ok(report.ok)
   t.same(await committed(db), before, 'nothing left behind')
   await db.assertNoLeaks(t, appPool)
+})
+
+t.test("the tables' owner works as the privileged pool too, although FORCE'd RLS applies to it", async (t) => {
+  // Superuser connections that act as the owner, as a migration role would.
+  const ownerPool = new pg.Pool({ connectionString: db.admin.options.connectionString, max: 2 })
+  t.teardown(() => ownerPool.end())
+  ownerPool.on('connect', (client) => { client.query(`SET ROLE ${db.ownerRole}`).catch(() => {}) })
+  const before = await committed(db)
+  const report = await checkTenantIsolation({ appPool, adminPool: ownerPool })
+  t.same(report.failures, [])
+  t.same(await committed(db), before, 'nothing left behind: the owner deleted its rows under their tenant')
 })
 
 t.test('every broken table fails, naming the table and the operation', async (t) => {
