@@ -99,6 +99,9 @@ export async function createTestDatabase (t: Test): Promise<TestDatabase> {
       if (rows[0]?.count !== 0) throw new Error(`${String(rows[0]?.count)} backend(s) of the app role idle in a transaction (${tt.name})`)
     },
     async close () {
+      // pool.end() resolves before its clients' sockets have closed; DROP DATABASE ... WITH (FORCE)
+      // can still terminate one, and an unheard pool 'error' would then end the test process.
+      for (const pool of [...pools, admin]) pool.on('error', () => {})
       await Promise.all(pools.map((pool) => pool.ending ? undefined : pool.end()))
       await admin.end()
       const cleanup = new pg.Client({ connectionString: server.adminUrl })
