@@ -87,6 +87,8 @@ async function discoverTables (pool: Pool, schema: string, tenantColumn: string)
 }
 
 async function describe (pool: Pool, table: string): Promise<TableInfo> {
+  // The catalog's own spelling (quoted where needed): the only form of the name written into SQL.
+  const { rows: [canonical] } = await pool.query<{ name: string }>('SELECT $1::regclass::text AS name', [table])
   const columns = await pool.query<Column>(
     `SELECT a.attname AS name, t.typcategory AS category, format_type(a.atttypid, a.atttypmod) AS type,
        a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AS required, a.attgenerated <> '' AS generated
@@ -104,7 +106,7 @@ async function describe (pool: Pool, table: string): Promise<TableInfo> {
   )
   const primary = constraints.rows.find((row) => row.type === 'p')
   return {
-    name: table,
+    name: canonical?.name ?? table,
     columns: columns.rows,
     key: primary?.columns ?? [],
     foreignKeys: constraints.rows.filter((row) => row.type === 'f' && row.parent !== null)
@@ -309,7 +311,7 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
     for (const tenant of [a, b]) {
       const row = await privileged(tenant, async (client) => {
         for (const key of table.foreignKeys) {
-          if (key.columns.includes(tenantColumn) && !seeded.has(key.parent) && !names.includes(key.parent)) {
+          if (key.columns.includes(tenantColumn) && !seeded.has(key.parent) && !tables.some((other) => other.name === key.parent)) {
             await seedParent(client, key, tenant)
           }
         }
