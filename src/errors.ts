@@ -51,6 +51,13 @@ export const TenantContextChangedError = createError(
   500
 )
 
+/** The connection runs as another role than the one checked at startup (state left by earlier route code). */
+export const UnexpectedRoleError = createError(
+  'FST_TENANT_RLS_UNEXPECTED_ROLE',
+  'The database connection runs as role "%s", not the role checked at startup; the request was refused',
+  500
+)
+
 /** COMMIT failed on a constraint or a serialization conflict; nothing was committed. */
 export const CommitConflictError = createError(
   'FST_TENANT_RLS_COMMIT_CONFLICT',

@@ -44,6 +44,8 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   const createDatabase = createDatabaseFactory(options.schema)
   // Transactions holding a connection, so app.close() can roll them back before the pool ends.
   const live = new Set<TenantTransaction>()
+  // The pool's role as checked by onReady, which Fastify runs before serving any request.
+  let expectedRole: string | undefined
 
   fastify.decorateRequest('tenantId', null)
   fastify.decorateRequest(kTransaction, null)
@@ -61,17 +63,19 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   })
 
   fastify.decorate('withTenant', function withTenant<TResult> (tenantId: string, work: (db: TenantDatabase) => Promise<TResult>) {
-    return runWithTenant(options.pool, options.setting, createDatabase, tenantId, work, (transaction) => {
+    return runWithTenant(options.pool, options.setting, createDatabase, tenantId, work, expectedRole, (transaction) => {
       live.add(transaction)
       return () => live.delete(transaction)
     })
   })
 
   fastify.addHook('onReady', async function refuseUnsafeRole () {
-    const problems = await inspectPoolRole(options.pool)
+    const { role, problems } = await inspectPoolRole(options.pool)
     if (problems.length > 0) {
       throw new UnsafeRoleError(problems.map(({ role, problem, fix }) => `role "${role}" ${problem}; fix: ${fix}`).join('; '))
     }
+    // Every transaction opened from now on must run as this role, the one just checked.
+    expectedRole = role
   })
 
   fastify.addHook('onRequest', async function authenticateTenant (request: FastifyRequest, reply: FastifyReply) {
@@ -86,6 +90,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     request.log = request.log.child({ tenantId })
     reply.log = request.log
     stateOf(request)[kTransaction] = new TenantTransaction(options.pool, tenantId, options.setting, {
+      expectedRole,
       onOpen (transaction) {
         live.add(transaction)
         // 'close' fires on every way a response ends, including those that skip onSend.

@@ -30,8 +30,14 @@ SELECT r.rolname AS role, r.rolsuper, r.rolbypassrls,
         ORDER BY 1) AS owned
 FROM pg_catalog.pg_roles r WHERE r.rolname = current_user`
 
-/** Inspects the role the pool logs in as and returns what makes it unsafe (empty when safe). */
-export async function inspectPoolRole (pool: Pool): Promise<RoleProblem[]> {
+/** The role a pool's connections run as, and what makes it unsafe (empty when safe). */
+export interface RoleInspection {
+  role: string
+  problems: RoleProblem[]
+}
+
+/** Inspects the role the pool's connections run as. */
+export async function inspectPoolRole (pool: Pool): Promise<RoleInspection> {
   const { rows } = await pool.query<RoleFacts>(ROLE_FACTS_SQL)
   const problems: RoleProblem[] = []
   for (const { role, rolsuper, rolbypassrls, privileged, owned } of rows) {
@@ -40,5 +46,5 @@ export async function inspectPoolRole (pool: Pool): Promise<RoleProblem[]> {
     if (privileged.length > 0) problems.push({ role, problem: `is a member of ${privileged.join(', ')}, which bypass RLS (SET ROLE would switch it off)`, fix: `REVOKE ${privileged.join(', ')} FROM "${role}"` })
     if (owned.length > 0) problems.push({ role, problem: `owns the RLS table(s) ${owned.join(', ')}, so it could disable their policies`, fix: 'let a separate owner (migration) role own the tables and GRANT the app role SELECT, INSERT, UPDATE, DELETE' })
   }
-  return problems
+  return { role: String(rows[0]?.role), problems }
 }

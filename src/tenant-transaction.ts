@@ -1,8 +1,8 @@
 // The one module that sends transaction SQL. A TenantTransaction owns at most one pooled client
 // for one tenant: it takes the client lazily on the first query, opens the transaction with the
-// tenant setting in the same round trip as that query, and finishes exactly once (commit or rollback), releasing the
-// client exactly once and destroying it whenever it might still carry state. It has no Fastify
-// imports, so HTTP requests and withTenant share it.
+// tenant setting in the same round trip as that query, and finishes exactly once (commit or
+// rollback), releasing the client exactly once and destroying it whenever it might still carry
+// state. It has no Fastify imports, so HTTP requests and withTenant share it.
 import type { EventEmitter } from 'node:events'
 import pg from 'pg'
 import type { Pool, PoolClient, QueryResult } from 'pg'
@@ -11,7 +11,8 @@ import {
   CommitFailedError,
   DatabaseUnavailableError,
   TenantContextChangedError,
-  TransactionClosedError
+  TransactionClosedError,
+  UnexpectedRoleError
 } from './errors.js'
 import { sendOpening } from './opening-query.js'
 
@@ -62,6 +63,11 @@ export interface Queryable {
 }
 
 export interface TenantTransactionOptions {
+  /**
+   * The role the pool was checked to run as. A connection that opens as any other role (a
+   * session-level SET ROLE that route code left on a server connection PgBouncer shares) is refused.
+   */
+  expectedRole?: string | undefined
   /** Called once, when the transaction takes its connection (not when it is created). */
   onOpen?: (transaction: TenantTransaction) => void
   /** Called once, after the connection has been released or destroyed. */
@@ -168,7 +174,12 @@ export class TenantTransaction implements Queryable {
     ], config, values)
     if (opening.result !== undefined) carry(opening.result)
     const [row] = await opening.opened
-    this.#role = String(row?.[1])
+    const role = String(row?.[1])
+    const expected = this.#hooks.expectedRole
+    // The first query already ran as `role`; throwing here discards its result, and the rollback
+    // that follows undoes its effects and destroys the connection (its role differs from #role).
+    this.#role = expected ?? role
+    if (expected !== undefined && role !== expected) throw new UnexpectedRoleError(role)
     return client
   }
 
@@ -184,9 +195,12 @@ export class TenantTransaction implements Queryable {
 
   // Sent right after COMMIT or ROLLBACK, in the same message. ROLLBACK alone is not enough: a route
   // that sends COMMIT itself ends the transaction early, and whatever it SETs after that (another
-  // tenant, SET ROLE) is session-level state the ROLLBACK cannot undo.
+  // tenant, SET ROLE) is session-level state the ROLLBACK cannot undo. The read decides whether the
+  // client is destroyed; the RESET then clears a session-level tenant on the server connection
+  // itself, which behind PgBouncer outlives the client connection the plugin destroys. (The setting
+  // name is validated to plain identifiers, so it can stand as an identifier here.)
   #sessionSql (): string {
-    return `SELECT current_setting(${escapeLiteral(this.#setting)}, true) AS setting, current_user AS role`
+    return `SELECT current_setting(${escapeLiteral(this.#setting)}, true) AS setting, current_user AS role; RESET ${this.#setting}`
   }
 
   /** Whether the session state read by #sessionSql would reach the next user of the connection. */

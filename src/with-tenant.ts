@@ -27,11 +27,12 @@ export async function runWithTenant<TSchema extends Record<string, unknown>, TRe
   createDatabase: DatabaseFactory,
   tenantId: unknown,
   work: TenantWork<TSchema, TResult>,
+  expectedRole?: string,
   track?: (transaction: TenantTransaction) => () => void
 ): Promise<TResult> {
   const canonical = normalizeTenantId(tenantId)
   if (canonical === null) throw new TenantInvalidError()
-  const transaction = new TenantTransaction(pool, canonical, setting)
+  const transaction = new TenantTransaction(pool, canonical, setting, expectedRole === undefined ? {} : { expectedRole })
   const untrack = track?.(transaction)
   try {
     const result = await work(createDatabase(transaction) as unknown as TenantDatabase<TSchema>)

@@ -47,7 +47,7 @@ t.test('a one-query request takes two round trips: open + query, then check + CO
   const seen = traffic.read()
   t.equal(seen.checkouts, 1)
   t.equal(seen.roundTrips, 2)
-  t.same(seen.commands, ['BEGIN', 'SELECT 1', 'SELECT 2', 'SELECT 1', 'COMMIT', 'SELECT 1'], 'six statements, in this order')
+  t.same(seen.commands, ['BEGIN', 'SELECT 1', 'SELECT 2', 'SELECT 1', 'COMMIT', 'SELECT 1', 'RESET'], 'seven statements, in this order')
 })
 
 t.test('a parameterless single-statement first query rides along too', async (t) => {
