@@ -6,10 +6,10 @@ import pg from 'pg'
 import t from 'tap'
 import fastifyTenantRls from 'fastify-tenant-rls'
 import { createTestDatabase } from './helpers/database.js'
-import { JWT_SECRET, buildApp, createProjectsTable } from './helpers/fixture.js'
+import { JWT_SECRET, bearer, buildApp, createProjectsTable, projects } from './helpers/fixture.js'
 
 const db = await createTestDatabase(t)
-await createProjectsTable(db)
+const { tenantA } = await createProjectsTable(db)
 const pool = db.appPool()
 
 async function registerWith (options: unknown, withJwt = true): Promise<unknown> {
@@ -86,6 +86,24 @@ t.test('app.ready() refuses a role that can SET ROLE to a bypassing role, or own
   await db.admin.query('DROP TABLE app_owned')
   t.equal(ownerError?.code, 'FST_TENANT_RLS_UNSAFE_ROLE')
   t.match(ownerError?.message, /owns the RLS table\(s\) app_owned/)
+})
+
+t.test('a transaction whose connection opens as another role than the checked one is refused', async (t) => {
+  const other = `${db.appRole}_other`
+  await db.admin.query(`CREATE ROLE ${other} NOLOGIN; GRANT ${other} TO ${db.appRole}; GRANT SELECT ON projects TO ${other}`)
+  t.teardown(() => db.admin.query(`DROP OWNED BY ${other}; DROP ROLE ${other}`))
+  // One use per connection: the startup check's connection is gone when the request connects.
+  const switching = db.appPool({ maxUses: 1 })
+  const app = await buildApp(t, {
+    pool: switching,
+    routes (app) { app.get('/count', async (request) => (await request.db.select().from(projects)).length) }
+  })
+  switching.on('connect', (client) => { client.query(`SET ROLE ${other}`).catch(() => {}) })
+  const res = await app.inject({ url: '/count', headers: bearer(app, { tenant_id: tenantA }) })
+  t.equal(res.statusCode, 500)
+  t.equal(res.json().code, 'FST_TENANT_RLS_UNEXPECTED_ROLE')
+  t.match(res.json().message, new RegExp(`role "${other}"`))
+  await db.assertNoLeaks(t, switching)
 })
 
 t.test('a safe role starts', async (t) => {
