@@ -109,17 +109,19 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     await state[kTransaction]?.rollback()
   })
 
-  fastify.addHook('onSend', async function finishTenantTransaction (request: FastifyRequest, reply: FastifyReply, payload: unknown) {
+  // Callback style, so that the common case (no transaction, or one never opened) allocates no promise.
+  fastify.addHook('onSend', function finishTenantTransaction (request, reply, payload, done) {
     const state = stateOf(request)
     const transaction = state[kTransaction]
-    if (transaction === null || transaction.finished) return payload
-    if (reply.statusCode < 400 && !state[kFailed]) {
-      // Before the response is written: a failed commit becomes the reply, never a 2xx.
-      await transaction.commit()
-    } else {
-      await transaction.rollback()
+    if (transaction === null || transaction.finished) return done(null, payload)
+    if (!transaction.opened) {
+      // Nothing was sent: this finishes synchronously, and refuses any later use of request.db.
+      transaction.rollback().catch(() => {})
+      return done(null, payload)
     }
-    return payload
+    // Before the response is written: a failed commit becomes the reply, never a 2xx.
+    const finishing = reply.statusCode < 400 && !state[kFailed] ? transaction.commit() : transaction.rollback()
+    finishing.then(() => done(null, payload), done)
   })
 
   fastify.addHook('onClose', async function rollBackInFlightTransactions () {

@@ -147,6 +147,12 @@ export class TenantTransaction implements Queryable {
   }
 
   #finish (commit: boolean): Promise<TransactionOutcome> {
+    if (this.#finishing === undefined && this.#opening === undefined) {
+      // Never opened, so nothing to send: finish at once (the common case of a route that never
+      // touched the database), and refuse any query from now on.
+      this.#finishing = Promise.resolve(commit ? 'committed' : 'rolled back')
+      this.#hooks.onFinish?.(this)
+    }
     this.#finishing ??= this.#settle(commit)
     return this.#finishing
   }
@@ -229,6 +235,7 @@ export class TenantTransaction implements Queryable {
     await this.#queue
     const client = this.#client
     if (client === undefined) {
+      // The open failed before it had a connection (pool timeout): nothing was sent.
       this.#hooks.onFinish?.(this)
       return commit ? 'committed' : 'rolled back'
     }
