@@ -14,8 +14,8 @@ export * as errors from './errors.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** The verified tenant of this request (canonical UUID); null on routes with `config.tenant === false`. */
-    tenantId: string | null
+    /** The verified tenant of this request (canonical UUID); null on routes with `config.tenant === false`. Read-only. */
+    readonly tenantId: string | null
     /**
      * drizzle database bound to this request's tenant transaction, typed from your registered schema.
      * Throws FST_TENANT_RLS_NO_TENANT_CONTEXT on routes with `config.tenant === false`.

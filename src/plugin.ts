@@ -2,8 +2,9 @@
 // tenant-transaction.ts.
 //
 // One tenant-scoped request:
-//   onRequest  verify the JWT (401), resolve the tenant (403), attach a lazy TenantTransaction.
-//   handler    the first query through request.db takes a connection and opens the transaction.
+//   onRequest  verify the JWT (401), resolve the tenant (403); nothing else is allocated.
+//   handler    first use of request.db creates the TenantTransaction; its first query takes a
+//              connection and opens the transaction.
 //   onError    roll back at once, and keep database details out of the reply.
 //   onSend     status < 400 and no error: commit (a failed commit becomes the reply); else roll back.
 //   res close  safety net for every path that skips onSend (disconnect, timeout, hijack).
@@ -20,14 +21,23 @@ import { resolveTenantId } from './tenant-resolution.js'
 import { TenantTransaction } from './tenant-transaction.js'
 import { runWithTenant } from './with-tenant.js'
 
+const kTenant = Symbol('fastify-tenant-rls.tenant')
+const kReply = Symbol('fastify-tenant-rls.reply')
 const kTransaction = Symbol('fastify-tenant-rls.transaction')
 const kDatabase = Symbol('fastify-tenant-rls.database')
 const kFailed = Symbol('fastify-tenant-rls.failed')
+const kSettled = Symbol('fastify-tenant-rls.settled')
 
 interface TenantRequestState {
+  /** The verified tenant; private, so route code cannot change the tenant a transaction opens for. */
+  [kTenant]: string | null
+  [kReply]: FastifyReply | null
+  /** Created on first use of request.db: a route that never touches it allocates nothing. */
   [kTransaction]: TenantTransaction | null
   [kDatabase]: TenantDatabase<Record<string, unknown>> | null
   [kFailed]: boolean
+  /** Set once the reply is decided (onSend or onError): no transaction may begin after that. */
+  [kSettled]: boolean
 }
 
 function stateOf (request: FastifyRequest): TenantRequestState {
@@ -47,20 +57,47 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   // The pool's role as checked by onReady, which Fastify runs before serving any request.
   let expectedRole: string | undefined
 
-  fastify.decorateRequest('tenantId', null)
+  fastify.decorateRequest(kTenant, null)
+  fastify.decorateRequest(kReply, null)
   fastify.decorateRequest(kTransaction, null)
   fastify.decorateRequest(kDatabase, null)
   fastify.decorateRequest(kFailed, false)
+  fastify.decorateRequest(kSettled, false)
+  fastify.decorateRequest('tenantId', {
+    getter (this: FastifyRequest) {
+      return stateOf(this)[kTenant]
+    }
+  })
   fastify.decorateRequest('db', {
     getter (this: FastifyRequest) {
       const state = stateOf(this)
-      const transaction = state[kTransaction]
-      if (transaction === null) throw new NoTenantContextError()
       // Built on first use: a route that never touches request.db pays for no drizzle object.
-      state[kDatabase] ??= createDatabase(transaction)
+      state[kDatabase] ??= createDatabase(transactionOf(state))
       return state[kDatabase] as unknown as TenantDatabase
     }
   })
+
+  function transactionOf (state: TenantRequestState): TenantTransaction {
+    if (state[kTransaction] !== null) return state[kTransaction]
+    const tenantId = state[kTenant]
+    const reply = state[kReply]
+    if (tenantId === null || reply === null) throw new NoTenantContextError()
+    const transaction = new TenantTransaction(options.pool, tenantId, options.setting, {
+      expectedRole,
+      onOpen (transaction) {
+        live.add(transaction)
+        // 'close' fires on every way a response ends, including those that skip onSend.
+        reply.raw.once('close', () => { transaction.rollback().catch(() => {}) })
+      },
+      onFinish (transaction) {
+        live.delete(transaction)
+      }
+    })
+    // After the reply is decided, a first use gets a handle that refuses every query.
+    if (state[kSettled]) transaction.rollback().catch(() => {})
+    state[kTransaction] = transaction
+    return transaction
+  }
 
   fastify.decorate('withTenant', function withTenant<TResult> (tenantId: string, work: (db: TenantDatabase) => Promise<TResult>) {
     return runWithTenant(options.pool, options.setting, createDatabase, tenantId, work, expectedRole, (transaction) => {
@@ -86,32 +123,25 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       throw new UnauthenticatedError((error as Error).message, { cause: error })
     }
     const tenantId = await resolveTenantId(request, options)
-    request.tenantId = tenantId
+    const state = stateOf(request)
+    state[kTenant] = tenantId
+    state[kReply] = reply
     request.log = request.log.child({ tenantId })
     reply.log = request.log
-    stateOf(request)[kTransaction] = new TenantTransaction(options.pool, tenantId, options.setting, {
-      expectedRole,
-      onOpen (transaction) {
-        live.add(transaction)
-        // 'close' fires on every way a response ends, including those that skip onSend.
-        reply.raw.once('close', () => { transaction.rollback().catch(() => {}) })
-      },
-      onFinish (transaction) {
-        live.delete(transaction)
-      }
-    })
   })
 
   fastify.addHook('onError', async function rollBackFailedRequest (request: FastifyRequest, _reply: FastifyReply, error: Error) {
     presentDatabaseError(error)
     const state = stateOf(request)
     state[kFailed] = true
+    state[kSettled] = true
     await state[kTransaction]?.rollback()
   })
 
   // Callback style, so that the common case (no transaction, or one never opened) allocates no promise.
   fastify.addHook('onSend', function finishTenantTransaction (request, reply, payload, done) {
     const state = stateOf(request)
+    state[kSettled] = true
     const transaction = state[kTransaction]
     if (transaction === null || transaction.finished) return done(null, payload)
     if (!transaction.opened) {

@@ -94,6 +94,23 @@ t.test("moving one's own row to another tenant fails WITH CHECK", async (t) => {
   t.same(await committedNames(db, tenantB), ['b-1'])
 })
 
+t.test('route code cannot change the tenant a request runs as', async (t) => {
+  const local = await buildApp(t, {
+    pool,
+    routes (app) {
+      app.get('/retarget', async (request) => {
+        try {
+          (request as { tenantId: string | null }).tenantId = tenantB
+        } catch {}
+        const rows = await request.db.select({ tenantId: projects.tenantId }).from(projects)
+        return { tenantId: request.tenantId, seen: [...new Set(rows.map((row) => row.tenantId))] }
+      })
+    }
+  })
+  const res = await local.inject({ url: '/retarget', headers: bearer(local, { tenant_id: tenantA }) })
+  t.same(res.json(), { tenantId: tenantA, seen: [tenantA] })
+})
+
 t.test('request.db.transaction() is a savepoint inside the request transaction', async (t) => {
   const local = await buildApp(t, {
     pool,

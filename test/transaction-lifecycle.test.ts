@@ -139,6 +139,25 @@ t.test('request.db used after the transaction finished is refused, never a new t
   t.same(await committedNames(db, tenantA), ['a-1', 'a-2'])
 })
 
+t.test('a first use of request.db after the reply gets a handle that refuses every query', async (t) => {
+  const late = gate<unknown>()
+  const app = await buildApp(t, {
+    pool,
+    routes (app) {
+      app.get('/later', async (request) => {
+        setImmediate(() => { insert(request, 'late').then(() => late.open('ran'), late.open) })
+        return { ok: true }
+      })
+    }
+  })
+  const before = checkouts
+  t.equal((await app.inject({ url: '/later', headers: bearer(app, { tenant_id: tenantA }) })).statusCode, 200)
+  const error = await late.promise as Error & { cause?: { code?: string } }
+  t.equal(error.cause?.code, 'FST_TENANT_RLS_TRANSACTION_CLOSED')
+  t.equal(checkouts, before, 'no connection was taken')
+  t.same(await committedNames(db, tenantA), ['a-1', 'a-2'])
+})
+
 /** Starts a route that writes, reports its backend pid, then waits on `proceed` before writing again. */
 function pausingRoute (name: string, proceed: Gate, paused: Gate<number>, outcome: Gate<string>) {
   return async function handler (request: FastifyRequest) {
