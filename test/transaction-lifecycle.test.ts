@@ -120,42 +120,28 @@ t.test('database error details never reach the client', async (t) => {
   t.notMatch(res.body, /secret_column|needle|SELECT/i)
 })
 
-t.test('request.db used after the transaction finished is refused, never a new transaction', async (t) => {
-  const late = gate<unknown>()
-  const app = await buildApp(t, {
-    pool,
-    routes (app) {
-      app.get('/fire-and-forget', async (request) => {
-        await request.db.select().from(projects)
-        // Route code that keeps using request.db after it has answered.
-        setImmediate(() => { insert(request, 'late').then(() => late.open('ran'), late.open) })
-        return { ok: true }
-      })
-    }
-  })
-  t.equal((await app.inject({ url: '/fire-and-forget', headers: bearer(app, { tenant_id: tenantA }) })).statusCode, 200)
-  const error = await late.promise as Error & { cause?: { code?: string } }
-  t.equal(error.cause?.code, 'FST_TENANT_RLS_TRANSACTION_CLOSED')
-  t.same(await committedNames(db, tenantA), ['a-1', 'a-2'])
-})
-
-t.test('a first use of request.db after the reply gets a handle that refuses every query', async (t) => {
-  const late = gate<unknown>()
-  const app = await buildApp(t, {
-    pool,
-    routes (app) {
-      app.get('/later', async (request) => {
-        setImmediate(() => { insert(request, 'late').then(() => late.open('ran'), late.open) })
-        return { ok: true }
-      })
-    }
-  })
-  const before = checkouts
-  t.equal((await app.inject({ url: '/later', headers: bearer(app, { tenant_id: tenantA }) })).statusCode, 200)
-  const error = await late.promise as Error & { cause?: { code?: string } }
-  t.equal(error.cause?.code, 'FST_TENANT_RLS_TRANSACTION_CLOSED')
-  t.equal(checkouts, before, 'no connection was taken')
-  t.same(await committedNames(db, tenantA), ['a-1', 'a-2'])
+t.test('request.db used after the reply is refused, never a new transaction', async (t) => {
+  // Route code that keeps using request.db after it has answered: once it had used it before
+  // (its transaction has finished), once for the first time (no transaction may begin any more).
+  for (const usedBefore of [true, false]) {
+    const late = gate<unknown>()
+    const app = await buildApp(t, {
+      pool,
+      routes (app) {
+        app.get('/fire-and-forget', async (request) => {
+          if (usedBefore) await request.db.select().from(projects)
+          setImmediate(() => { insert(request, 'late').then(() => late.open('ran'), late.open) })
+          return { ok: true }
+        })
+      }
+    })
+    const before = checkouts
+    t.equal((await app.inject({ url: '/fire-and-forget', headers: bearer(app, { tenant_id: tenantA }) })).statusCode, 200)
+    const error = await late.promise as Error & { cause?: { code?: string } }
+    t.equal(error.cause?.code, 'FST_TENANT_RLS_TRANSACTION_CLOSED', `used before: ${usedBefore}`)
+    t.equal(checkouts, before + (usedBefore ? 1 : 0), 'no connection is taken after the reply')
+    t.same(await committedNames(db, tenantA), ['a-1', 'a-2'])
+  }
 })
 
 /** Starts a route that writes, reports its backend pid, then waits on `proceed` before writing again. */
