@@ -107,6 +107,34 @@ t.test('a COMMIT that fails answers 409, persists nothing, and the pool recovers
   t.equal((await app.inject({ url: '/count', headers })).json(), 2, 'the next request works')
 })
 
+t.test('a route that swallows a failed query cannot answer 2xx: COMMIT fails and nothing is kept', async (t) => {
+  const app = await buildApp(t, {
+    pool,
+    routes (app) {
+      app.post('/swallow', async (request) => {
+        await insert(request, 'before-the-failure')
+        // The failed statement aborts the transaction; the route pretends nothing happened.
+        await request.db.execute(sql`SELECT 1 / 0`).catch(() => {})
+        return { ok: true }
+      })
+    }
+  })
+  const res = await app.inject({ method: 'POST', url: '/swallow', headers: bearer(app, { tenant_id: tenantA }) })
+  t.equal(res.statusCode, 500)
+  t.equal(res.json().code, 'FST_TENANT_RLS_COMMIT_FAILED')
+  t.same(await committedNames(db, tenantA), ['a-1', 'a-2'])
+})
+
+t.test('a route that only reads the request.db handle takes no connection', async (t) => {
+  const app = await buildApp(t, {
+    pool,
+    routes (app) { app.get('/touch', async (request) => ({ handle: typeof request.db.select })) }
+  })
+  const before = checkouts
+  t.same((await app.inject({ url: '/touch', headers: bearer(app, { tenant_id: tenantA }) })).json(), { handle: 'function' })
+  t.equal(checkouts, before)
+})
+
 t.test('database error details never reach the client', async (t) => {
   const app = await buildApp(t, {
     pool,
