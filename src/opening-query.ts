@@ -39,7 +39,6 @@ interface QueryInternals {
   values: unknown
   name: unknown
   rows: unknown
-  queryMode: unknown
   requiresPreparation (): boolean
   submit (connection: Connection): Error | null
   handleDataRow (message: { fields: Array<string | null> }): void
@@ -69,16 +68,12 @@ class OpeningQuery extends Query {
     this.opened = new Promise((resolve, reject) => { this.#settle = { resolve, reject } })
   }
 
-  // A paged query keeps its portal open across round trips, so it is sent after. A parameterless
-  // single statement (no ';' anywhere) is switched to the extended protocol; anything that may hold
-  // several statements needs the simple protocol and is sent after too.
+  // Only an extended-protocol query fits in the sequence (the caller sends route queries that way),
+  // and not a paged one, which keeps its portal open across round trips: those are sent after.
   #canCarry (): boolean {
     if (this.rows !== undefined || typeof this.text !== 'string') return false
     if (this.values !== undefined && !Array.isArray(this.values)) return false
-    if (this.requiresPreparation()) return true
-    if (this.text === '' || this.text.includes(';')) return false
-    this.queryMode = 'extended'
-    return true
+    return this.requiresPreparation()
   }
 
   override submit (connection: Connection): Error | null {

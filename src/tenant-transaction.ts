@@ -57,6 +57,16 @@ function connectionOf (client: PoolClient): EventEmitter {
   return (client as unknown as { connection: EventEmitter }).connection
 }
 
+// Every query of route code goes through the extended protocol, where PostgreSQL accepts exactly
+// one statement per query (42601 otherwise). Over the simple protocol a raw query could stack
+// `COMMIT; SET app.current_tenant_id = …; INSERT …` and run the tail outside the transaction,
+// where no check of the plugin's can stop it.
+function oneStatement (config: unknown): object {
+  return typeof config === 'string'
+    ? { text: config, queryMode: 'extended' }
+    : { ...(config as object), queryMode: 'extended' }
+}
+
 /** Something that can run a query: the shape drizzle's node-postgres session calls. */
 export interface Queryable {
   query (config: unknown, values?: unknown[]): Promise<QueryResult>
@@ -121,15 +131,16 @@ export class TenantTransaction implements Queryable {
     return run
   }
 
-  async #run (config: unknown, values?: unknown[]): Promise<QueryResult> {
+  async #run (rawConfig: unknown, values?: unknown[]): Promise<QueryResult> {
     if (this.#finishing !== undefined) throw new TransactionClosedError()
+    const config = oneStatement(rawConfig)
     let carried: Promise<QueryResult> | undefined
     const client = this.#client ?? await (this.#opening ??= this.#open(config, values, (result) => { carried = result }))
     // The first query usually travels with the open: it ran inside the transaction, whatever came after.
     if (carried !== undefined) return carried
     // A rollback (client gone, app closing) may have started while this query waited for the open.
     if (this.#finishing !== undefined || this.#endedByRoute) throw new TransactionClosedError()
-    return client.query(config as string, values)
+    return client.query(config as pg.QueryConfig, values)
   }
 
   /** Commits (after checking the tenant context is intact), or throws a mapped error having rolled back. */

@@ -46,7 +46,7 @@ interface TamperCase {
   status: number
   code?: string
   /** The SQLSTATE the tampering statement raised, when PostgreSQL refused it. */
-  refused?: boolean
+  refused?: string
 }
 
 const sorted = (...ids: string[]): string[] => ids.sort()
@@ -56,12 +56,12 @@ const cases: TamperCase[] = [
   { name: 'SET of the tenant setting reaches B inside the transaction; the commit check refuses', statements: [`SET ${SETTING} = '${'%B%'}'`], saw: (_, y) => [y], status: 500, code: 'FST_TENANT_RLS_TENANT_CONTEXT_CHANGED' },
   { name: 'set_config(..., false) reaches B inside the transaction; the commit check refuses', statements: [`SELECT set_config('${SETTING}', '%B%', false)`], saw: (_, y) => [y], status: 500, code: 'FST_TENANT_RLS_TENANT_CONTEXT_CHANGED' },
   { name: 'set_config(..., true) reaches B inside the transaction; the commit check refuses', statements: [`SELECT set_config('${SETTING}', '%B%', true)`], saw: (_, y) => [y], status: 500, code: 'FST_TENANT_RLS_TENANT_CONTEXT_CHANGED' },
-  { name: 'stacked statements in one raw query reach B inside the transaction; the commit check refuses', statements: [`SELECT 1; SET LOCAL ${SETTING} = '%B%'; SELECT 2`], saw: (_, y) => [y], status: 500, code: 'FST_TENANT_RLS_TENANT_CONTEXT_CHANGED' },
+  { name: 'stacked statements in one raw query are refused (42601: one statement per query)', statements: [`SELECT 1; SET LOCAL ${SETTING} = '%B%'; SELECT 2`], saw: () => [], status: 500, code: 'FST_TENANT_RLS_QUERY_FAILED', refused: '42601' },
   { name: 'SET ROLE to a broader role reads every tenant inside the transaction; the commit check refuses', statements: [`SET ROLE ${auditor}`], saw: sorted, status: 500, code: 'FST_TENANT_RLS_TENANT_CONTEXT_CHANGED' },
   { name: 'SET LOCAL ROLE to a broader role reads every tenant inside the transaction; the commit check refuses', statements: [`SET LOCAL ROLE ${auditor}`], saw: sorted, status: 500, code: 'FST_TENANT_RLS_TENANT_CONTEXT_CHANGED' },
   { name: 'RESET ROLE changes nothing: A still sees only A and the request commits (the planted row fails WITH CHECK)', statements: ['RESET ROLE'], saw: stillA, status: 200 },
-  { name: 'SET SESSION AUTHORIZATION is refused (42501)', statements: [`SET SESSION AUTHORIZATION ${db.ownerRole}`], saw: () => [], status: 500, code: 'FST_TENANT_RLS_QUERY_FAILED', refused: true },
-  { name: 'SET row_security = off makes the next read fail (42501) instead of bypassing the policy', statements: ['SET row_security = off'], saw: () => [], status: 500, code: 'FST_TENANT_RLS_QUERY_FAILED', refused: true }
+  { name: 'SET SESSION AUTHORIZATION is refused (42501)', statements: [`SET SESSION AUTHORIZATION ${db.ownerRole}`], saw: () => [], status: 500, code: 'FST_TENANT_RLS_QUERY_FAILED', refused: '42501' },
+  { name: 'SET row_security = off makes the next read fail (42501) instead of bypassing the policy', statements: ['SET row_security = off'], saw: () => [], status: 500, code: 'FST_TENANT_RLS_QUERY_FAILED', refused: '42501' }
 ]
 
 for (const tamperCase of cases) {
@@ -75,7 +75,7 @@ for (const tamperCase of cases) {
     t.equal(response.statusCode, tamperCase.status, 'status')
     if (tamperCase.code !== undefined) t.equal(response.json().code, tamperCase.code, 'error code')
     else t.same(response.json(), [a], 'the reply holds only A')
-    if (tamperCase.refused === true) t.same(sqlStates, ['42501'], 'PostgreSQL refused the statement')
+    if (tamperCase.refused !== undefined) t.same(sqlStates, [tamperCase.refused], 'PostgreSQL refused the statement')
     else t.same(seen.tenants, tamperCase.saw(a, b), 'what the route could read after tampering (recorded, never replied)')
     t.same(await committed(db), before, 'nothing was committed: no row planted for B')
     t.same(await callAs(app, b, 'stamp').then((next) => next.json()), [b], 'the next request on the connection sees only its own tenant')
@@ -88,21 +88,22 @@ for (const tamperCase of cases) {
 
 // After its own COMMIT a route is outside any transaction: a following SET and INSERT would run in
 // autocommit and commit a row for B. The plugin sees the server report the transaction over and
-// sends nothing more. Stacked into the COMMIT's own message, a SET still runs; the session check
-// after the plugin's ROLLBACK then destroys the connection. (Keep transaction control out of routes.)
+// sends nothing more. Stacked into the COMMIT's own query, nothing runs at all: every query of
+// request.db is one statement (extended protocol), so PostgreSQL refuses the message (42601).
 const escapes = [
-  { name: 'COMMIT, then SET of the tenant to B and INSERT for B', statements: ['COMMIT', `SET ${SETTING} = '${b}'`] },
-  { name: 'COMMIT, then SET ROLE to a broader role', statements: ['COMMIT', `SET ROLE ${auditor}`] },
-  { name: 'COMMIT; SET ROLE to a broader role, stacked in one query', statements: [`COMMIT; SET ROLE ${auditor}`] }
+  { name: 'COMMIT, then SET of the tenant to B and INSERT for B', statements: ['COMMIT', `SET ${SETTING} = '${b}'`], code: 'FST_TENANT_RLS_TRANSACTION_CLOSED' },
+  { name: 'COMMIT, then SET ROLE to a broader role', statements: ['COMMIT', `SET ROLE ${auditor}`], code: 'FST_TENANT_RLS_TRANSACTION_CLOSED' },
+  { name: 'COMMIT; SET ROLE to a broader role, stacked in one query', statements: [`COMMIT; SET ROLE ${auditor}`], code: 'FST_TENANT_RLS_QUERY_FAILED' },
+  { name: 'COMMIT; SET of the tenant to B; INSERT for B, stacked in one query', statements: [`COMMIT; SET ${SETTING} = '${b}'; INSERT INTO documents (tenant_id, code, slug, body) VALUES ('${b}', 'STACKED', 'stacked', 'by A')`], code: 'FST_TENANT_RLS_QUERY_FAILED' }
 ]
-for (const { name, statements } of escapes) {
-  await t.test(`${name}: nothing is sent after the route's COMMIT, nothing written for B, no state passed on`, async (t) => {
+for (const { name, statements, code } of escapes) {
+  await t.test(`${name}: nothing runs outside the transaction, nothing written for B, no state passed on`, async (t) => {
     const pool = db.appPool({ max: 1 })
     const { app } = await attackApp(t, pool, { tamper: tamperer(statements, {}), stamp: tamperer([], {}) })
     const before = await committed(db)
     const response = await callAs(app, a, 'tamper')
     t.equal(response.statusCode, 500)
-    t.equal(response.json().code, 'FST_TENANT_RLS_TRANSACTION_CLOSED', 'refused after the COMMIT')
+    t.equal(response.json().code, code, 'refused')
     t.same(await committed(db), before, 'nothing was committed for B')
     t.same((await callAs(app, b, 'stamp')).json(), [b], 'the next request on the connection sees only its own tenant')
     const session = await sessionOf(pool)
