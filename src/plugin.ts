@@ -25,7 +25,6 @@ const kTenant = Symbol('fastify-tenant-rls.tenant')
 const kReply = Symbol('fastify-tenant-rls.reply')
 const kTransaction = Symbol('fastify-tenant-rls.transaction')
 const kDatabase = Symbol('fastify-tenant-rls.database')
-const kFailed = Symbol('fastify-tenant-rls.failed')
 const kSettled = Symbol('fastify-tenant-rls.settled')
 
 interface TenantRequestState {
@@ -35,7 +34,6 @@ interface TenantRequestState {
   /** Created on first use of request.db: a route that never touches it allocates nothing. */
   [kTransaction]: TenantTransaction | null
   [kDatabase]: TenantDatabase<Record<string, unknown>> | null
-  [kFailed]: boolean
   /** Set once the reply is decided (onSend or onError): no transaction may begin after that. */
   [kSettled]: boolean
 }
@@ -61,7 +59,6 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   fastify.decorateRequest(kReply, null)
   fastify.decorateRequest(kTransaction, null)
   fastify.decorateRequest(kDatabase, null)
-  fastify.decorateRequest(kFailed, false)
   fastify.decorateRequest(kSettled, false)
   fastify.decorateRequest('tenantId', {
     getter (this: FastifyRequest) {
@@ -133,7 +130,8 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   fastify.addHook('onError', async function rollBackFailedRequest (request: FastifyRequest, _reply: FastifyReply, error: Error) {
     presentDatabaseError(error)
     const state = stateOf(request)
-    state[kFailed] = true
+    // Rolled back here, and any later first use refused: by onSend, a failed request has no
+    // transaction left to commit.
     state[kSettled] = true
     await state[kTransaction]?.rollback()
   })
@@ -150,7 +148,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       return done(null, payload)
     }
     // Before the response is written: a failed commit becomes the reply, never a 2xx.
-    const finishing = reply.statusCode < 400 && !state[kFailed] ? transaction.commit() : transaction.rollback()
+    const finishing = reply.statusCode < 400 ? transaction.commit() : transaction.rollback()
     finishing.then(() => done(null, payload), done)
   })
 
