@@ -11,10 +11,10 @@
 //   onClose    roll back whatever is still open, so the pool can be ended.
 import type {} from '@fastify/jwt'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { NoTenantContextError, UnauthenticatedError, UnsafeRoleError } from './errors.js'
+import { NoTenantContextError, UnauthenticatedError } from './errors.js'
 import { presentDatabaseError } from './error-presentation.js'
 import { resolveOptions } from './options.js'
-import { inspectPoolRole } from './safety-checks.js'
+import { checkPoolRole } from './safety-checks.js'
 import { createDatabaseFactory } from './tenant-database.js'
 import type { TenantDatabase } from './tenant-database.js'
 import { resolveTenantId } from './tenant-resolution.js'
@@ -97,19 +97,15 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   }
 
   fastify.decorate('withTenant', function withTenant<TResult> (tenantId: string, work: (db: TenantDatabase) => Promise<TResult>) {
-    return runWithTenant(options.pool, options.setting, createDatabase, tenantId, work, expectedRole, (transaction) => {
+    return runWithTenant(options.pool, options.setting, createDatabase, tenantId, work, () => expectedRole, (transaction) => {
       live.add(transaction)
       return () => live.delete(transaction)
     })
   })
 
   fastify.addHook('onReady', async function refuseUnsafeRole () {
-    const { role, problems } = await inspectPoolRole(options.pool)
-    if (problems.length > 0) {
-      throw new UnsafeRoleError(problems.map(({ role, problem, fix }) => `role "${role}" ${problem}; fix: ${fix}`).join('; '))
-    }
     // Every transaction opened from now on must run as this role, the one just checked.
-    expectedRole = role
+    expectedRole = await checkPoolRole(options.pool)
   })
 
   fastify.addHook('onRequest', async function authenticateTenant (request: FastifyRequest, reply: FastifyReply) {

@@ -4,6 +4,7 @@
 // table can disable its RLS or rewrite its policies. The plugin refuses to start rather than run
 // with isolation switched off, or one statement away from it.
 import type { Pool } from 'pg'
+import { UnsafeRoleError } from './errors.js'
 
 /** One reason the role is unsafe, with the fix. */
 export interface RoleProblem {
@@ -47,4 +48,13 @@ export async function inspectPoolRole (pool: Pool): Promise<RoleInspection> {
     if (owned.length > 0) problems.push({ role, problem: `owns the RLS table(s) ${owned.join(', ')}, so it could disable their policies`, fix: 'let a separate owner (migration) role own the tables and GRANT the app role SELECT, INSERT, UPDATE, DELETE' })
   }
   return { role: String(rows[0]?.role), problems }
+}
+
+/** Refuses (UnsafeRoleError, with the fixes) a pool whose role is unsafe; returns the role otherwise. */
+export async function checkPoolRole (pool: Pool): Promise<string> {
+  const { role, problems } = await inspectPoolRole(pool)
+  if (problems.length > 0) {
+    throw new UnsafeRoleError(problems.map(({ role, problem, fix }) => `role "${role}" ${problem}; fix: ${fix}`).join('; '))
+  }
+  return role
 }

@@ -6,6 +6,7 @@ import { TenantInvalidError } from './errors.js'
 import { DEFAULT_SETTING, validatePool, validateSchema, validateSetting } from './options.js'
 import { createDatabaseFactory } from './tenant-database.js'
 import type { DatabaseFactory, RegisteredSchema, TenantDatabase } from './tenant-database.js'
+import { checkPoolRole } from './safety-checks.js'
 import { normalizeTenantId } from './tenant-id.js'
 import { TenantTransaction } from './tenant-transaction.js'
 
@@ -27,12 +28,14 @@ export async function runWithTenant<TSchema extends Record<string, unknown>, TRe
   createDatabase: DatabaseFactory,
   tenantId: unknown,
   work: TenantWork<TSchema, TResult>,
-  expectedRole?: string,
+  roleOf: () => string | undefined | Promise<string>,
   track?: (transaction: TenantTransaction) => () => void
 ): Promise<TResult> {
   const canonical = normalizeTenantId(tenantId)
   if (canonical === null) throw new TenantInvalidError()
-  const transaction = new TenantTransaction(pool, canonical, setting, expectedRole === undefined ? {} : { expectedRole })
+  // Asked only once the tenant is known to be valid: a bad tenant id never touches the pool.
+  const expectedRole = await roleOf()
+  const transaction = new TenantTransaction(pool, canonical, setting, { expectedRole })
   const untrack = track?.(transaction)
   try {
     const result = await work(createDatabase(transaction) as unknown as TenantDatabase<TSchema>)
@@ -48,6 +51,9 @@ export async function runWithTenant<TSchema extends Record<string, unknown>, TRe
 /**
  * Runs `work` in a transaction scoped to `tenantId` on `pool` (the application role's pool).
  * Commits when `work` resolves, rolls back when it throws; the database handle is closed after.
+ * The first call on a pool checks its role as the plugin does at startup (no superuser, no
+ * BYPASSRLS, no membership in such a role, no RLS table owned) and refuses an unsafe one; every
+ * transaction on that pool must then run as the checked role.
  */
 export async function withTenant<TSchema extends Record<string, unknown> = RegisteredSchema, TResult = unknown> (
   pool: Pool,
@@ -56,7 +62,22 @@ export async function withTenant<TSchema extends Record<string, unknown> = Regis
   options: WithTenantOptions<TSchema> = {}
 ): Promise<TResult> {
   const setting = validateSetting(options.setting ?? DEFAULT_SETTING)
-  return runWithTenant(validatePool(pool), setting, databaseFactoryFor(validateSchema(options.schema)), tenantId, work)
+  const checked = validatePool(pool)
+  return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(options.schema)), tenantId, work, () => checkedRoleOf(checked))
+}
+
+// One role check per pool, shared by every withTenant call on it. A failed check is not kept, so
+// a role fixed in the database is accepted on the next call.
+const checkedRoles = new WeakMap<Pool, Promise<string>>()
+
+function checkedRoleOf (pool: Pool): Promise<string> {
+  let role = checkedRoles.get(pool)
+  if (role === undefined) {
+    role = checkPoolRole(pool)
+    checkedRoles.set(pool, role)
+    role.catch(() => { checkedRoles.delete(pool) })
+  }
+  return role
 }
 
 // Workers call withTenant in a loop with the same schema object: build its drizzle metadata once.

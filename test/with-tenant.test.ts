@@ -1,6 +1,7 @@
 // withTenant for work outside HTTP (the standalone function for workers, app.withTenant inside the
 // app): same tenant rules, commit on resolve, roll back on throw, connection released either way.
 import { sql } from 'drizzle-orm'
+import pg from 'pg'
 import t from 'tap'
 import { withTenant } from 'fastify-tenant-rls'
 import { createTestDatabase } from './helpers/database.js'
@@ -60,6 +61,22 @@ t.test('a tenant id that is not a canonical UUID is refused before any connectio
     await t.rejects(withTenant(pool, bad as string, async () => 'ran'), { code: 'FST_TENANT_RLS_TENANT_INVALID' }, `refuses ${JSON.stringify(bad)}`)
   }
   t.equal(acquired, 0)
+})
+
+t.test('the standalone withTenant checks its pool\'s role once, as the plugin does at startup', async (t) => {
+  const superuser = new pg.Pool({ connectionString: db.adminUrl, connectionTimeoutMillis: 2000 })
+  t.teardown(() => superuser.end())
+  await t.rejects(withTenant(superuser, tenantA, async (tx) => tx.select().from(projects)), { code: 'FST_TENANT_RLS_UNSAFE_ROLE' }, 'a superuser pool is refused')
+
+  const other = `${db.appRole}_worker_other`
+  await db.admin.query(`CREATE ROLE ${other} NOLOGIN; GRANT ${other} TO ${db.appRole}`)
+  t.teardown(() => db.admin.query(`DROP ROLE ${other}`))
+  // One use per connection: the role check's connection is gone when the transaction connects.
+  const switching = db.appPool({ maxUses: 1 })
+  t.equal(await withTenant(switching, tenantA, async (tx) => (await tx.select().from(projects)).length), 2, 'the checked role works')
+  switching.on('connect', (client) => { client.query(`SET ROLE ${other}`).catch(() => {}) })
+  await t.rejects(withTenant(switching, tenantA, async (tx) => tx.select().from(projects)), { cause: { code: 'FST_TENANT_RLS_UNEXPECTED_ROLE' } }, 'a connection running as another role is refused')
+  await db.assertNoLeaks(t, switching)
 })
 
 t.test('bad options are refused', async (t) => {
