@@ -135,7 +135,9 @@ export class TenantTransaction implements Queryable {
     if (this.#finishing !== undefined) throw new TransactionClosedError()
     const config = oneStatement(rawConfig)
     let carried: Promise<QueryResult> | undefined
-    const client = this.#client ?? await (this.#opening ??= this.#open(config, values, (result) => { carried = result }))
+    // Every query awaits the one open: if it failed (connection refused, wrong role, set_config
+    // refused), so does every later query, even when route code caught the first error.
+    const client = await (this.#opening ??= this.#open(config, values, (result) => { carried = result }))
     // The first query usually travels with the open: it ran inside the transaction, whatever came after.
     if (carried !== undefined) return carried
     // A rollback (client gone, app closing) may have started while this query waited for the open.
