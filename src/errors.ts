@@ -51,6 +51,13 @@ export const TenantContextChangedError = createError(
   500
 )
 
+/** Route code wrote a stored setting (ALTER ROLE/DATABASE ... SET) that every future connection would carry; nothing was committed. */
+export const StoredSettingsChangedError = createError(
+  'FST_TENANT_RLS_STORED_SETTINGS_CHANGED',
+  'The transaction changed a stored role or database setting (ALTER ROLE/DATABASE ... SET); nothing was committed',
+  500
+)
+
 /** The connection runs as another role than the one checked at startup (state left by earlier route code). */
 export const UnexpectedRoleError = createError(
   'FST_TENANT_RLS_UNEXPECTED_ROLE',

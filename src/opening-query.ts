@@ -1,24 +1,32 @@
-// Wire plumbing for the first query of a tenant transaction: the statements that open the
-// transaction travel in front of that query, in one extended-protocol sequence closed by a single
-// Sync, so opening costs no round trip of its own. Why this is safe: when any statement before the
-// Sync fails, PostgreSQL discards every later message up to the Sync, so the route's query never
-// runs outside the opened transaction, not even when the failure comes before BEGIN took effect
-// (a cancel, a statement timeout). The SQL itself belongs to tenant-transaction.ts.
+// Wire plumbing for the plugin's own statements: several statements, each with bound parameters,
+// in one extended-protocol sequence closed by a single Sync, so they cost one round trip and carry
+// no value as a literal in their text. Two uses:
+// - the opening travels in front of the route's first query. Why this is safe: when any statement
+//   before the Sync fails, PostgreSQL discards every later message up to the Sync, so the route's
+//   query never runs outside the opened transaction, not even when the failure comes before BEGIN
+//   took effect (a cancel, a statement timeout);
+// - the closing (check, COMMIT or ROLLBACK, session reset): a failed check skips the COMMIT.
+// The SQL itself belongs to tenant-transaction.ts.
 import pg from 'pg'
 import type { PoolClient, QueryResult } from 'pg'
 
-/** One statement of the opening, sent unnamed, with bound text parameters. */
-export interface OpeningStatement {
+/** One statement of a sequence, sent unnamed, with bound text parameters. */
+export interface PipelinedStatement {
   text: string
   values?: readonly string[]
 }
 
+/** The first data row (text fields) of each statement, by the statement's position; undefined for none. */
+export type FirstRows = Array<Array<string | null> | undefined>
+
 /** What the client sees of an opening: the rows it returned, and the first query's own result. */
 export interface Opening {
-  /** The data rows of the opening statements (text fields, in order), once every one has run. */
-  opened: Promise<Array<Array<string | null>>>
+  /** The first row of each opening statement, once every one has run. */
+  opened: Promise<FirstRows>
   /** The first query's result; undefined when it could not ride along and must be sent after. */
   result: Promise<QueryResult> | undefined
+  /** Settles when the server is ready for the next query (rejects on the first failure). */
+  done: Promise<unknown>
 }
 
 // The parts of pg's Connection and Query used here. pg documents custom query objects (pg-cursor
@@ -50,17 +58,17 @@ type Callback = (error: Error | null | undefined, result: QueryResult) => void
 const Query = pg.Query as unknown as new (config: unknown, values: unknown, callback: Callback) => QueryInternals
 
 class OpeningQuery extends Query {
-  readonly #statements: readonly OpeningStatement[]
-  readonly #rows: Array<Array<string | null>> = []
+  readonly #statements: readonly PipelinedStatement[]
+  readonly #rows: FirstRows = []
   /** Opening statements whose CommandComplete has not arrived yet. */
   #pending: number
   readonly carries: boolean
-  readonly opened: Promise<Array<Array<string | null>>>
-  #settle: { resolve: (rows: Array<Array<string | null>>) => void, reject: (error: Error) => void } | undefined
+  readonly opened: Promise<FirstRows>
+  #settle: { resolve: (rows: FirstRows) => void, reject: (error: Error) => void } | undefined
   /** The route query's statement name, when this connection has not prepared it yet. */
   #unpreparedName: string | undefined
 
-  constructor (statements: readonly OpeningStatement[], config: unknown, values: unknown, callback: Callback) {
+  constructor (statements: readonly PipelinedStatement[], config: unknown, values: unknown, callback: Callback) {
     super(config, values, callback)
     this.#statements = statements
     this.#pending = statements.length
@@ -100,8 +108,8 @@ class OpeningQuery extends Query {
   }
 
   override handleDataRow (message: { fields: Array<string | null> }): void {
-    if (this.#pending > 0) this.#rows.push(message.fields)
-    else super.handleDataRow(message)
+    if (this.#pending === 0) return super.handleDataRow(message)
+    this.#rows[this.#statements.length - this.#pending] ??= message.fields
   }
 
   override handleCommandComplete (message: unknown, connection: Connection): void {
@@ -133,14 +141,34 @@ class OpeningQuery extends Query {
  * Sends `statements` on `client`, followed in the same sequence by the first query when it can
  * ride along (see `result`).
  */
-export function sendOpening (client: PoolClient, statements: readonly OpeningStatement[], config: unknown, values: unknown): Opening {
+export function sendOpening (client: PoolClient, statements: readonly PipelinedStatement[], config: unknown, values: unknown): Opening {
   let settle: Callback = () => {}
   const done = new Promise<QueryResult>((resolve, reject) => {
     settle = (error, result) => { error ? reject(error) : resolve(result) }
   })
   const query = new OpeningQuery(statements, config, values, settle)
-  // Whoever awaits `opened` sees an opening failure; this branch only keeps it from being unhandled.
+  // Whoever awaits `opened` sees an opening failure; these branches only keep it from being unhandled.
   done.catch(() => {})
+  query.opened.catch(() => {})
   client.query(query as unknown as pg.Query)
-  return { opened: query.opened, result: query.carries ? done : undefined }
+  return { opened: query.opened, result: query.carries ? done : undefined, done }
+}
+
+/**
+ * Sends `statements` on `client` in one round trip and resolves, once the server is ready for the
+ * next query, with each statement's first row. The first failing statement rejects it, and
+ * PostgreSQL skips every statement after it.
+ */
+export async function sendStatements (client: PoolClient, statements: readonly PipelinedStatement[]): Promise<FirstRows> {
+  const { opened, done } = sendOpening(client, statements, {}, undefined)
+  await done
+  return await opened
+}
+
+/**
+ * How many named statements pg believes this connection has prepared: a route's SQL-level
+ * DEALLOCATE can remove them behind pg's back, and pg would then fail every later use of the name.
+ */
+export function preparedStatementCount (client: PoolClient): number {
+  return Object.keys((client as unknown as { connection: Connection }).connection.parsedStatements).length
 }

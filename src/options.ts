@@ -4,6 +4,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { Pool } from 'pg'
 import { InvalidOptionError } from './errors.js'
+import { DEFAULT_LOCK_TIMEOUT } from './tenant-transaction.js'
 
 /** Returns the tenant id for a verified request, or null/undefined when it has none. */
 export type TenantResolver = (
@@ -22,6 +23,12 @@ export interface FastifyTenantRlsOptions<TSchema extends Record<string, unknown>
   resolveTenant?: TenantResolver
   /** PostgreSQL setting the RLS policies read. Default `'app.current_tenant_id'`. */
   setting?: string
+  /**
+   * `lock_timeout` of every tenant transaction, in milliseconds: how long a query waits for a lock
+   * (a row another request is updating, a table another tenant's route locked) before it fails
+   * with SQLSTATE 55P03. 0 waits forever. Default 5000.
+   */
+  lockTimeout?: number
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
@@ -31,6 +38,7 @@ export interface ResolvedOptions {
   claimPath: readonly string[]
   resolveTenant: TenantResolver | undefined
   setting: string
+  lockTimeout: number
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
@@ -40,7 +48,7 @@ export const DEFAULT_SETTING = 'app.current_tenant_id'
 // identifiers are accepted, so the name is safe to write into a multi-statement message as a literal.
 const SETTING_NAME = /^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$/
 const CLAIM_SEGMENT = /^[A-Za-z0-9_:$-]+$/
-const KNOWN_OPTIONS = new Set(['pool', 'schema', 'claim', 'resolveTenant', 'setting'])
+const KNOWN_OPTIONS = new Set(['pool', 'schema', 'claim', 'resolveTenant', 'setting', 'lockTimeout'])
 
 function fail (message: string): never {
   throw new InvalidOptionError(message)
@@ -52,6 +60,15 @@ export function validateSetting (setting: unknown): string {
     fail(`setting must be a custom PostgreSQL setting such as '${DEFAULT_SETTING}' (lower-case identifiers joined by dots), got ${JSON.stringify(setting)}`)
   }
   return setting
+}
+
+/** Checks a lock timeout in milliseconds; shared with `withTenant`, which takes the same option. */
+export function validateLockTimeout (lockTimeout: unknown): number {
+  // PostgreSQL's own limit for a timeout setting is INT_MAX milliseconds.
+  if (typeof lockTimeout !== 'number' || !Number.isInteger(lockTimeout) || lockTimeout < 0 || lockTimeout > 2147483647) {
+    fail(`lockTimeout must be a whole number of milliseconds (0 waits forever), got ${JSON.stringify(lockTimeout)}`)
+  }
+  return lockTimeout
 }
 
 /** Checks that `pool` is a pg.Pool that cannot make a request wait forever. */
@@ -93,7 +110,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
   const unknown = Object.keys(given).filter((key) => !KNOWN_OPTIONS.has(key))
   if (unknown.length > 0) fail(`unknown option(s) ${unknown.join(', ')}; known options are ${[...KNOWN_OPTIONS].join(', ')}`)
 
-  const { pool, schema, claim = DEFAULT_CLAIM, resolveTenant, setting = DEFAULT_SETTING } = given
+  const { pool, schema, claim = DEFAULT_CLAIM, resolveTenant, setting = DEFAULT_SETTING, lockTimeout = DEFAULT_LOCK_TIMEOUT } = given
   if (resolveTenant !== undefined && typeof resolveTenant !== 'function') {
     fail('resolveTenant must be a function (request) => tenantId | null, sync or async')
   }
@@ -105,6 +122,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     schema: validateSchema(schema),
     claimPath: parseClaimPath(claim),
     resolveTenant: resolveTenant as TenantResolver | undefined,
-    setting: validateSetting(setting)
+    setting: validateSetting(setting),
+    lockTimeout: validateLockTimeout(lockTimeout)
   }
 }

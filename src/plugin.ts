@@ -81,6 +81,11 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     if (tenantId === null || reply === null) throw new NoTenantContextError()
     const transaction = new TenantTransaction(options.pool, tenantId, options.setting, {
       expectedRole,
+      lockTimeout: options.lockTimeout,
+      onDiscard (reason) {
+        // The route left something on its session: worth a look, as the next tenant never sees it.
+        reply.log.warn({ route: reply.request.routeOptions.url, reason }, 'fastify-tenant-rls: connection discarded, route code left session state on it')
+      },
       onOpen (transaction) {
         live.add(transaction)
         // 'close' fires on every way a response ends, including those that skip onSend.
@@ -97,9 +102,15 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   }
 
   fastify.decorate('withTenant', function withTenant<TResult> (tenantId: string, work: (db: TenantDatabase) => Promise<TResult>) {
-    return runWithTenant(options.pool, options.setting, createDatabase, tenantId, work, () => expectedRole, (transaction) => {
-      live.add(transaction)
-      return () => live.delete(transaction)
+    return runWithTenant(options.pool, options.setting, createDatabase, tenantId, work, () => expectedRole, {
+      lockTimeout: options.lockTimeout,
+      onDiscard (reason) {
+        fastify.log.warn({ tenantId, reason }, 'fastify-tenant-rls: connection discarded, withTenant work left session state on it')
+      },
+      track (transaction) {
+        live.add(transaction)
+        return () => live.delete(transaction)
+      }
     })
   })
 

@@ -4,25 +4,72 @@
 // rollback), releasing the client exactly once and destroying it whenever it might still carry
 // state. It has no Fastify imports, so HTTP requests and withTenant share it.
 import type { EventEmitter } from 'node:events'
-import pg from 'pg'
+import type pg from 'pg'
 import type { Pool, PoolClient, QueryResult } from 'pg'
 import {
   CommitConflictError,
   CommitFailedError,
   DatabaseUnavailableError,
+  StoredSettingsChangedError,
   TenantContextChangedError,
   TransactionClosedError,
   UnexpectedRoleError
 } from './errors.js'
-import { sendOpening } from './opening-query.js'
-
-const { escapeLiteral } = pg
+import { preparedStatementCount, sendOpening, sendStatements } from './opening-query.js'
+import type { FirstRows, PipelinedStatement } from './opening-query.js'
 
 /** What a finished transaction did. */
 export type TransactionOutcome = 'committed' | 'rolled back'
 
 /** Where a commit's pre-check puts its marker; the error it raises is recognised by this text. */
 const CONTEXT_CHANGED_MARKER = 'fastify-tenant-rls: tenant context changed'
+const STORED_SETTINGS_MARKER = 'fastify-tenant-rls: stored settings changed'
+
+/** Default `lock_timeout` of every tenant transaction, in milliseconds. */
+export const DEFAULT_LOCK_TIMEOUT = 5000
+
+// Opens the transaction's tenant context and reads what the rest of the transaction compares with:
+// the role it opened as, and the next transaction id at that moment (anything that writes stored
+// role settings after it is noticed at the close). lock_timeout is local too: one tenant holding a
+// table lock (LOCK TABLE, a long ALTER) makes other tenants' requests fail fast, not queue forever.
+const OPENING_SQL = 'SELECT pg_catalog.set_config($1, $2, true), current_user, ' +
+  "pg_catalog.set_config('lock_timeout', $3, true), pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())"
+
+// Before COMMIT, in the same message: if route code changed the tenant setting or the role, or
+// wrote a stored setting (ALTER ROLE/DATABASE ... SET, which would reach every future connection;
+// a row written by this transaction, its savepoints included, is the only kind whose age is not
+// positive), the cast fails, PostgreSQL skips the COMMIT and the transaction stays aborted.
+const PRE_COMMIT_CHECK_SQL = 'SELECT (CASE WHEN pg_catalog.current_setting($1, true) IS DISTINCT FROM $2 OR current_user <> $3 THEN $4 ' +
+  "WHEN EXISTS (SELECT FROM pg_catalog.pg_db_role_setting WHERE pg_catalog.age(xmin) <= 0) THEN $5 ELSE '0' END)::int"
+
+// After COMMIT or ROLLBACK: read what decides whether the client may be reused, and release
+// session advisory locks. Read before the reset below: the session-level tenant and role, SQL-level
+// prepared statements (route state: they would outlive the request) and protocol-level ones (pg's
+// own cache: fewer on the server than pg believes means a route's DEALLOCATE broke it).
+const SESSION_READ_SQL = 'SELECT pg_catalog.current_setting($1, true), current_user, ' +
+  'count(*) FILTER (WHERE from_sql), count(*) FILTER (WHERE NOT from_sql), pg_catalog.pg_advisory_unlock_all()'
+const SESSION_READ_FROM = ' FROM pg_catalog.pg_prepared_statements'
+// Only after a route ended the transaction itself (its own COMMIT): was a stored setting written
+// since the opening? The pre-commit check never ran, so this is the only place that can notice.
+const STORED_SETTINGS_SINCE_SQL = ', EXISTS (SELECT FROM pg_catalog.pg_db_role_setting ' +
+  'WHERE pg_catalog.age(xmin) <= pg_catalog.age(pg_catalog.xid($2::xid8)))'
+
+// What DISCARD ALL does, minus what cannot or must not be done here: DISCARD ALL itself refuses to
+// run in a multi-statement sequence; DEALLOCATE ALL would drop pg's (and the plugin's) protocol-level
+// prepared statements, which are not tenant state (SQL-level ones are caught by the read above);
+// DISCARD PLANS would only cost re-planning. Each of these undoes something a route can leave on
+// the session that the end of its transaction does not: WITH HOLD cursors, a session role, plain
+// SET / set_config(..., false) of any setting (search_path, client_encoding, TimeZone, a custom
+// app.* value, default transaction modes), LISTEN registrations, temporary tables, and the
+// currval/lastval cache of sequences. Session advisory locks are released by the read.
+const SESSION_RESET: readonly PipelinedStatement[] = [
+  { text: 'CLOSE ALL' },
+  { text: 'SET SESSION AUTHORIZATION DEFAULT' },
+  { text: 'RESET ALL' },
+  { text: 'UNLISTEN *' },
+  { text: 'DISCARD TEMP' },
+  { text: 'DISCARD SEQUENCES' }
+]
 
 // SQLSTATE classes after which a retry or a different request can succeed: integrity constraint
 // violations (23xxx, e.g. a deferred unique key) and transaction rollbacks (40xxx: serialization
@@ -34,12 +81,14 @@ function sqlState (error: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined
 }
 
-function isContextChange (error: unknown): boolean {
-  return sqlState(error) === '22P02' && String((error as Error).message).includes(CONTEXT_CHANGED_MARKER)
+/** Whether `error` is the pre-commit check's failed cast of `marker`. */
+function isCheckFailure (error: unknown, marker: string): boolean {
+  return sqlState(error) === '22P02' && String((error as Error | null)?.message).includes(marker)
 }
 
 function commitError (error: unknown): Error {
-  if (isContextChange(error)) return new TenantContextChangedError({ cause: error })
+  if (isCheckFailure(error, CONTEXT_CHANGED_MARKER)) return new TenantContextChangedError({ cause: error })
+  if (isCheckFailure(error, STORED_SETTINGS_MARKER)) return new StoredSettingsChangedError({ cause: error })
   const state = sqlState(error)
   if (state !== undefined && CONFLICT_CLASSES.has(state.slice(0, 2))) return new CommitConflictError({ cause: error })
   return new CommitFailedError({ cause: error })
@@ -73,6 +122,10 @@ export interface Queryable {
 }
 
 export interface TenantTransactionOptions {
+  /** `lock_timeout` of the transaction in milliseconds (0: wait forever). Default 5000. */
+  lockTimeout?: number | undefined
+  /** Called when the connection is destroyed rather than reused, with what route code left on it. */
+  onDiscard?: ((reason: string) => void) | undefined
   /**
    * The role the pool was checked to run as. A connection that opens as any other role (a
    * session-level SET ROLE that route code left on a server connection PgBouncer shares) is refused.
@@ -101,10 +154,12 @@ export class TenantTransaction implements Queryable {
   #broken = false
   /** The role the transaction opened as; COMMIT refuses if route code changed it. */
   #role: string | undefined
+  /** The next transaction id when the transaction opened (see STORED_SETTINGS_SINCE_SQL). */
+  #openedAtXid: string | undefined
   /** Set when the server reports no open transaction before the plugin ended it (see #onReadyForQuery). */
   #endedByRoute = false
 
-  /** `tenantId` must already be canonical and `setting` validated: both are written as literals. */
+  /** `tenantId` must already be canonical and `setting` validated (it is also written as an identifier). */
   constructor (pool: Pool, tenantId: string, setting: string, hooks: TenantTransactionOptions = {}) {
     this.#pool = pool
     this.tenantId = tenantId
@@ -187,13 +242,15 @@ export class TenantTransaction implements Queryable {
     if (this.#finishing !== undefined) return client
     // Bound parameters, and no round trip of its own: see opening-query.ts for why a failed open
     // can never let the first query run outside the transaction.
+    const lockTimeout = String(this.#hooks.lockTimeout ?? DEFAULT_LOCK_TIMEOUT)
     const opening = sendOpening(client, [
       { text: 'BEGIN' },
-      { text: 'SELECT set_config($1, $2, true), current_user', values: [this.#setting, this.tenantId] }
+      { text: OPENING_SQL, values: [this.#setting, this.tenantId, lockTimeout] }
     ], config, values)
     if (opening.result !== undefined) carry(opening.result)
-    const [row] = await opening.opened
+    const [, row] = await opening.opened
     const role = String(row?.[1])
+    this.#openedAtXid = row?.[3] ?? undefined
     const expected = this.#hooks.expectedRole
     // The first query already ran as `role`; throwing here discards its result, and the rollback
     // that follows undoes its effects and destroys the connection (its role differs from #role).
@@ -202,30 +259,37 @@ export class TenantTransaction implements Queryable {
     return client
   }
 
-  // Before COMMIT, in the same message: if route code changed the tenant setting or the role, the
-  // cast fails, PostgreSQL skips the COMMIT and the transaction stays aborted. After COMMIT: read the
-  // session-level values, so a SET that would outlive the transaction gets the connection destroyed.
-  #commitSql (role: string): string {
-    const setting = escapeLiteral(this.#setting)
-    return `SELECT (CASE WHEN current_setting(${setting}, true) = ${escapeLiteral(this.tenantId)} ` +
-      `AND current_user = ${escapeLiteral(role)} THEN '0' ELSE ${escapeLiteral(CONTEXT_CHANGED_MARKER)} END)::int; ` +
-      `COMMIT; ${this.#sessionSql()}`
+  #commitStatements (role: string): PipelinedStatement[] {
+    return [
+      { text: PRE_COMMIT_CHECK_SQL, values: [this.#setting, this.tenantId, role, CONTEXT_CHANGED_MARKER, STORED_SETTINGS_MARKER] },
+      { text: 'COMMIT' },
+      ...this.#sessionStatements()
+    ]
   }
 
   // Sent right after COMMIT or ROLLBACK, in the same message. ROLLBACK alone is not enough: a route
-  // that sends COMMIT itself ends the transaction early, and whatever it SETs after that (another
-  // tenant, SET ROLE) is session-level state the ROLLBACK cannot undo. The read decides whether the
-  // client is destroyed; the RESET then clears a session-level tenant on the server connection
-  // itself, which behind PgBouncer outlives the client connection the plugin destroys. (The setting
-  // name is validated to plain identifiers, so it can stand as an identifier here.)
-  #sessionSql (): string {
-    return `SELECT current_setting(${escapeLiteral(this.#setting)}, true) AS setting, current_user AS role; RESET ${this.#setting}`
+  // that sends COMMIT itself ends the transaction early, and whatever it SETs after that is
+  // session-level state the ROLLBACK cannot undo; and plenty of session state survives any
+  // transaction end (SESSION_RESET). The read decides whether the client is destroyed; the reset
+  // then cleans the server connection itself, which behind PgBouncer outlives the client
+  // connection the plugin destroys.
+  #sessionStatements (): PipelinedStatement[] {
+    const read: PipelinedStatement = this.#endedByRoute && this.#openedAtXid !== undefined
+      ? { text: SESSION_READ_SQL + STORED_SETTINGS_SINCE_SQL + SESSION_READ_FROM, values: [this.#setting, this.#openedAtXid] }
+      : { text: SESSION_READ_SQL + SESSION_READ_FROM, values: [this.#setting] }
+    return [read, ...SESSION_RESET]
   }
 
-  /** Whether the session state read by #sessionSql would reach the next user of the connection. */
-  #carriesState (result: QueryResult | undefined): boolean {
-    const after = result?.rows[0] as { setting: string | null, role: string } | undefined
-    return after === undefined || (after.setting !== null && after.setting !== '') || after.role !== this.#role
+  /** What the session read found that must not reach the next user of the connection, if anything. */
+  #leftover (client: PoolClient, row: Array<string | null> | undefined): string | undefined {
+    if (row === undefined) return 'the session could not be read'
+    const [setting, role, sqlPrepared, protocolPrepared, , storedSettings] = row
+    if (setting !== null && setting !== '') return 'a session-level tenant setting'
+    if (role !== this.#role) return 'a session-level role'
+    if (sqlPrepared !== '0') return 'an SQL-level prepared statement (PREPARE)'
+    if (Number(protocolPrepared) < preparedStatementCount(client)) return 'a deallocated protocol-level prepared statement (DEALLOCATE)'
+    if (storedSettings === 't') return 'a stored role or database setting written after its own COMMIT (ALTER ROLE/DATABASE ... SET)'
+    return undefined
   }
 
   // Every ReadyForQuery carries the server's transaction status. 'I' (no transaction) before the
@@ -256,38 +320,39 @@ export class TenantTransaction implements Queryable {
       await this.#rollbackAndRelease(client)
       return 'rolled back'
     }
-    let leftover: boolean
+    let rows: FirstRows
     try {
       // No role means the open itself failed: there is nothing sound to commit.
       if (this.#role === undefined) throw new TransactionClosedError()
-      const results = await client.query(this.#commitSql(this.#role)) as unknown as QueryResult[]
-      leftover = this.#carriesState(results[2])
+      rows = await sendStatements(client, this.#commitStatements(this.#role))
     } catch (error) {
       await this.#rollbackAndRelease(client)
       throw commitError(error)
     }
-    this.#release(client, leftover)
+    this.#release(client, this.#leftover(client, rows[2]))
     return 'committed'
   }
 
   async #rollbackAndRelease (client: PoolClient): Promise<void> {
-    let failed = this.#broken
-    if (!failed) {
+    let leftover: string | undefined
+    if (!this.#broken) {
       try {
-        const results = await client.query(`ROLLBACK; ${this.#sessionSql()}`) as unknown as QueryResult[]
-        failed = this.#carriesState(results[1])
+        const rows = await sendStatements(client, [{ text: 'ROLLBACK' }, ...this.#sessionStatements()])
+        leftover = this.#leftover(client, rows[1])
       } catch {
-        failed = true
+        leftover = 'the closing statements failed'
       }
     }
-    this.#release(client, failed)
+    this.#release(client, leftover)
   }
 
-  #release (client: PoolClient, destroy: boolean): void {
+  /** Returns the client to the pool, or destroys it when `leftover` names state it may still carry. */
+  #release (client: PoolClient, leftover: string | undefined): void {
     client.off('error', this.#onClientError)
     connectionOf(client).off('readyForQuery', this.#onReadyForQuery)
+    if (leftover !== undefined && !this.#broken) this.#hooks.onDiscard?.(leftover)
     // A client that may still be inside a transaction or carry session state must not be reused.
-    client.release(destroy || this.#broken ? new Error('fastify-tenant-rls: connection discarded') : undefined)
+    client.release(leftover !== undefined || this.#broken ? new Error('fastify-tenant-rls: connection discarded') : undefined)
     this.#client = undefined
     this.#hooks.onFinish?.(this)
   }

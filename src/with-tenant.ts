@@ -2,13 +2,13 @@
 // cron jobs, scripts). It uses the same TenantTransaction as requests: commit when the function
 // resolves, roll back when it throws, the connection released exactly once either way.
 import type { Pool } from 'pg'
-import { TenantInvalidError } from './errors.js'
-import { DEFAULT_SETTING, validatePool, validateSchema, validateSetting } from './options.js'
+import { InvalidOptionError, TenantInvalidError } from './errors.js'
+import { DEFAULT_SETTING, validateLockTimeout, validatePool, validateSchema, validateSetting } from './options.js'
 import { createDatabaseFactory } from './tenant-database.js'
 import type { DatabaseFactory, RegisteredSchema, TenantDatabase } from './tenant-database.js'
 import { checkPoolRole } from './safety-checks.js'
 import { normalizeTenantId } from './tenant-id.js'
-import { TenantTransaction } from './tenant-transaction.js'
+import { DEFAULT_LOCK_TIMEOUT, TenantTransaction } from './tenant-transaction.js'
 
 /** Options of the standalone `withTenant`. */
 export interface WithTenantOptions<TSchema extends Record<string, unknown>> {
@@ -16,6 +16,18 @@ export interface WithTenantOptions<TSchema extends Record<string, unknown>> {
   schema?: TSchema
   /** Setting the RLS policies read. Default `'app.current_tenant_id'`. */
   setting?: string
+  /** `lock_timeout` of the transaction in milliseconds (0 waits forever). Default 5000. */
+  lockTimeout?: number
+  /** Called when the connection is destroyed because `work` left session state on it (e.g. to log it). */
+  onDiscard?: (reason: string) => void
+}
+
+/** How `runWithTenant` runs its transaction, beyond the tenant and the work. */
+export interface RunOptions {
+  lockTimeout: number
+  onDiscard?: ((reason: string) => void) | undefined
+  /** Registers the transaction with its owner (app.close() rolls it back); returns the undo. */
+  track?: (transaction: TenantTransaction) => () => void
 }
 
 /** The work done inside a tenant transaction. */
@@ -29,13 +41,13 @@ export async function runWithTenant<TSchema extends Record<string, unknown>, TRe
   tenantId: unknown,
   work: TenantWork<TSchema, TResult>,
   roleOf: () => string | undefined | Promise<string>,
-  track?: (transaction: TenantTransaction) => () => void
+  { lockTimeout, onDiscard, track }: RunOptions
 ): Promise<TResult> {
   const canonical = normalizeTenantId(tenantId)
   if (canonical === null) throw new TenantInvalidError()
   // Asked only once the tenant is known to be valid: a bad tenant id never touches the pool.
   const expectedRole = await roleOf()
-  const transaction = new TenantTransaction(pool, canonical, setting, { expectedRole })
+  const transaction = new TenantTransaction(pool, canonical, setting, { expectedRole, lockTimeout, onDiscard })
   const untrack = track?.(transaction)
   try {
     const result = await work(createDatabase(transaction) as unknown as TenantDatabase<TSchema>)
@@ -62,8 +74,13 @@ export async function withTenant<TSchema extends Record<string, unknown> = Regis
   options: WithTenantOptions<TSchema> = {}
 ): Promise<TResult> {
   const setting = validateSetting(options.setting ?? DEFAULT_SETTING)
+  const lockTimeout = validateLockTimeout(options.lockTimeout ?? DEFAULT_LOCK_TIMEOUT)
   const checked = validatePool(pool)
-  return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(options.schema)), tenantId, work, () => checkedRoleOf(checked))
+  if (options.onDiscard !== undefined && typeof options.onDiscard !== 'function') throw new InvalidOptionError('onDiscard must be a function (reason) => void')
+  return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(options.schema)), tenantId, work, () => checkedRoleOf(checked), {
+    lockTimeout,
+    onDiscard: options.onDiscard
+  })
 }
 
 // One role check per pool, shared by every withTenant call on it. A failed check is not kept, so

@@ -41,13 +41,16 @@ const asA = bearer(app, { tenant_id: tenantA })
 t.beforeEach(() => { traffic.reset() })
 t.afterEach(async (t) => { await db.assertNoLeaks(t, pool) })
 
-t.test('a one-query request takes two round trips: open + query, then check + COMMIT', async (t) => {
+t.test('a one-query request takes two round trips: open + query, then check + COMMIT + session reset', async (t) => {
   const res = await app.inject({ url: '/names', headers: asA })
   t.same(res.json(), ['a-1', 'a-2'])
   const seen = traffic.read()
   t.equal(seen.checkouts, 1)
   t.equal(seen.roundTrips, 2)
-  t.same(seen.commands, ['BEGIN', 'SELECT 1', 'SELECT 2', 'SELECT 1', 'COMMIT', 'SELECT 1', 'RESET'], 'seven statements, in this order')
+  t.same(seen.commands, [
+    'BEGIN', 'SELECT 1', 'SELECT 2',
+    'SELECT 1', 'COMMIT', 'SELECT 1', 'CLOSE CURSOR ALL', 'SET', 'RESET', 'UNLISTEN', 'DISCARD TEMP', 'DISCARD SEQUENCES'
+  ], 'twelve statements, in this order')
 })
 
 t.test('a parameterless single-statement first query rides along too', async (t) => {
