@@ -79,6 +79,16 @@ export const CommitFailedError = createError(
   500
 )
 
+/**
+ * request.db.transaction() (or a withTenant db's) was given an isolation level, access mode or
+ * deferrable flag. Inside the tenant transaction it is a savepoint, which cannot apply any of them.
+ */
+export const TransactionConfigUnsupportedError = createError(
+  'FST_TENANT_RLS_TRANSACTION_CONFIG_UNSUPPORTED',
+  'A nested transaction is a savepoint of the tenant transaction and cannot apply %s; nothing was run',
+  500
+)
+
 /** A database query failed. The SQL, parameters and constraint names stay in the server log. */
 export const QueryFailedError = createError(
   'FST_TENANT_RLS_QUERY_FAILED',

@@ -2,11 +2,15 @@
 // object (not `drizzle(client)`), so `request.db.transaction()` opens a savepoint instead of sending
 // a second BEGIN and a COMMIT that would end the request's transaction and drop the tenant setting.
 // Everything that depends only on the schema is computed once per plugin, not once per request.
+// A savepoint cannot change the isolation level, access mode or deferrability of the transaction it
+// lives in, and drizzle's savepoint drops those options without a word: the handle refuses them.
 import { createTableRelationsHelpers, extractTablesRelationalConfig } from 'drizzle-orm'
-import type { ExtractTablesWithRelations } from 'drizzle-orm'
+import type { ExtractTablesWithRelations, TablesRelationalConfig } from 'drizzle-orm'
 import { NodePgSession, NodePgTransaction } from 'drizzle-orm/node-postgres'
 import type { NodePgClient } from 'drizzle-orm/node-postgres'
 import { PgDialect } from 'drizzle-orm/pg-core'
+import type { PgTransactionConfig } from 'drizzle-orm/pg-core'
+import { TransactionConfigUnsupportedError } from './errors.js'
 import type { Queryable } from './tenant-transaction.js'
 
 /**
@@ -32,6 +36,33 @@ export type TenantDatabase<TSchema extends Record<string, unknown> = RegisteredS
 /** Makes a drizzle database for a queryable tenant transaction. */
 export type DatabaseFactory = (transaction: Queryable) => TenantDatabase<Record<string, unknown>>
 
+// The options a top-level drizzle transaction turns into `BEGIN ISOLATION LEVEL … READ ONLY DEFERRABLE`.
+const TRANSACTION_MODES = ['isolationLevel', 'accessMode', 'deferrable'] as const
+
+/**
+ * Throws when `config` asks for a transaction mode. A config without one (`undefined`, `{}`, or the
+ * keys set to `undefined`) asks for nothing a savepoint cannot do, so it is accepted.
+ */
+function refuseTransactionModes (config: PgTransactionConfig | undefined): void {
+  if (config === undefined || config === null) return
+  const requested = TRANSACTION_MODES.filter((mode) => config[mode] !== undefined)
+  if (requested.length > 0) throw new TransactionConfigUnsupportedError(requested.join(', '))
+}
+
+/**
+ * drizzle's transaction object with one change: `.transaction(work, config)` refuses a config that
+ * a savepoint would ignore (drizzle 0.45's NodePgTransaction.transaction takes no config at all), at
+ * every depth, before any savepoint is sent.
+ */
+class TenantPgTransaction<TSchema extends Record<string, unknown>> extends NodePgTransaction<TSchema, TablesRelationalConfig> {
+  override async transaction<T> (work: (tx: NodePgTransaction<TSchema, TablesRelationalConfig>) => Promise<T>, config?: PgTransactionConfig): Promise<T> {
+    refuseTransactionModes(config)
+    // drizzle builds the savepoint's handle as a plain NodePgTransaction (fields only, no config);
+    // given this prototype, a transaction nested inside it refuses a config too.
+    return super.transaction((savepoint) => work(Object.setPrototypeOf(savepoint, TenantPgTransaction.prototype)))
+  }
+}
+
 /** Prepares, once, what every per-transaction drizzle database shares. */
 export function createDatabaseFactory (schema: Record<string, unknown> | undefined): DatabaseFactory {
   const dialect = new PgDialect()
@@ -43,6 +74,6 @@ export function createDatabaseFactory (schema: Record<string, unknown> | undefin
   return function createTenantDatabase (transaction) {
     // drizzle's session only ever calls `client.query(config, values)`; the transaction provides it.
     const session = new NodePgSession(transaction as unknown as NodePgClient, dialect, relational)
-    return new NodePgTransaction(dialect, session, relational) as TenantDatabase<Record<string, unknown>>
+    return new TenantPgTransaction(dialect, session, relational) as TenantDatabase<Record<string, unknown>>
   }
 }
