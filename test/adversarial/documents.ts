@@ -9,6 +9,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { LightMyRequestResponse } from 'fastify'
 import type pg from 'pg'
 import type { Test } from 'tap'
+import type { FastifyTenantRlsOptions } from 'fastify-tenant-rls'
 import type { TestDatabase } from '../helpers/database.js'
 import { bearer, buildApp } from '../helpers/fixture.js'
 
@@ -131,11 +132,11 @@ function sqlStateIn (error: unknown): string | undefined {
 }
 
 /** An app with one POST route per attack (at `/<name>`), on `pool`, closed with the test. */
-export async function attackApp (t: Test, pool: pg.Pool, attacks: Record<string, Attack>): Promise<AttackApp> {
+export async function attackApp (t: Test, pool: pg.Pool, attacks: Record<string, Attack>, options: Partial<FastifyTenantRlsOptions> = {}): Promise<AttackApp> {
   const sqlStates: string[] = []
   const app = await buildApp(t, {
     pool,
-    options: { schema: documentSchema },
+    options: { schema: documentSchema, ...options },
     routes (app) {
       app.addHook('onError', async function recordSqlState (_request, _reply, error) {
         const state = sqlStateIn(error)
