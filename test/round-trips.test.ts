@@ -122,3 +122,31 @@ t.test('a first query whose values pg cannot serialize fails alone; the connecti
   t.same(rows.map((row) => row.name).sort(), ['a-1', 'a-2'], 'the same connection serves the next transaction')
   await db.assertNoLeaks(t, single)
 })
+
+t.test('no statement text the plugin sends carries the tenant id: it travels only as a bound parameter', async (t) => {
+  const watched = db.appPool({ max: 1 })
+  const texts: string[] = []
+  watched.on('connect', (client) => {
+    // Every statement text leaves pg through one of these two messages (simple Query, extended Parse).
+    const connection = (client as unknown as { connection: { query (text: string): void, parse (message: { text: string }): void } }).connection
+    const query = connection.query.bind(connection)
+    const parse = connection.parse.bind(connection)
+    connection.query = (text) => { texts.push(text); query(text) }
+    connection.parse = (message) => { texts.push(message.text); parse(message) }
+  })
+  const committedApp = await buildApp(t, {
+    pool: watched,
+    routes (app) {
+      app.get('/names', async (request) => (await request.db.select({ name: projects.name }).from(projects)).length)
+      app.get('/fails', async (request) => {
+        await request.db.select({ name: projects.name }).from(projects)
+        throw new Error('rolled back')
+      })
+    }
+  })
+  t.equal((await committedApp.inject({ url: '/names', headers: bearer(committedApp, { tenant_id: tenantA }) })).statusCode, 200)
+  t.equal((await committedApp.inject({ url: '/fails', headers: bearer(committedApp, { tenant_id: tenantA }) })).statusCode, 500)
+  t.ok(texts.some((text) => text.includes('COMMIT')) && texts.some((text) => text.includes('ROLLBACK')), 'both closings were seen')
+  t.same(texts.filter((text) => text.includes(tenantA)), [], 'the tenant id is in no statement text')
+  await db.assertNoLeaks(t, watched)
+})
