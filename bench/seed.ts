@@ -4,6 +4,7 @@
 // BYPASSRLS, standing for an application that filters with WHERE tenant_id = $1 itself. A finished
 // seed is recorded in bench_seed and reused; an unfinished or older one is dropped and rebuilt.
 import pg from 'pg'
+import { sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from 'fastify-tenant-rls/schema'
 
 export const DATABASE = 'tenant_rls_bench'
 export const APP_ROLE = 'tenant_rls_bench_app'
@@ -116,6 +117,10 @@ export async function seed (serverUrl: string): Promise<Seeded> {
   const admin = new pg.Client({ connectionString: adminUrl })
   await admin.connect()
   try {
+    // Hardened on every run, as the README says (idempotent): a seed from before the hardening, or
+    // pg_stat_statements installed by an earlier run's profile, would otherwise fail the startup check.
+    await admin.query(sharedRoleHardeningSql({ role: APP_ROLE, database: DATABASE }))
+    await admin.query(sharedRoleSuperuserHardeningSql())
     const removed = await admin.query('DELETE FROM items WHERE title = $1', [POSTED_TITLE])
     if ((removed.rowCount ?? 0) > 0) await admin.query('VACUUM ANALYZE items')
     const { rows } = await admin.query<{ id: string }>('SELECT id FROM tenants ORDER BY id')

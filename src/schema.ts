@@ -4,7 +4,9 @@
 // tenant_id, and the only key a child can reference, so references stay inside one tenant), and
 // one policy for all commands with USING and WITH CHECK. drizzle-kit turns all of that into a
 // migration, but it emits neither FORCE ROW LEVEL SECURITY nor grants; `tenantTablesSql` writes
-// that part, for a custom migration (`drizzle-kit generate --custom`).
+// that part, for a custom migration (`drizzle-kit generate --custom`). The role those grants go
+// to is shared by every tenant; `sharedRoleHardeningSql` and `sharedRoleSuperuserHardeningSql`
+// (shared-role.ts) take away what it would otherwise let one tenant do to another.
 import { getTableColumns, getTableName, is, sql } from 'drizzle-orm'
 import type { BuildColumns, BuildExtraConfigColumns, HasDefault, NotNull } from 'drizzle-orm'
 import { foreignKey, getTableConfig, PgColumn, pgPolicy, pgTable, PgTable, primaryKey, unique, uuid } from 'drizzle-orm/pg-core'
@@ -20,6 +22,9 @@ import type {
 } from 'drizzle-orm/pg-core'
 import { InvalidOptionError } from './errors.js'
 import { DEFAULT_SETTING, validateSetting } from './options.js'
+
+export { SHARED_ROLE_CHANNELS, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from './shared-role.js'
+export type { SharedRoleChannel, SharedRoleHardeningOptions } from './shared-role.js'
 
 /** Name of the policy every tenant table gets (policy names are per table). */
 export const TENANT_POLICY_NAME = 'tenant_isolation'
@@ -183,7 +188,8 @@ function quoteIdentifier (name: string): string {
  * tables): FORCE ROW LEVEL SECURITY, so the table owner is held to the policy too, and exactly
  * SELECT, INSERT, UPDATE, DELETE for `role` (no TRUNCATE, which ignores RLS). Statements are
  * separated by drizzle's `--> statement-breakpoint`, ready for a `drizzle-kit generate --custom`
- * migration.
+ * migration. The database-wide half of the hardening needs the database owner, not the table owner
+ * that runs migrations: that is `sharedRoleHardeningSql`.
  */
 export function tenantTablesSql (schema: Record<string, unknown>, options: TenantTablesSqlOptions): string {
   const { role } = options

@@ -128,7 +128,8 @@ t.test('request.db.transaction() is a savepoint inside the request transaction',
         })
         const visibleElsewhere = await db.admin.query("SELECT 1 FROM projects WHERE name = 'inner-kept'")
         const setting = await request.db.execute<{ value: string }>(sql`SELECT current_setting('app.current_tenant_id', true) AS value`)
-        const status = await request.db.execute<{ depth: number }>(sql`SELECT count(*)::int AS depth FROM pg_catalog.pg_stat_activity WHERE pid = pg_backend_pid() AND state = 'active' AND backend_xid IS NOT NULL`)
+        // (pg_stat_activity is closed to the app role by the shared-role hardening; the transaction id answers the same.)
+        const status = await request.db.execute<{ depth: number }>(sql`SELECT (pg_current_xact_id_if_assigned() IS NOT NULL)::int AS depth`)
         return { visibleElsewhere: visibleElsewhere.rowCount, setting: setting.rows[0]?.value, inTransaction: status.rows[0]?.depth }
       })
       app.post('/nested-then-fail', async (request) => {

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { drizzle } from 'drizzle-orm/node-postgres'
 import { migrate } from 'drizzle-orm/node-postgres/migrator'
 import { withTenant } from 'fastify-tenant-rls'
+import { sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from 'fastify-tenant-rls/schema'
 import pg from 'pg'
 import * as schema from './schema.js'
 
@@ -48,15 +49,19 @@ export async function createRoles (admin: pg.Pool, roles: RoleCredentials): Prom
 
 /**
  * Gives existing roles what they need on the current database: the owner may create the tables
- * (and drizzle's migrations schema); the app role joins GRANTEE_ROLE and may not create anything.
+ * (and drizzle's migrations schema); the app role joins GRANTEE_ROLE and may not create anything,
+ * not even temporary tables. The shared-role hardening runs first: the database owner's part always
+ * works; the superuser's part changes nothing without a superuser (the plugin then logs warnings).
  */
 export async function grantRoles (admin: pg.Pool, roles: DatabaseRoles): Promise<void> {
   await createRoleIfMissing(admin, GRANTEE_ROLE, 'NOLOGIN NOSUPERUSER NOBYPASSRLS')
   const owner = escapeIdentifier(roles.ownerRole)
   const { rows } = await admin.query<{ name: string }>('SELECT current_database() AS name')
+  const database = rows[0]?.name ?? ''
+  await admin.query(sharedRoleHardeningSql({ role: roles.appRole, database }))
+  await admin.query(sharedRoleSuperuserHardeningSql())
   await admin.query(`
-    GRANT CREATE ON DATABASE ${escapeIdentifier(rows[0]?.name ?? '')} TO ${owner};
-    REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+    GRANT CREATE ON DATABASE ${escapeIdentifier(database)} TO ${owner};
     GRANT USAGE, CREATE ON SCHEMA public TO ${owner};
     GRANT USAGE ON SCHEMA public TO ${escapeIdentifier(GRANTEE_ROLE)};
     GRANT ${escapeIdentifier(GRANTEE_ROLE)} TO ${escapeIdentifier(roles.appRole)}

@@ -2,11 +2,14 @@
 // - admin: superuser, used only to set up and to check what was really committed (bypasses RLS);
 // - owner: owns the tables (NOLOGIN), as a migration role would;
 // - app:   NOSUPERUSER NOBYPASSRLS, the only role the plugin ever connects as.
+// The database is hardened for a shared login role with the package's own SQL, as the README tells
+// users to harden theirs (otherwise the startup check refuses it), so every test also proves that SQL.
 // Also the leak checks every test runs: no client checked out, no "idle in transaction" backend.
 import { randomBytes } from 'node:crypto'
 import pg from 'pg'
 import type { PoolConfig } from 'pg'
 import type { Test } from 'tap'
+import { sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from 'fastify-tenant-rls/schema'
 import { startPostgres } from './postgres-server.js'
 
 export interface TestDatabase {
@@ -59,7 +62,9 @@ export async function createTestDatabase (t: Test): Promise<TestDatabase> {
   const adminUrl = new URL(server.adminUrl)
   adminUrl.pathname = `/${name}`
   const admin = new pg.Pool({ connectionString: adminUrl.toString(), max: 4 })
-  await admin.query(`GRANT CONNECT ON DATABASE ${name} TO ${appRole}; REVOKE CREATE ON SCHEMA public FROM PUBLIC; GRANT USAGE, CREATE ON SCHEMA public TO ${ownerRole}; GRANT USAGE ON SCHEMA public TO ${appRole}`)
+  await admin.query(sharedRoleHardeningSql({ role: appRole, database: name }))
+  await admin.query(sharedRoleSuperuserHardeningSql())
+  await admin.query(`GRANT CONNECT ON DATABASE ${name} TO ${appRole}; GRANT USAGE, CREATE ON SCHEMA public TO ${ownerRole}; GRANT USAGE ON SCHEMA public TO ${appRole}`)
 
   const pools: pg.Pool[] = []
   const url = (role = appRole): string => {
