@@ -6,11 +6,13 @@
 //   handler    first use of request.db creates the TenantTransaction; its first query takes a
 //              connection and opens the transaction.
 //   onError    roll back at once, and keep database details out of the reply.
-//   onSend     status < 400 and no error: commit (a failed commit becomes the reply); else roll back.
+//   onSend     the route's last hook, after every other onSend hook of the app, its contexts, the
+//              route and other plugins: status < 400: commit (a failed commit becomes the reply);
+//              else roll back. Nothing that runs later can turn a committed request into an error.
 //   res close  safety net for every path that skips onSend (disconnect, timeout, hijack).
 //   onClose    roll back whatever is still open, so the pool can be ended.
 import type {} from '@fastify/jwt'
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, RouteOptions } from 'fastify'
 import { NoTenantContextError, UnauthenticatedError } from './errors.js'
 import { presentDatabaseError } from './error-presentation.js'
 import { resolveOptions } from './options.js'
@@ -19,6 +21,7 @@ import { createDatabaseFactory } from './tenant-database.js'
 import type { TenantDatabase } from './tenant-database.js'
 import { resolveTenantId } from './tenant-resolution.js'
 import { TenantTransaction } from './tenant-transaction.js'
+import type { Queryable } from './tenant-transaction.js'
 import { runWithTenant } from './with-tenant.js'
 
 const kTenant = Symbol('fastify-tenant-rls.tenant')
@@ -26,6 +29,7 @@ const kReply = Symbol('fastify-tenant-rls.reply')
 const kTransaction = Symbol('fastify-tenant-rls.transaction')
 const kDatabase = Symbol('fastify-tenant-rls.database')
 const kSettled = Symbol('fastify-tenant-rls.settled')
+const kFinishedByRoute = Symbol('fastify-tenant-rls.finished-by-route')
 
 interface TenantRequestState {
   /** The verified tenant; private, so route code cannot change the tenant a transaction opens for. */
@@ -36,15 +40,24 @@ interface TenantRequestState {
   [kDatabase]: TenantDatabase<Record<string, unknown>> | null
   /** Set once the reply is decided (onSend or onError): no transaction may begin after that. */
   [kSettled]: boolean
+  /** The route carries the plugin's own onSend hook (added at onRoute), so the instance's stands aside. */
+  [kFinishedByRoute]: boolean
+}
+
+/** What onRoute adds to the config of every route it sees. */
+interface RouteMark {
+  [kFinishedByRoute]?: true
 }
 
 function stateOf (request: FastifyRequest): TenantRequestState {
   return request as unknown as TenantRequestState
 }
 
-function isTenantScoped (request: FastifyRequest): boolean {
-  // Unmatched URLs have nothing to protect; the not-found handler runs without a tenant.
-  return request.routeOptions.config.tenant !== false && !request.is404
+/** Route-level onSend hooks, as an array, whichever of the accepted shapes the route used. */
+function onSendHooksOf (routeOptions: RouteOptions): onSendHookHandler[] {
+  const hooks = routeOptions.onSend
+  if (hooks === undefined || hooks === null) return []
+  return Array.isArray(hooks) ? hooks : [hooks]
 }
 
 export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: unknown): Promise<void> {
@@ -60,6 +73,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   fastify.decorateRequest(kTransaction, null)
   fastify.decorateRequest(kDatabase, null)
   fastify.decorateRequest(kSettled, false)
+  fastify.decorateRequest(kFinishedByRoute, false)
   fastify.decorateRequest('tenantId', {
     getter (this: FastifyRequest) {
       return stateOf(this)[kTenant]
@@ -69,10 +83,28 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     getter (this: FastifyRequest) {
       const state = stateOf(this)
       // Built on first use: a route that never touches request.db pays for no drizzle object.
-      state[kDatabase] ??= createDatabase(transactionOf(state))
+      state[kDatabase] ??= createDatabase(warningWhenRefused(this, transactionOf(state)))
       return state[kDatabase] as unknown as TenantDatabase
     }
   })
+
+  // A query on a finished transaction is refused. After the reply (route code that replies first
+  // and writes afterwards) nobody would hear of it: the client has its answer and route code often
+  // does not await such work. The log is where the route author can find it.
+  function warningWhenRefused (request: FastifyRequest, transaction: TenantTransaction): Queryable {
+    function warnRefusedQuery (error: { code?: unknown }): never {
+      request.log.warn({ method: request.method, url: request.routeOptions.url, code: error.code },
+        'request.db was used after the request transaction had finished; the query was refused (use app.withTenant for work after the reply)')
+      throw error
+    }
+    return {
+      query (config, values) {
+        const result = transaction.query(config, values)
+        // Only the late path pays for the extra promise.
+        return transaction.finished ? result.catch(warnRefusedQuery) : result
+      }
+    }
+  }
 
   function transactionOf (state: TenantRequestState): TenantTransaction {
     if (state[kTransaction] !== null) return state[kTransaction]
@@ -119,8 +151,26 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     expectedRole = await checkPoolRole(options.pool)
   })
 
+  // Route-level hooks run after every hook of the instance chain, so a hook added here finishes the
+  // transaction after the onSend hooks of the app, of child contexts and of the route itself.
+  fastify.addHook('onRoute', function finishAfterEveryOnSendHook (routeOptions) {
+    // Read in onRequest (where the route config is read anyway) so the instance hook stands aside.
+    const marked: RouteMark & typeof routeOptions.config = { ...routeOptions.config, [kFinishedByRoute]: true }
+    routeOptions.config = marked
+    // Other plugins' onRoute hooks run after this one and may append onSend hooks of their own.
+    // Fastify reads a route's hooks only when the app gets ready, after every after() callback, so
+    // placing the hook here puts it last once all onRoute hooks have run. No parameter: avvio then
+    // passes a registration error on instead of handing it to this callback.
+    this.after(function placeFinishLast () {
+      const others = onSendHooksOf(routeOptions).filter((hook) => hook !== finishTenantTransaction)
+      routeOptions.onSend = [...others, finishTenantTransaction]
+    })
+  })
+
   fastify.addHook('onRequest', async function authenticateTenant (request: FastifyRequest, reply: FastifyReply) {
-    if (!isTenantScoped(request)) return
+    const config = request.routeOptions.config
+    // Unmatched URLs have nothing to protect; the not-found handler runs without a tenant.
+    if (config.tenant === false || request.is404) return
     try {
       await request.jwtVerify()
     } catch (error) {
@@ -130,6 +180,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     const state = stateOf(request)
     state[kTenant] = tenantId
     state[kReply] = reply
+    state[kFinishedByRoute] = (config as RouteMark)[kFinishedByRoute] === true
     request.log = request.log.child({ tenantId })
     reply.log = request.log
   })
@@ -143,8 +194,15 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     await state[kTransaction]?.rollback()
   })
 
+  // Routes that onRoute never saw (registered on the root before the plugin) are finished by the
+  // instance hook instead; there, onSend hooks added to the root after the plugin run after it.
+  fastify.addHook('onSend', function finishRouteRegisteredEarlier (request, reply, payload, done) {
+    if (stateOf(request)[kFinishedByRoute]) return done(null, payload)
+    finishTenantTransaction(request, reply, payload, done)
+  })
+
   // Callback style, so that the common case (no transaction, or one never opened) allocates no promise.
-  fastify.addHook('onSend', function finishTenantTransaction (request, reply, payload, done) {
+  function finishTenantTransaction (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (error: Error | null, payload?: unknown) => void): void {
     const state = stateOf(request)
     state[kSettled] = true
     const transaction = state[kTransaction]
@@ -157,7 +215,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     // Before the response is written: a failed commit becomes the reply, never a 2xx.
     const finishing = reply.statusCode < 400 ? transaction.commit() : transaction.rollback()
     finishing.then(() => done(null, payload), done)
-  })
+  }
 
   fastify.addHook('onClose', async function rollBackInFlightTransactions () {
     await Promise.all([...live].map((transaction) => transaction.rollback()))

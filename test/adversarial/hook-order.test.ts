@@ -1,0 +1,174 @@
+// Hooks that run after the plugin's. An onSend hook that fails after the transaction has been
+// committed turns the reply into an error while the write is kept: a client that retries writes
+// twice. The commit must be the last thing before the response is written, whatever the order in
+// which the application, its child contexts, its routes and other plugins add their hooks. Each
+// case asserts what was really committed, read back through the admin pool.
+import { Writable } from 'node:stream'
+import fastifyJwt from '@fastify/jwt'
+import Fastify from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, RouteOptions } from 'fastify'
+import t from 'tap'
+import fastifyTenantRls from 'fastify-tenant-rls'
+import { createTestDatabase, eventually } from '../helpers/database.js'
+import { bearer, buildApp, committedNames, createProjectsTable, JWT_SECRET, projects, schema } from '../helpers/fixture.js'
+
+const db = await createTestDatabase(t)
+const { tenantA } = await createProjectsTable(db)
+const pool = db.appPool({ max: 1 })
+t.afterEach(async (t) => {
+  await db.assertNoLeaks(t, pool)
+  await db.admin.query("DELETE FROM projects WHERE name NOT IN ('a-1', 'a-2', 'b-1')")
+})
+
+const SEEDED = ['a-1', 'a-2']
+
+async function insert (request: FastifyRequest, name: string): Promise<{ ok: true }> {
+  await request.db.insert(projects).values({ name, tenantId: String(request.tenantId) })
+  return { ok: true }
+}
+
+async function failingAsyncOnSend (): Promise<never> {
+  throw new Error('onSend failed')
+}
+
+function failingCallbackOnSend (_request: FastifyRequest, _reply: FastifyReply, _payload: unknown, done: (error: Error) => void): void {
+  // Fails on a later turn, as a hook that waits for I/O would.
+  setImmediate(() => done(new Error('onSend failed')))
+}
+
+async function post (app: FastifyInstance, url: string): Promise<{ statusCode: number }> {
+  return app.inject({ method: 'POST', url, headers: bearer(app, { tenant_id: tenantA }) })
+}
+
+t.test('an onSend hook added after the plugin that fails: an error reply and nothing committed', async (t) => {
+  for (const [style, hook] of [['async', failingAsyncOnSend], ['callback', failingCallbackOnSend]] as const) {
+    const app = await buildApp(t, {
+      pool,
+      routes (app) {
+        app.addHook('onSend', hook as onSendHookHandler)
+        app.post('/write', (request) => insert(request, `after-plugin-${style}`))
+      }
+    })
+    t.equal((await post(app, '/write')).statusCode, 500, style)
+    t.same(await committedNames(db, tenantA), SEEDED, `${style}: the write was not committed`)
+  }
+})
+
+t.test('the same hook in a child context registered after the plugin', async (t) => {
+  const app = await buildApp(t, {
+    pool,
+    routes (app) {
+      app.register(async function child (scope) {
+        scope.addHook('onSend', failingAsyncOnSend)
+        scope.post('/child/write', (request) => insert(request, 'child'))
+      })
+    }
+  })
+  t.equal((await post(app, '/child/write')).statusCode, 500)
+  t.same(await committedNames(db, tenantA), SEEDED)
+})
+
+t.test('a route-level onSend hook that fails', async (t) => {
+  const app = await buildApp(t, {
+    pool,
+    routes (app) {
+      app.post('/route-hook', { onSend: failingAsyncOnSend }, (request) => insert(request, 'route-hook'))
+      app.post('/route-hooks', { onSend: [failingCallbackOnSend] }, (request) => insert(request, 'route-hooks'))
+    }
+  })
+  t.equal((await post(app, '/route-hook')).statusCode, 500)
+  t.equal((await post(app, '/route-hooks')).statusCode, 500)
+  t.same(await committedNames(db, tenantA), SEEDED)
+})
+
+t.test('a route-level onSend hook that another plugin adds from its own onRoute hook', async (t) => {
+  const app = await buildApp(t, {
+    pool,
+    routes (app) {
+      app.register(async function otherPlugin (scope) {
+        // As plugins that decorate every route do: appended after whatever the route has.
+        scope.addHook('onRoute', function addFailingOnSend (routeOptions: RouteOptions) {
+          routeOptions.onSend = [...[routeOptions.onSend ?? []].flat(), failingAsyncOnSend]
+        })
+        scope.post('/decorated', (request) => insert(request, 'decorated'))
+      })
+    }
+  })
+  t.equal((await post(app, '/decorated')).statusCode, 500)
+  t.same(await committedNames(db, tenantA), SEEDED)
+})
+
+t.test('an onSend hook after the plugin that turns the reply into an error rolls back', async (t) => {
+  const app = await buildApp(t, {
+    pool,
+    routes (app) {
+      app.addHook('onSend', async function rejectLate (_request, reply) { reply.code(502) })
+      app.post('/recoded', (request) => insert(request, 'recoded'))
+    }
+  })
+  t.equal((await post(app, '/recoded')).statusCode, 502)
+  t.same(await committedNames(db, tenantA), SEEDED)
+})
+
+t.test('an onSend hook after the plugin can still write in the request transaction', async (t) => {
+  const app = await buildApp(t, {
+    pool,
+    routes (app) {
+      app.addHook('onSend', async function audit (request) { await insert(request, 'audited') })
+      app.post('/audited', (request) => insert(request, 'audited-route'))
+    }
+  })
+  t.equal((await post(app, '/audited')).statusCode, 200)
+  t.same(await committedNames(db, tenantA), [...SEEDED, 'audited', 'audited-route'])
+})
+
+t.test('a route registered on the root before the plugin still commits', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifyJwt, { secret: JWT_SECRET })
+  app.post('/early', (request) => insert(request, 'early'))
+  await app.register(fastifyTenantRls, { pool, schema })
+  await app.ready()
+  t.equal((await post(app, '/early')).statusCode, 200)
+  t.same(await committedNames(db, tenantA), [...SEEDED, 'early'])
+})
+
+t.test('an encapsulated routes plugin registered before the plugin stays refused (500, nothing committed)', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifyJwt, { secret: JWT_SECRET })
+  await app.register(async function earlyRoutes (scope) {
+    scope.post('/encapsulated-early', (request) => insert(request, 'encapsulated-early'))
+  })
+  await app.register(fastifyTenantRls, { pool, schema })
+  await app.ready()
+  t.equal((await post(app, '/encapsulated-early')).statusCode, 500)
+  t.same(await committedNames(db, tenantA), SEEDED)
+})
+
+t.test('a write after the reply is refused and logged at warn with its route', async (t) => {
+  const lines: Array<Record<string, unknown>> = []
+  const stream = new Writable({
+    write (chunk: Buffer, _encoding, done) {
+      lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>)
+      done()
+    }
+  })
+  const app = await buildApp(t, {
+    pool,
+    fastify: { logger: { level: 'warn', stream } },
+    routes (app) {
+      app.post('/late/:id', async (request, reply) => {
+        reply.send({ accepted: true })
+        // The refusal reaches nobody: the client already has its reply.
+        await insert(request, 'late').catch(() => {})
+      })
+    }
+  })
+  const res = await post(app, '/late/1')
+  t.equal(res.statusCode, 200)
+  await eventually(() => lines.some((line) => line.code === 'FST_TENANT_RLS_TRANSACTION_CLOSED'), 'the refusal to be logged')
+  const warning = lines.find((line) => line.code === 'FST_TENANT_RLS_TRANSACTION_CLOSED')
+  t.match(warning, { level: 40, method: 'POST', url: '/late/:id', tenantId: tenantA })
+  t.same(await committedNames(db, tenantA), SEEDED)
+})
