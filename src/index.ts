@@ -10,6 +10,10 @@ export type { RegisteredSchema, TenantDatabase, TenantRlsRegister } from './tena
 export type { TenantWork, WithTenantOptions } from './with-tenant.js'
 export { withTenant } from './with-tenant.js'
 export { normalizeTenantId } from './tenant-id.js'
+// The startup check's facts without the throw: problems it refuses, warnings only a superuser can fix.
+export { inspectPoolRole } from './safety-checks.js'
+export type { RoleInspection, RoleProblem } from './safety-checks.js'
+export { HARMLESS_STORED_SETTINGS, HARMLESS_STORED_SETTING_PREFIXES } from './stored-settings.js'
 export * as errors from './errors.js'
 
 declare module 'fastify' {

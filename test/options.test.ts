@@ -4,13 +4,15 @@ import fastifyJwt from '@fastify/jwt'
 import Fastify from 'fastify'
 import pg from 'pg'
 import t from 'tap'
-import fastifyTenantRls from 'fastify-tenant-rls'
+import fastifyTenantRls, { inspectPoolRole } from 'fastify-tenant-rls'
+import { sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from 'fastify-tenant-rls/schema'
 import { createTestDatabase } from './helpers/database.js'
 import { JWT_SECRET, bearer, buildApp, createProjectsTable, projects } from './helpers/fixture.js'
 
 const db = await createTestDatabase(t)
 const { tenantA } = await createProjectsTable(db)
 const pool = db.appPool()
+const database = new URL(db.url()).pathname.slice(1)
 
 async function registerWith (options: unknown, withJwt = true): Promise<unknown> {
   const app = Fastify()
@@ -86,6 +88,133 @@ t.test('app.ready() refuses a role that can SET ROLE to a bypassing role, or own
   await db.admin.query('DROP TABLE app_owned')
   t.equal(ownerError?.code, 'FST_TENANT_RLS_UNSAFE_ROLE')
   t.match(ownerError?.message, /owns the RLS table\(s\) app_owned/)
+})
+
+/** What app.ready() says about the app pool after `setup` (as the superuser), then `undo`. */
+async function refusalAfter (setup: string, undo: string): Promise<{ code?: string, message?: string } | null> {
+  await db.admin.query(setup)
+  try {
+    return await registerWith({ pool }) as { code?: string, message?: string } | null
+  } finally {
+    await db.admin.query(undo)
+  }
+}
+
+t.test('app.ready() refuses settings stored for the login role or its database that change behaviour, each with its RESET', async (t) => {
+  const role = `"${db.appRole}"`
+  const cases: Array<[string, string, RegExp]> = [
+    ['ALTER ROLE SET search_path', `ALTER ROLE ${role} SET search_path = 'elsewhere'`, new RegExp(`search_path=elsewhere \\(ALTER ROLE \\.\\.\\. SET\\).*ALTER ROLE ${role} RESET "search_path"`)],
+    ['ALTER ROLE SET role', `ALTER ROLE ${role} SET role = 'none'`, new RegExp(`role=none .*ALTER ROLE ${role} RESET "role"`)],
+    ['ALTER ROLE SET row_security', `ALTER ROLE ${role} SET row_security = off`, /row_security=off/],
+    ['ALTER ROLE SET the tenant setting', `ALTER ROLE ${role} SET app.current_tenant_id = '00000000-0000-4000-8000-000000000000'`, /app\.current_tenant_id=.*RESET "app\.current_tenant_id"/],
+    ['ALTER ROLE SET default_transaction_read_only', `ALTER ROLE ${role} SET default_transaction_read_only = on`, /default_transaction_read_only=on/],
+    ['ALTER ROLE IN DATABASE SET TimeZone', `ALTER ROLE ${role} IN DATABASE ${database} SET TimeZone = 'Asia/Tokyo'`, new RegExp(`TimeZone=Asia/Tokyo \\(ALTER ROLE \\.\\.\\. IN DATABASE.*ALTER ROLE ${role} IN DATABASE "${database}" RESET "TimeZone"`)],
+    ['ALTER DATABASE SET client_encoding', `ALTER DATABASE ${database} SET client_encoding = 'LATIN1'`, new RegExp(`client_encoding=LATIN1 \\(ALTER DATABASE.*ALTER DATABASE "${database}" RESET "client_encoding"`)],
+    ['ALTER DATABASE SET a custom setting', `ALTER DATABASE ${database} SET app.current_user_id = '7'`, /app\.current_user_id=7/]
+  ]
+  for (const [name, setup, message] of cases) {
+    const error = await refusalAfter(setup, `ALTER ROLE ${role} RESET ALL; ALTER ROLE ${role} IN DATABASE ${database} RESET ALL; ALTER DATABASE ${database} RESET ALL`)
+    t.equal(error?.code, 'FST_TENANT_RLS_UNSAFE_ROLE', `${name}: refused`)
+    t.match(error?.message, message, `${name}: names the setting and its fix`)
+  }
+  // The fix the message gives really is the fix: run it, and the role starts.
+  await db.admin.query(`ALTER ROLE ${role} IN DATABASE ${database} SET DateStyle = 'SQL'`)
+  const error = await registerWith({ pool }) as { message?: string }
+  const fix = /fix: (ALTER ROLE [^;]*RESET "DateStyle")/.exec(error.message ?? '')?.[1]
+  t.ok(fix, 'the refusal carries a RESET statement')
+  await db.admin.query(String(fix))
+  t.equal(await registerWith({ pool }), null, 'after the RESET the role starts')
+})
+
+t.test('stored timeouts, limits, labels and logging settings are harmless: the role starts', async (t) => {
+  const role = `"${db.appRole}"`
+  await db.admin.query(`ALTER ROLE ${role} SET statement_timeout = '30s'; ALTER ROLE ${role} SET lock_timeout = '2s';
+    ALTER ROLE ${role} IN DATABASE ${database} SET idle_in_transaction_session_timeout = '60s'; ALTER ROLE ${role} SET application_name = 'api';
+    ALTER ROLE ${role} SET work_mem = '8MB'; ALTER DATABASE ${database} SET log_min_duration_statement = 250`)
+  t.teardown(() => db.admin.query(`ALTER ROLE ${role} RESET ALL; ALTER ROLE ${role} IN DATABASE ${database} RESET ALL; ALTER DATABASE ${database} RESET ALL`))
+  t.equal(await registerWith({ pool }), null)
+  t.same((await inspectPoolRole(pool)).problems, [])
+})
+
+t.test('a setting stored for every role (ALTER ROLE ALL, a superuser\'s to reset) is a warning, not a refusal', async (t) => {
+  await db.admin.query("ALTER ROLE ALL SET DateStyle = 'SQL'")
+  t.teardown(() => db.admin.query('ALTER ROLE ALL RESET DateStyle'))
+  const { problems, warnings } = await inspectPoolRole(pool)
+  t.same(problems, [])
+  t.match(warnings, [{ role: db.appRole, problem: /DateStyle=SQL \(ALTER ROLE ALL/, fix: /as a superuser: ALTER ROLE ALL RESET "DateStyle"/ }])
+})
+
+t.test('app.ready() refuses a shared role that may create temporary tables or objects, or act on every backend', async (t) => {
+  const role = `"${db.appRole}"`
+  const cases: Array<[string, string, string, RegExp]> = [
+    ['TEMPORARY for PUBLIC (a new database\'s default)', `GRANT TEMPORARY ON DATABASE ${database} TO PUBLIC`, `REVOKE TEMPORARY ON DATABASE ${database} FROM PUBLIC`,
+      new RegExp(`temporary tables in database "${database}" \\(granted to PUBLIC\\).*REVOKE TEMPORARY ON DATABASE "${database}" FROM PUBLIC`)],
+    ['TEMPORARY through a group role', `CREATE ROLE ${db.appRole}_group NOLOGIN; GRANT ${db.appRole}_group TO ${role}; GRANT TEMPORARY ON DATABASE ${database} TO ${db.appRole}_group`,
+      `REVOKE ALL ON DATABASE ${database} FROM ${db.appRole}_group; DROP ROLE ${db.appRole}_group`, new RegExp(`FROM ${db.appRole}_group`)],
+    ['CREATE on the database', `GRANT CREATE ON DATABASE ${database} TO ${role}`, `REVOKE CREATE ON DATABASE ${database} FROM ${role}`,
+      new RegExp(`may create schemas in database.*REVOKE CREATE ON DATABASE "${database}" FROM ${db.appRole}`)],
+    ['CREATE on schema public', 'GRANT CREATE ON SCHEMA public TO PUBLIC', 'REVOKE CREATE ON SCHEMA public FROM PUBLIC',
+      /may create objects in schema "public" \(granted to PUBLIC\).*REVOKE CREATE ON SCHEMA "public" FROM PUBLIC/],
+    ['owning a schema', `CREATE SCHEMA app_owned AUTHORIZATION ${role}`, 'DROP SCHEMA app_owned',
+      /member of the owner of schema "app_owned".*ALTER SCHEMA "app_owned" OWNER TO/],
+    ['pg_signal_backend', `GRANT pg_signal_backend TO ${role}`, `REVOKE pg_signal_backend FROM ${role}`, /member of pg_signal_backend.*REVOKE pg_signal_backend FROM/],
+    ['pg_monitor (pg_read_all_stats)', `GRANT pg_monitor TO ${role}`, `REVOKE pg_monitor FROM ${role}`, /member of pg_read_all_stats/]
+  ]
+  for (const [name, setup, undo, message] of cases) {
+    const error = await refusalAfter(setup, undo)
+    t.equal(error?.code, 'FST_TENANT_RLS_UNSAFE_ROLE', `${name}: refused`)
+    t.match(error?.message, message, `${name}: says where the grant comes from and how to revoke it`)
+  }
+  t.equal(await registerWith({ pool }), null, 'every grant undone: the role starts again')
+})
+
+t.test('sharedRoleHardeningSql, run by a database owner who is no superuser, is all a refused database needs', async (t) => {
+  // A fresh database as PostgreSQL makes it (TEMPORARY for PUBLIC), owned by a plain role.
+  const owner = `${db.appRole}_dbowner`
+  const fresh = `${database}_fresh`
+  await db.admin.query(`CREATE ROLE ${owner} LOGIN PASSWORD 'owner'`)
+  await db.admin.query(`CREATE DATABASE ${fresh} OWNER ${owner}`)
+  const url = (role: string, password: string): string => {
+    const target = new URL(db.url())
+    target.pathname = `/${fresh}`
+    target.username = role
+    target.password = password
+    return target.toString()
+  }
+  const appPool = new pg.Pool({ connectionString: url(db.appRole, 'app-password'), connectionTimeoutMillis: 2000 })
+  t.teardown(async () => {
+    await appPool.end()
+    await db.admin.query(`DROP DATABASE ${fresh} WITH (FORCE)`)
+    await db.admin.query(`DROP ROLE ${owner}`)
+  })
+  t.match((await registerWith({ pool: appPool }) as Error).message, /temporary tables in database/, 'refused as created')
+
+  const ownerClient = new pg.Client({ connectionString: url(owner, 'owner') })
+  await ownerClient.connect()
+  await ownerClient.query(sharedRoleHardeningSql({ role: db.appRole, database: fresh }))
+  // The superuser's half, run by the owner, changes nothing and fails nothing: PostgreSQL only warns.
+  await ownerClient.query(sharedRoleSuperuserHardeningSql())
+  await ownerClient.end()
+  t.equal(await registerWith({ pool: appPool }), null, 'starts after the owner\'s hardening')
+  const { warnings } = await inspectPoolRole(appPool)
+  t.match(warnings.map(({ problem }) => problem), [/signal functions/, /large objects/, /statistics/], 'what only a superuser can revoke stays a warning')
+  t.ok(warnings.every(({ fix }) => /as a superuser/.test(fix)))
+})
+
+t.test('what only a superuser can revoke is a warning with the fix; the harness\'s hardened database has none', async (t) => {
+  t.same(await inspectPoolRole(pool), { role: db.appRole, problems: [], warnings: [] }, 'hardened by the harness: nothing to say')
+  const restore = ['FUNCTION pg_terminate_backend(integer, bigint)', 'FUNCTION lo_create(oid)', 'TABLE pg_stat_activity']
+  await db.admin.query(restore.map((object) => `GRANT ${object.startsWith('TABLE') ? 'SELECT' : 'EXECUTE'} ON ${object} TO PUBLIC;`).join(''))
+  t.teardown(() => db.admin.query(sharedRoleSuperuserHardeningSql()))
+  const { problems, warnings } = await inspectPoolRole(pool)
+  t.same(problems, [], 'not refused: managed PostgreSQL has no superuser to fix it')
+  t.match(warnings, [
+    { problem: /end or cancel other tenants' requests.*pg_terminate_backend\(integer,bigint\)/, fix: /as a superuser/ },
+    { problem: /large objects.*lo_create\(oid\)/ },
+    { problem: /other tenants' activity.*pg_stat_activity/ }
+  ])
+  t.equal(warnings.length, 3)
+  t.equal(await registerWith({ pool }), null, 'the role starts')
 })
 
 t.test('a transaction whose connection opens as another role than the checked one is refused', async (t) => {
