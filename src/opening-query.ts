@@ -25,8 +25,6 @@ export interface Opening {
   opened: Promise<FirstRows>
   /** The first query's result; undefined when it could not ride along and must be sent after. */
   result: Promise<QueryResult> | undefined
-  /** Settles when the server is ready for the next query (rejects on the first failure). */
-  done: Promise<unknown>
 }
 
 // The parts of pg's Connection and Query used here. pg documents custom query objects (pg-cursor
@@ -107,6 +105,16 @@ class OpeningQuery extends Query {
     }
   }
 
+  /** The first row of each statement so far. */
+  get firstRows (): FirstRows {
+    return this.#rows
+  }
+
+  /** How many of the statements have completed. */
+  get completed (): number {
+    return this.#statements.length - this.#pending
+  }
+
   override handleDataRow (message: { fields: Array<string | null> }): void {
     if (this.#pending === 0) return super.handleDataRow(message)
     this.#rows[this.#statements.length - this.#pending] ??= message.fields
@@ -142,6 +150,37 @@ class OpeningQuery extends Query {
  * ride along (see `result`).
  */
 export function sendOpening (client: PoolClient, statements: readonly PipelinedStatement[], config: unknown, values: unknown): Opening {
+  const { query, done } = submit(client, statements, config, values)
+  return { opened: query.opened, result: query.carries ? done : undefined }
+}
+
+/** What a sequence of statements did: each one's first row, and the failure that stopped it, if any. */
+export interface SequenceOutcome {
+  rows: FirstRows
+  /** The first failure; PostgreSQL skipped every statement after it. */
+  error?: Error
+  /** How many statements completed before the failure (all of them when there was none). */
+  completed: number
+}
+
+/**
+ * Sends `statements` on `client` in one round trip and resolves, once the server is ready for the
+ * next query, with what they did. It does not reject on a failed statement: which statements
+ * completed before it (a COMMIT, say) is what the caller needs to know.
+ */
+export async function sendStatements (client: PoolClient, statements: readonly PipelinedStatement[]): Promise<SequenceOutcome> {
+  let query: OpeningQuery | undefined
+  try {
+    const submitted = submit(client, statements, {}, undefined)
+    query = submitted.query
+    await submitted.done
+    return { rows: query.firstRows, completed: statements.length }
+  } catch (error) {
+    return { rows: query?.firstRows ?? [], error: error as Error, completed: query?.completed ?? 0 }
+  }
+}
+
+function submit (client: PoolClient, statements: readonly PipelinedStatement[], config: unknown, values: unknown): { query: OpeningQuery, done: Promise<QueryResult> } {
   let settle: Callback = () => {}
   const done = new Promise<QueryResult>((resolve, reject) => {
     settle = (error, result) => { error ? reject(error) : resolve(result) }
@@ -151,18 +190,7 @@ export function sendOpening (client: PoolClient, statements: readonly PipelinedS
   done.catch(() => {})
   query.opened.catch(() => {})
   client.query(query as unknown as pg.Query)
-  return { opened: query.opened, result: query.carries ? done : undefined, done }
-}
-
-/**
- * Sends `statements` on `client` in one round trip and resolves, once the server is ready for the
- * next query, with each statement's first row. The first failing statement rejects it, and
- * PostgreSQL skips every statement after it.
- */
-export async function sendStatements (client: PoolClient, statements: readonly PipelinedStatement[]): Promise<FirstRows> {
-  const { opened, done } = sendOpening(client, statements, {}, undefined)
-  await done
-  return await opened
+  return { query, done }
 }
 
 /**

@@ -16,7 +16,7 @@ import {
   UnexpectedRoleError
 } from './errors.js'
 import { preparedStatementCount, sendOpening, sendStatements } from './opening-query.js'
-import type { FirstRows, PipelinedStatement } from './opening-query.js'
+import type { PipelinedStatement } from './opening-query.js'
 
 /** What a finished transaction did. */
 export type TransactionOutcome = 'committed' | 'rolled back'
@@ -62,6 +62,9 @@ const STORED_SETTINGS_SINCE_SQL = ', EXISTS (SELECT FROM pg_catalog.pg_db_role_s
 // SET / set_config(..., false) of any setting (search_path, client_encoding, TimeZone, a custom
 // app.* value, default transaction modes), LISTEN registrations, temporary tables, and the
 // currval/lastval cache of sequences. Session advisory locks are released by the read.
+/** How many statements of the commit message come before the session read: the check and COMMIT. */
+const STATEMENTS_UP_TO_COMMIT = 2
+
 const SESSION_RESET: readonly PipelinedStatement[] = [
   { text: 'CLOSE ALL' },
   { text: 'SET SESSION AUTHORIZATION DEFAULT' },
@@ -259,6 +262,7 @@ export class TenantTransaction implements Queryable {
     return client
   }
 
+  /** The pre-commit check, then COMMIT, then the session statements (see STATEMENTS_UP_TO_COMMIT). */
   #commitStatements (role: string): PipelinedStatement[] {
     return [
       { text: PRE_COMMIT_CHECK_SQL, values: [this.#setting, this.tenantId, role, CONTEXT_CHANGED_MARKER, STORED_SETTINGS_MARKER] },
@@ -320,28 +324,28 @@ export class TenantTransaction implements Queryable {
       await this.#rollbackAndRelease(client)
       return 'rolled back'
     }
-    let rows: FirstRows
-    try {
-      // No role means the open itself failed: there is nothing sound to commit.
-      if (this.#role === undefined) throw new TransactionClosedError()
-      rows = await sendStatements(client, this.#commitStatements(this.#role))
-    } catch (error) {
+    // No role means the open itself failed: there is nothing sound to commit.
+    if (this.#role === undefined) {
       await this.#rollbackAndRelease(client)
-      throw commitError(error)
+      throw commitError(new TransactionClosedError())
     }
-    this.#release(client, this.#leftover(client, rows[2]))
+    const outcome = await sendStatements(client, this.#commitStatements(this.#role))
+    if (outcome.completed < STATEMENTS_UP_TO_COMMIT) {
+      // The check or the COMMIT failed (or the connection went before COMMIT answered): nothing is kept.
+      await this.#rollbackAndRelease(client)
+      throw commitError(outcome.error)
+    }
+    // Committed. A failure in the session reset after COMMIT must not turn the reply into an error
+    // (a client would retry work that was kept); it only means the connection cannot be trusted.
+    this.#release(client, outcome.error !== undefined ? 'the session reset after COMMIT failed' : this.#leftover(client, outcome.rows[STATEMENTS_UP_TO_COMMIT]))
     return 'committed'
   }
 
   async #rollbackAndRelease (client: PoolClient): Promise<void> {
     let leftover: string | undefined
     if (!this.#broken) {
-      try {
-        const rows = await sendStatements(client, [{ text: 'ROLLBACK' }, ...this.#sessionStatements()])
-        leftover = this.#leftover(client, rows[1])
-      } catch {
-        leftover = 'the closing statements failed'
-      }
+      const outcome = await sendStatements(client, [{ text: 'ROLLBACK' }, ...this.#sessionStatements()])
+      leftover = outcome.error !== undefined ? 'the closing statements failed' : this.#leftover(client, outcome.rows[1])
     }
     this.#release(client, leftover)
   }

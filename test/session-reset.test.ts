@@ -40,3 +40,30 @@ t.test("a pool 'connect' handler's SET lasts until the connection's first transa
   t.equal(pool.totalCount, 1, 'on the same connection')
   await db.assertNoLeaks(t, pool)
 })
+
+t.test('a session reset that fails after COMMIT keeps the 2xx (the work was kept) and discards the connection', async (t) => {
+  const pool = db.appPool({ max: 1 })
+  const reasons: unknown[] = []
+  const app = await buildApp(t, {
+    pool,
+    routes (app) {
+      app.post('/rename', async (request) => {
+        request.log.warn = ((object: { reason?: unknown }) => { reasons.push(object.reason) }) as typeof request.log.warn
+        await request.db.execute(sql`UPDATE projects SET name = 'renamed' WHERE name = 'b-1'`)
+        return 'renamed'
+      })
+    }
+  })
+  // The session read calls pg_advisory_unlock_all(): without EXECUTE on it, the statements after COMMIT fail.
+  await db.admin.query('REVOKE EXECUTE ON FUNCTION pg_advisory_unlock_all() FROM PUBLIC')
+  t.teardown(() => db.admin.query('GRANT EXECUTE ON FUNCTION pg_advisory_unlock_all() TO PUBLIC'))
+  const { rows: [before] } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')
+  const reply = await app.inject({ method: 'POST', url: '/rename', headers: bearer(app, { tenant_id: tenantB }) })
+  t.equal(reply.statusCode, 200, 'not an error a client would retry')
+  const { rows } = await db.admin.query('SELECT name FROM projects WHERE tenant_id = $1', [tenantB])
+  t.same(rows, [{ name: 'renamed' }], 'the work was committed')
+  t.same(reasons, ['the session reset after COMMIT failed'])
+  const { rows: [after] } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')
+  t.not(after?.pid, before?.pid, 'the connection was not reused')
+  await db.assertNoLeaks(t, pool)
+})
