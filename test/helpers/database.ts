@@ -45,7 +45,15 @@ export async function eventually (condition: () => boolean | Promise<boolean>, w
   }
 }
 
-export async function createTestDatabase (t: Test): Promise<TestDatabase> {
+export interface TestDatabaseOptions {
+  /**
+   * Also run the superuser's half of the hardening (default true). Without it the database is what
+   * a managed PostgreSQL user gets by following the README: the startup check only warns.
+   */
+  superuserHardening?: boolean
+}
+
+export async function createTestDatabase (t: Test, options: TestDatabaseOptions = {}): Promise<TestDatabase> {
   const server = await startPostgres()
   const suffix = randomBytes(5).toString('hex')
   const name = `tenant_rls_${suffix}`
@@ -63,7 +71,7 @@ export async function createTestDatabase (t: Test): Promise<TestDatabase> {
   adminUrl.pathname = `/${name}`
   const admin = new pg.Pool({ connectionString: adminUrl.toString(), max: 4 })
   await admin.query(sharedRoleHardeningSql({ role: appRole, database: name }))
-  await admin.query(sharedRoleSuperuserHardeningSql())
+  if (options.superuserHardening !== false) await admin.query(sharedRoleSuperuserHardeningSql())
   await admin.query(`GRANT CONNECT ON DATABASE ${name} TO ${appRole}; GRANT USAGE, CREATE ON SCHEMA public TO ${ownerRole}; GRANT USAGE ON SCHEMA public TO ${appRole}`)
 
   const pools: pg.Pool[] = []
