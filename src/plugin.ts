@@ -16,6 +16,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, 
 import { NoTenantContextError, UnauthenticatedError } from './errors.js'
 import { presentDatabaseError } from './error-presentation.js'
 import { resolveOptions } from './options.js'
+import { unwritableReplyError } from './reply-writability.js'
 import { checkPoolRole } from './safety-checks.js'
 import { createDatabaseFactory } from './tenant-database.js'
 import type { TenantDatabase } from './tenant-database.js'
@@ -212,9 +213,20 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       transaction.rollback().catch(() => {})
       return done(null, payload)
     }
+    // A reply Fastify or Node cannot write would fail after the commit: roll back instead.
+    const unwritable = unwritableReplyError(reply, payload)
     // Before the response is written: a failed commit becomes the reply, never a 2xx.
-    const finishing = reply.statusCode < 400 ? transaction.commit() : transaction.rollback()
-    finishing.then(() => done(null, payload), done)
+    const finishing = reply.statusCode < 400 && unwritable === undefined ? transaction.commit() : transaction.rollback()
+    finishing.then(function writeReply () {
+      if (unwritable !== undefined) return done(unwritable)
+      // done() writes the response; what it throws would otherwise be an unhandled rejection and
+      // a request that never ends. Fastify's own runner does the same for a promise-style hook.
+      try {
+        done(null, payload)
+      } catch (error) {
+        done(error as Error)
+      }
+    }, done)
   }
 
   fastify.addHook('onClose', async function rollBackInFlightTransactions () {

@@ -36,7 +36,7 @@ function failingCallbackOnSend (_request: FastifyRequest, _reply: FastifyReply, 
   setImmediate(() => done(new Error('onSend failed')))
 }
 
-async function post (app: FastifyInstance, url: string): Promise<{ statusCode: number }> {
+async function post (app: FastifyInstance, url: string): Promise<{ statusCode: number, json: () => { code?: string } }> {
   return app.inject({ method: 'POST', url, headers: bearer(app, { tenant_id: tenantA }) })
 }
 
@@ -108,6 +108,29 @@ t.test('an onSend hook after the plugin that turns the reply into an error rolls
   })
   t.equal((await post(app, '/recoded')).statusCode, 502)
   t.same(await committedNames(db, tenantA), SEEDED)
+})
+
+t.test('an onSend hook that leaves a reply Fastify or Node cannot write: an error reply and nothing committed', async (t) => {
+  const app = await buildApp(t, {
+    pool,
+    routes (app) {
+      app.post('/object-payload', { onSend: async () => ({ not: 'serialized' }) }, (request) => insert(request, 'object-payload'))
+      app.post('/bad-header', { onSend: async (_request, reply) => { reply.header('x-trace', 'a\nb') } }, (request) => insert(request, 'bad-header'))
+      // Fastify drops the body of a 204 whatever it is: no reason to refuse it.
+      app.post('/no-content', { onSend: async () => ({ ignored: true }) }, async (request, reply) => {
+        await insert(request, 'no-content')
+        return reply.code(204).send()
+      })
+    }
+  })
+  const objectPayload = await post(app, '/object-payload')
+  t.equal(objectPayload.statusCode, 500)
+  t.equal(objectPayload.json().code, 'FST_ERR_REP_INVALID_PAYLOAD_TYPE')
+  const badHeader = await post(app, '/bad-header')
+  t.equal(badHeader.statusCode, 500)
+  t.equal(badHeader.json().code, 'ERR_INVALID_CHAR')
+  t.equal((await post(app, '/no-content')).statusCode, 204)
+  t.same(await committedNames(db, tenantA), [...SEEDED, 'no-content'])
 })
 
 t.test('an onSend hook after the plugin can still write in the request transaction', async (t) => {
