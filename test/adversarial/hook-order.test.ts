@@ -195,3 +195,21 @@ t.test('a write after the reply is refused and logged at warn with its route', a
   t.match(warning, { level: 40, method: 'POST', url: '/late/:id', tenantId: tenantA })
   t.same(await committedNames(db, tenantA), SEEDED)
 })
+
+t.test('work after the reply through app.withTenant, as the README shows, is committed', async (t) => {
+  let finished: Promise<unknown> = Promise.resolve()
+  const app = await buildApp(t, {
+    pool,
+    routes (app) {
+      app.post('/later', async (request, reply) => {
+        const tenantId = String(request.tenantId)
+        reply.code(202).send({ accepted: true })
+        finished = app.withTenant(tenantId, (database) => database.insert(projects).values({ tenantId, name: 'later' }))
+        await finished
+      })
+    }
+  })
+  t.equal((await post(app, '/later')).statusCode, 202)
+  await finished
+  t.same(await committedNames(db, tenantA), [...SEEDED, 'later'])
+})
