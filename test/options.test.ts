@@ -183,6 +183,8 @@ t.test('sharedRoleHardeningSql, run by a database owner who is no superuser, is 
   }
   const appPool = new pg.Pool({ connectionString: url(db.appRole, 'app-password'), connectionTimeoutMillis: 2000 })
   t.teardown(async () => {
+    // end() resolves before the sockets close; DROP ... WITH (FORCE) may still terminate one.
+    appPool.on('error', () => {})
     await appPool.end()
     await db.admin.query(`DROP DATABASE ${fresh} WITH (FORCE)`)
     await db.admin.query(`DROP ROLE ${owner}`)
