@@ -17,7 +17,7 @@ import { NoTenantContextError, UnauthenticatedError } from './errors.js'
 import { presentDatabaseError } from './error-presentation.js'
 import { resolveOptions } from './options.js'
 import { unwritableReplyError } from './reply-writability.js'
-import { checkPoolRole } from './safety-checks.js'
+import { checkPoolRole, describeRoleProblem } from './safety-checks.js'
 import { createDatabaseFactory } from './tenant-database.js'
 import type { TenantDatabase } from './tenant-database.js'
 import { resolveTenantId } from './tenant-resolution.js'
@@ -149,7 +149,9 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
 
   fastify.addHook('onReady', async function refuseUnsafeRole () {
     // Every transaction opened from now on must run as this role, the one just checked.
-    expectedRole = await checkPoolRole(options.pool)
+    expectedRole = await checkPoolRole(options.pool, function warnAboutSharedRole (warning) {
+      fastify.log.warn({ role: warning.role, fix: warning.fix }, describeRoleProblem(warning))
+    })
   })
 
   // Route-level hooks run after every hook of the instance chain, so a hook added here finishes the

@@ -219,6 +219,19 @@ t.test('what only a superuser can revoke is a warning with the fix; the harness\
   t.equal(await registerWith({ pool }), null, 'the role starts')
 })
 
+t.test('app.ready() logs each shared-role warning at warn, with its fix', async (t) => {
+  await db.admin.query('GRANT EXECUTE ON FUNCTION pg_terminate_backend(integer, bigint) TO PUBLIC')
+  t.teardown(() => db.admin.query(sharedRoleSuperuserHardeningSql()))
+  const lines: Array<{ level: number, msg: string, fix?: string }> = []
+  const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { lines.push(JSON.parse(line)) } } } })
+  await app.register(fastifyJwt, { secret: JWT_SECRET })
+  await app.register(fastifyTenantRls, { pool })
+  await app.ready()
+  await app.close()
+  t.match(lines, [{ level: 40, msg: /pg_terminate_backend/, fix: /as a superuser/ }])
+  t.equal(lines.length, 1)
+})
+
 t.test('a transaction whose connection opens as another role than the checked one is refused', async (t) => {
   const other = `${db.appRole}_other`
   await db.admin.query(`CREATE ROLE ${other} NOLOGIN; GRANT ${other} TO ${db.appRole}; GRANT SELECT ON projects TO ${other}`)
