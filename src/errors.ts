@@ -44,6 +44,13 @@ export const TransactionClosedError = createError(
   500
 )
 
+/** Route code sent a statement that would end the tenant transaction (COMMIT, ROLLBACK, …); it was not sent. */
+export const TransactionControlRefusedError = createError(
+  'FST_TENANT_RLS_TRANSACTION_CONTROL_REFUSED',
+  'Route code cannot end the tenant transaction (COMMIT, END, ROLLBACK, ABORT, PREPARE TRANSACTION); the statement was not sent. Use request.db.transaction() for savepoints',
+  500
+)
+
 /** Route code changed the tenant setting inside the transaction; nothing was committed. */
 export const TenantContextChangedError = createError(
   'FST_TENANT_RLS_TENANT_CONTEXT_CHANGED',
@@ -51,10 +58,10 @@ export const TenantContextChangedError = createError(
   500
 )
 
-/** Route code wrote a stored setting (ALTER ROLE/DATABASE ... SET) that every future connection would carry; nothing was committed. */
-export const StoredSettingsChangedError = createError(
-  'FST_TENANT_RLS_STORED_SETTINGS_CHANGED',
-  'The transaction changed a stored role or database setting (ALTER ROLE/DATABASE ... SET); nothing was committed',
+/** Route code altered the role (its password, its stored settings) or a stored database setting, which every future connection would carry; nothing was committed. */
+export const RoleAlteredError = createError(
+  'FST_TENANT_RLS_ROLE_ALTERED',
+  'The transaction altered the application role or a stored setting (ALTER ROLE, ALTER DATABASE ... SET); nothing was committed',
   500
 )
 

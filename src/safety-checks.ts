@@ -8,7 +8,11 @@
 // a superuser can take away (shared-role.ts) is a warning instead: managed PostgreSQL has none.
 import type { Pool } from 'pg'
 import { UnsafeRoleError } from './errors.js'
-import { CHANNEL_EXTENSIONS, SHARED_ROLE_CHANNELS } from './shared-role.js'
+import { CHANNEL_EXTENSIONS, OWN_TRANSACTION_STATISTICS, SHARED_ROLE_CHANNELS } from './shared-role.js'
+
+// The commit check counts this transaction's writes to the role's catalogs with these
+// (tenant-transaction.ts, SHARED_CATALOG_WRITES); without them no tenant transaction can open.
+const COMMIT_CHECK_FUNCTIONS = ['inserted', 'updated', 'deleted'].map((kind) => `pg_catalog.pg_stat_get_xact_tuples_${kind}(oid)`)
 import { storedSettingVerdicts } from './stored-settings.js'
 import type { StoredSetting } from './stored-settings.js'
 
@@ -51,6 +55,8 @@ interface RoleFacts {
   privileged: string[]
   owned: string[]
   predefined: string[]
+  /** Functions the commit check calls that the role may not execute. */
+  uncallable: string[]
   login: string
   database: string
   temporary: string[]
@@ -72,11 +78,11 @@ db_grants AS (SELECT a.privilege_type, CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE 
 objects AS (
   SELECT c.channel, p.oid::pg_catalog.regprocedure::text AS object, p.proowner AS owner, p.pronamespace AS namespace, p.oid, 'pg_catalog.pg_proc'::pg_catalog.regclass AS catalog,
          EXISTS (SELECT FROM reach WHERE pg_catalog.has_function_privilege(reach.oid, p.oid, 'EXECUTE')) AS usable
-  FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS c (channel, pattern) JOIN pg_catalog.pg_proc p ON p.proname LIKE c.pattern
+  FROM ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS c (channel, pattern) JOIN pg_catalog.pg_proc p ON p.proname LIKE c.pattern AND NOT p.proname LIKE ANY ($7::text[])
   UNION ALL
   SELECT c.channel, v.oid::pg_catalog.regclass::text, v.relowner, v.relnamespace, v.oid, 'pg_catalog.pg_class'::pg_catalog.regclass,
          EXISTS (SELECT FROM reach WHERE pg_catalog.has_table_privilege(reach.oid, v.oid, 'SELECT'))
-  FROM ROWS FROM (pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::text[])) AS c (channel, pattern) JOIN pg_catalog.pg_class v ON v.relname LIKE c.pattern AND v.relkind = 'v'
+  FROM ROWS FROM (pg_catalog.unnest($3::text[]), pg_catalog.unnest($4::text[])) AS c (channel, pattern) JOIN pg_catalog.pg_class v ON v.relname LIKE c.pattern AND NOT v.relname LIKE ANY ($8::text[]) AND v.relkind = 'v'
 )
 SELECT me.rolname AS role, me.rolsuper, me.rolbypassrls,
   ARRAY(SELECT m.rolname::text FROM pg_catalog.pg_roles m
@@ -89,6 +95,7 @@ SELECT me.rolname AS role, me.rolsuper, me.rolbypassrls,
         WHERE m.rolname = ANY ($5::text[]) AND pg_catalog.pg_has_role(me.oid, m.oid, 'MEMBER')
         ORDER BY 1) AS predefined,
   session_user::text AS login,
+  ARRAY(SELECT f FROM pg_catalog.unnest($9::text[]) AS f WHERE NOT pg_catalog.has_function_privilege(me.oid, f, 'EXECUTE') ORDER BY 1) AS uncallable,
   (SELECT datname::text FROM db) AS database,
   ARRAY(SELECT grantee FROM db_grants WHERE privilege_type = 'TEMPORARY' ORDER BY 1) AS temporary,
   ARRAY(SELECT grantee FROM db_grants WHERE privilege_type = 'CREATE' ORDER BY 1) AS create,
@@ -118,7 +125,10 @@ function channelParameters (kind: 'functions' | 'views'): [string[], string[]] {
   return [pairs.map(([channel]) => channel), pairs.map(([, pattern]) => pattern)]
 }
 
-const FACT_PARAMETERS = [...channelParameters('functions'), ...channelParameters('views'), REFUSED_PREDEFINED_ROLES, CHANNEL_EXTENSIONS]
+const FACT_PARAMETERS = [
+  ...channelParameters('functions'), ...channelParameters('views'), REFUSED_PREDEFINED_ROLES, CHANNEL_EXTENSIONS,
+  OWN_TRANSACTION_STATISTICS.functions, OWN_TRANSACTION_STATISTICS.views, COMMIT_CHECK_FUNCTIONS
+]
 
 /** The role a pool's connections run as, what makes it unsafe (refused), and what only a superuser could still close (warned). */
 export interface RoleInspection {
@@ -131,8 +141,10 @@ function quoted (identifier: string): string {
   return `"${identifier.replaceAll('"', '""')}"`
 }
 
-function bypassProblems ({ role, rolsuper, rolbypassrls, privileged, owned }: RoleFacts): RoleProblem[] {
+function bypassProblems ({ role, rolsuper, rolbypassrls, privileged, owned, uncallable }: RoleFacts): RoleProblem[] {
   const problems: RoleProblem[] = []
+  // Refused although only a superuser can fix it: without these every transaction would fail to open.
+  if (uncallable.length > 0) problems.push({ role, problem: `cannot execute ${uncallable.join(', ')}, which the commit check needs (they report only the role's own transaction)`, fix: `as a superuser: GRANT EXECUTE ON FUNCTION ${uncallable.join(', ')} TO "${role}"` })
   if (rolsuper) problems.push({ role, problem: 'is a superuser, so RLS policies do not apply to it', fix: `connect as a role created with NOSUPERUSER (ALTER ROLE "${role}" NOSUPERUSER)` })
   if (rolbypassrls) problems.push({ role, problem: 'has BYPASSRLS, so RLS policies do not apply to it', fix: `ALTER ROLE "${role}" NOBYPASSRLS` })
   if (privileged.length > 0) problems.push({ role, problem: `is a member of ${privileged.join(', ')}, which bypass RLS (SET ROLE would switch it off)`, fix: `REVOKE ${privileged.join(', ')} FROM "${role}"` })

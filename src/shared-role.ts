@@ -56,6 +56,16 @@ export const SHARED_ROLE_CHANNELS: readonly SharedRoleChannel[] = Object.freeze(
   }
 ])
 
+/**
+ * Statistics of the calling backend's own transaction, which the statistics channel's patterns
+ * match but which reveal nothing of other tenants: they stay PUBLIC's, and the plugin's commit
+ * check relies on them (tenant-transaction.ts, SHARED_CATALOG_WRITES).
+ */
+export const OWN_TRANSACTION_STATISTICS = Object.freeze({
+  functions: Object.freeze(['pg\\_stat\\_get\\_xact\\_%']),
+  views: Object.freeze(['pg\\_stat\\_xact\\_%'])
+})
+
 /** Extensions whose objects count as catalog objects for the channels (the rest of an installation's schemas are the user's). */
 export const CHANNEL_EXTENSIONS: readonly string[] = Object.freeze(['pg_stat_statements'])
 
@@ -106,6 +116,10 @@ function literal (value: string): string {
   return `'${value.replaceAll("'", "''")}'`
 }
 
+function exceptions (kind: 'functions' | 'views'): string {
+  return `ARRAY[${OWN_TRANSACTION_STATISTICS[kind].map(literal).join(', ')}]`
+}
+
 function patternRows (kind: 'functions' | 'views'): string {
   return SHARED_ROLE_CHANNELS
     .flatMap((channel) => channel[kind].map((pattern) => `(${literal(pattern)}, ${channel.regrantTo === null ? 'NULL' : literal(channel.regrantTo)})`))
@@ -129,7 +143,7 @@ DECLARE
 BEGIN
   FOR target IN
     SELECT 'FUNCTION ' || p.oid::pg_catalog.regprocedure::text AS object, 'EXECUTE' AS privilege, c.regrant
-      FROM pg_catalog.pg_proc p JOIN (VALUES ${patternRows('functions')}) AS c (pattern, regrant) ON p.proname LIKE c.pattern
+      FROM pg_catalog.pg_proc p JOIN (VALUES ${patternRows('functions')}) AS c (pattern, regrant) ON p.proname LIKE c.pattern AND NOT p.proname LIKE ANY (${exceptions('functions')})
      WHERE (p.pronamespace = 'pg_catalog'::pg_catalog.regnamespace
         OR p.oid IN (SELECT d.objid FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
                       WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND d.deptype = 'e' AND e.extname IN (${extensions})))
@@ -137,7 +151,7 @@ BEGIN
                     WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
     UNION ALL
     SELECT 'TABLE ' || v.oid::pg_catalog.regclass::text, 'SELECT', c.regrant
-      FROM pg_catalog.pg_class v JOIN (VALUES ${patternRows('views')}) AS c (pattern, regrant) ON v.relname LIKE c.pattern
+      FROM pg_catalog.pg_class v JOIN (VALUES ${patternRows('views')}) AS c (pattern, regrant) ON v.relname LIKE c.pattern AND NOT v.relname LIKE ANY (${exceptions('views')})
      WHERE v.relkind = 'v' AND (v.relnamespace = 'pg_catalog'::pg_catalog.regnamespace
         OR v.oid IN (SELECT d.objid FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
                       WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype = 'e' AND e.extname IN (${extensions})))

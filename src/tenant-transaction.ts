@@ -10,12 +10,14 @@ import {
   CommitConflictError,
   CommitFailedError,
   DatabaseUnavailableError,
-  StoredSettingsChangedError,
+  RoleAlteredError,
   TenantContextChangedError,
   TransactionClosedError,
+  TransactionControlRefusedError,
   UnexpectedRoleError
 } from './errors.js'
 import { preparedStatementCount, sendOpening, sendStatements } from './opening-query.js'
+import { endsTransaction } from './transaction-control.js'
 import type { PipelinedStatement } from './opening-query.js'
 
 /** What a finished transaction did. */
@@ -23,36 +25,60 @@ export type TransactionOutcome = 'committed' | 'rolled back'
 
 /** Where a commit's pre-check puts its marker; the error it raises is recognised by this text. */
 const CONTEXT_CHANGED_MARKER = 'fastify-tenant-rls: tenant context changed'
-const STORED_SETTINGS_MARKER = 'fastify-tenant-rls: stored settings changed'
+const ROLE_ALTERED_MARKER = 'fastify-tenant-rls: role altered'
 
 /** Default `lock_timeout` of every tenant transaction, in milliseconds. */
 export const DEFAULT_LOCK_TIMEOUT = 5000
 
-// Opens the transaction's tenant context and reads what the rest of the transaction compares with:
-// the role it opened as, and the next transaction id at that moment (anything that writes stored
-// role settings after it is noticed at the close). lock_timeout is local too: one tenant holding a
-// table lock (LOCK TABLE, a long ALTER) makes other tenants' requests fail fast, not queue forever.
-const OPENING_SQL = 'SELECT pg_catalog.set_config($1, $2, true), current_user, ' +
-  "pg_catalog.set_config('lock_timeout', $3, true), pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())"
+// How many rows of the catalogs that every connection of the role depends on this backend has
+// written and not yet reported (ALTER ROLE: its password, its stored settings; ALTER DATABASE ...
+// SET). Unreported counts can include earlier transactions of this backend, but none are reported
+// while a transaction block is open, so the difference between the opening and the pre-commit
+// check is exactly what this transaction (its savepoints included) wrote. The catalogs themselves
+// cannot tell: pg_authid is not readable by the application role. Operators are schema-qualified
+// here and below, as route code can change search_path within the transaction.
+const SHARED_CATALOG_WRITES = ['pg_authid', 'pg_db_role_setting']
+  .flatMap((catalog) => ['inserted', 'updated', 'deleted'].map((kind) => `pg_catalog.pg_stat_get_xact_tuples_${kind}('pg_catalog.${catalog}'::pg_catalog.regclass)`))
+  .join(' OPERATOR(pg_catalog.+) ')
+
+// Opens the transaction's tenant context and reads what COMMIT compares with: the role it opened
+// as, and the shared catalog writes so far. lock_timeout is local too: one tenant holding a table
+// lock (LOCK TABLE, a long ALTER) makes other tenants' requests fail fast, not queue forever.
+const OPENING_SQL = 'SELECT pg_catalog.set_config($1, $2, true), current_user, pg_catalog.set_config($3, $4, true), ' + SHARED_CATALOG_WRITES
+
+// Before the check, in the same message: PostgreSQL runs code at COMMIT, after any check placed in
+// front of it: the query of a WITH HOLD cursor is run to the end then, and deferred constraint
+// triggers fire then. Either could switch the tenant and write after the check passed. Closing
+// every cursor and firing every deferred trigger now puts all of that before the check (a
+// deferred key violation is reported here instead of at COMMIT, with the same meaning).
+const BEFORE_CHECK: readonly PipelinedStatement[] = [
+  { text: 'CLOSE ALL' },
+  { text: 'SET CONSTRAINTS ALL IMMEDIATE' }
+]
 
 // Before COMMIT, in the same message: if route code changed the tenant setting or the role, or
-// wrote a stored setting (ALTER ROLE/DATABASE ... SET, which would reach every future connection;
-// a row written by this transaction, its savepoints included, is the only kind whose age is not
-// positive), the cast fails, PostgreSQL skips the COMMIT and the transaction stays aborted.
-const PRE_COMMIT_CHECK_SQL = 'SELECT (CASE WHEN pg_catalog.current_setting($1, true) IS DISTINCT FROM $2 OR current_user <> $3 THEN $4 ' +
-  "WHEN EXISTS (SELECT FROM pg_catalog.pg_db_role_setting WHERE pg_catalog.age(xmin) <= 0) THEN $5 ELSE '0' END)::int"
+// altered the role or a stored setting (ALTER ROLE/DATABASE ..., which would reach every future
+// connection: a new password locks every tenant out), the cast fails, PostgreSQL skips the COMMIT
+// and the transaction stays aborted.
+const PRE_COMMIT_CHECK_SQL = 'SELECT (CASE ' +
+  'WHEN COALESCE(pg_catalog.current_setting($1, true) OPERATOR(pg_catalog.=) $2::text, false) ' +
+  'AND current_user OPERATOR(pg_catalog.=) $3::name THEN (CASE ' +
+  `WHEN ${SHARED_CATALOG_WRITES} OPERATOR(pg_catalog.<>) $6::bigint THEN $5 ` +
+  "ELSE '0' END) ELSE $4 END)::int"
+
+/** How many statements of the commit message come before the session read (see #commitStatements). */
+const STATEMENTS_UP_TO_COMMIT = BEFORE_CHECK.length + 2
 
 // After COMMIT or ROLLBACK: read what decides whether the client may be reused, and release
 // session advisory locks. Read before the reset below: the session-level tenant and role, SQL-level
-// prepared statements (route state: they would outlive the request) and protocol-level ones (pg's
-// own cache: fewer on the server than pg believes means a route's DEALLOCATE broke it).
+// prepared statements (route state: they would outlive the request; the read spells the
+// DEALLOCATE for them, so that behind PgBouncer they leave the server connection too) and
+// protocol-level ones (pg's own cache: fewer on the server than pg believes means a route's
+// DEALLOCATE broke it). Qualified throughout: a session-level search_path is still in force here.
 const SESSION_READ_SQL = 'SELECT pg_catalog.current_setting($1, true), current_user, ' +
-  'count(*) FILTER (WHERE from_sql), count(*) FILTER (WHERE NOT from_sql), pg_catalog.pg_advisory_unlock_all()'
-const SESSION_READ_FROM = ' FROM pg_catalog.pg_prepared_statements'
-// Only after a route ended the transaction itself (its own COMMIT): was a stored setting written
-// since the opening? The pre-commit check never ran, so this is the only place that can notice.
-const STORED_SETTINGS_SINCE_SQL = ', EXISTS (SELECT FROM pg_catalog.pg_db_role_setting ' +
-  'WHERE pg_catalog.age(xmin) <= pg_catalog.age(pg_catalog.xid($2::xid8)))'
+  "pg_catalog.string_agg('DEALLOCATE ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(name), '; ') FILTER (WHERE from_sql), " +
+  'pg_catalog.count(*) FILTER (WHERE NOT from_sql), pg_catalog.pg_advisory_unlock_all() ' +
+  'FROM pg_catalog.pg_prepared_statements'
 
 // What DISCARD ALL does, minus what cannot or must not be done here: DISCARD ALL itself refuses to
 // run in a multi-statement sequence; DEALLOCATE ALL would drop pg's (and the plugin's) protocol-level
@@ -62,9 +88,6 @@ const STORED_SETTINGS_SINCE_SQL = ', EXISTS (SELECT FROM pg_catalog.pg_db_role_s
 // SET / set_config(..., false) of any setting (search_path, client_encoding, TimeZone, a custom
 // app.* value, default transaction modes), LISTEN registrations, temporary tables, and the
 // currval/lastval cache of sequences. Session advisory locks are released by the read.
-/** How many statements of the commit message come before the session read: the check and COMMIT. */
-const STATEMENTS_UP_TO_COMMIT = 2
-
 const SESSION_RESET: readonly PipelinedStatement[] = [
   { text: 'CLOSE ALL' },
   { text: 'SET SESSION AUTHORIZATION DEFAULT' },
@@ -91,7 +114,7 @@ function isCheckFailure (error: unknown, marker: string): boolean {
 
 function commitError (error: unknown): Error {
   if (isCheckFailure(error, CONTEXT_CHANGED_MARKER)) return new TenantContextChangedError({ cause: error })
-  if (isCheckFailure(error, STORED_SETTINGS_MARKER)) return new StoredSettingsChangedError({ cause: error })
+  if (isCheckFailure(error, ROLE_ALTERED_MARKER)) return new RoleAlteredError({ cause: error })
   const state = sqlState(error)
   if (state !== undefined && CONFLICT_CLASSES.has(state.slice(0, 2))) return new CommitConflictError({ cause: error })
   return new CommitFailedError({ cause: error })
@@ -113,10 +136,10 @@ function connectionOf (client: PoolClient): EventEmitter {
 // one statement per query (42601 otherwise). Over the simple protocol a raw query could stack
 // `COMMIT; SET app.current_tenant_id = …; INSERT …` and run the tail outside the transaction,
 // where no check of the plugin's can stop it.
-function oneStatement (config: unknown): object {
+function oneStatement (config: unknown): { text: string, queryMode: 'extended' } {
   return typeof config === 'string'
     ? { text: config, queryMode: 'extended' }
-    : { ...(config as object), queryMode: 'extended' }
+    : { ...(config as { text: string }), queryMode: 'extended' }
 }
 
 /** Something that can run a query: the shape drizzle's node-postgres session calls. */
@@ -157,8 +180,8 @@ export class TenantTransaction implements Queryable {
   #broken = false
   /** The role the transaction opened as; COMMIT refuses if route code changed it. */
   #role: string | undefined
-  /** The next transaction id when the transaction opened (see STORED_SETTINGS_SINCE_SQL). */
-  #openedAtXid: string | undefined
+  /** Shared catalog writes counted at the opening (see SHARED_CATALOG_WRITES). */
+  #catalogWrites = '0'
   /** Set when the server reports no open transaction before the plugin ended it (see #onReadyForQuery). */
   #endedByRoute = false
 
@@ -192,6 +215,8 @@ export class TenantTransaction implements Queryable {
   async #run (rawConfig: unknown, values?: unknown[]): Promise<QueryResult> {
     if (this.#finishing !== undefined) throw new TransactionClosedError()
     const config = oneStatement(rawConfig)
+    // Never sent: it would commit what the transaction did so far without the pre-commit check.
+    if (endsTransaction(config.text)) throw new TransactionControlRefusedError()
     let carried: Promise<QueryResult> | undefined
     // Every query awaits the one open: if it failed (connection refused, wrong role, set_config
     // refused), so does every later query, even when route code caught the first error.
@@ -248,12 +273,12 @@ export class TenantTransaction implements Queryable {
     const lockTimeout = String(this.#hooks.lockTimeout ?? DEFAULT_LOCK_TIMEOUT)
     const opening = sendOpening(client, [
       { text: 'BEGIN' },
-      { text: OPENING_SQL, values: [this.#setting, this.tenantId, lockTimeout] }
+      { text: OPENING_SQL, values: [this.#setting, this.tenantId, 'lock_timeout', lockTimeout] }
     ], config, values)
     if (opening.result !== undefined) carry(opening.result)
     const [, row] = await opening.opened
     const role = String(row?.[1])
-    this.#openedAtXid = row?.[3] ?? undefined
+    this.#catalogWrites = row?.[3] ?? '0'
     const expected = this.#hooks.expectedRole
     // The first query already ran as `role`; throwing here discards its result, and the rollback
     // that follows undoes its effects and destroys the connection (its role differs from #role).
@@ -262,10 +287,10 @@ export class TenantTransaction implements Queryable {
     return client
   }
 
-  /** The pre-commit check, then COMMIT, then the session statements (see STATEMENTS_UP_TO_COMMIT). */
   #commitStatements (role: string): PipelinedStatement[] {
     return [
-      { text: PRE_COMMIT_CHECK_SQL, values: [this.#setting, this.tenantId, role, CONTEXT_CHANGED_MARKER, STORED_SETTINGS_MARKER] },
+      ...BEFORE_CHECK,
+      { text: PRE_COMMIT_CHECK_SQL, values: [this.#setting, this.tenantId, role, CONTEXT_CHANGED_MARKER, ROLE_ALTERED_MARKER, this.#catalogWrites] },
       { text: 'COMMIT' },
       ...this.#sessionStatements()
     ]
@@ -278,21 +303,21 @@ export class TenantTransaction implements Queryable {
   // then cleans the server connection itself, which behind PgBouncer outlives the client
   // connection the plugin destroys.
   #sessionStatements (): PipelinedStatement[] {
-    const read: PipelinedStatement = this.#endedByRoute && this.#openedAtXid !== undefined
-      ? { text: SESSION_READ_SQL + STORED_SETTINGS_SINCE_SQL + SESSION_READ_FROM, values: [this.#setting, this.#openedAtXid] }
-      : { text: SESSION_READ_SQL + SESSION_READ_FROM, values: [this.#setting] }
-    return [read, ...SESSION_RESET]
+    return [{ text: SESSION_READ_SQL, values: [this.#setting] }, ...SESSION_RESET]
   }
 
   /** What the session read found that must not reach the next user of the connection, if anything. */
-  #leftover (client: PoolClient, row: Array<string | null> | undefined): string | undefined {
+  async #leftover (client: PoolClient, row: Array<string | null> | undefined): Promise<string | undefined> {
     if (row === undefined) return 'the session could not be read'
-    const [setting, role, sqlPrepared, protocolPrepared, , storedSettings] = row
+    const [setting, role, deallocate, protocolPrepared] = row
     if (setting !== null && setting !== '') return 'a session-level tenant setting'
     if (role !== this.#role) return 'a session-level role'
-    if (sqlPrepared !== '0') return 'an SQL-level prepared statement (PREPARE)'
+    if (typeof deallocate === 'string') {
+      // Rare enough for a round trip of its own. The names are quoted by the server.
+      await client.query(deallocate).catch(() => {})
+      return 'an SQL-level prepared statement (PREPARE)'
+    }
     if (Number(protocolPrepared) < preparedStatementCount(client)) return 'a deallocated protocol-level prepared statement (DEALLOCATE)'
-    if (storedSettings === 't') return 'a stored role or database setting written after its own COMMIT (ALTER ROLE/DATABASE ... SET)'
     return undefined
   }
 
@@ -337,7 +362,7 @@ export class TenantTransaction implements Queryable {
     }
     // Committed. A failure in the session reset after COMMIT must not turn the reply into an error
     // (a client would retry work that was kept); it only means the connection cannot be trusted.
-    this.#release(client, outcome.error !== undefined ? 'the session reset after COMMIT failed' : this.#leftover(client, outcome.rows[STATEMENTS_UP_TO_COMMIT]))
+    this.#release(client, outcome.error !== undefined ? 'the session reset after COMMIT failed' : await this.#leftover(client, outcome.rows[STATEMENTS_UP_TO_COMMIT]))
     return 'committed'
   }
 
@@ -345,7 +370,7 @@ export class TenantTransaction implements Queryable {
     let leftover: string | undefined
     if (!this.#broken) {
       const outcome = await sendStatements(client, [{ text: 'ROLLBACK' }, ...this.#sessionStatements()])
-      leftover = outcome.error !== undefined ? 'the closing statements failed' : this.#leftover(client, outcome.rows[1])
+      leftover = outcome.error !== undefined ? 'the closing statements failed' : await this.#leftover(client, outcome.rows[1])
     }
     this.#release(client, leftover)
   }

@@ -219,6 +219,14 @@ t.test('what only a superuser can revoke is a warning with the fix; the harness\
   t.equal(await registerWith({ pool }), null, 'the role starts')
 })
 
+t.test('a role that cannot execute the commit check\'s own-transaction counters is refused, with the grant that fixes it', async (t) => {
+  await db.admin.query('REVOKE EXECUTE ON FUNCTION pg_stat_get_xact_tuples_updated(oid) FROM PUBLIC')
+  t.teardown(() => db.admin.query('GRANT EXECUTE ON FUNCTION pg_stat_get_xact_tuples_updated(oid) TO PUBLIC'))
+  const error = await registerWith({ pool }) as Error & { code?: string }
+  t.equal(error?.code, 'FST_TENANT_RLS_UNSAFE_ROLE')
+  t.match(error.message, /cannot execute pg_catalog\.pg_stat_get_xact_tuples_updated\(oid\).*GRANT EXECUTE ON FUNCTION pg_catalog\.pg_stat_get_xact_tuples_updated\(oid\)/)
+})
+
 t.test('app.ready() logs each shared-role warning at warn, with its fix', async (t) => {
   await db.admin.query('GRANT EXECUTE ON FUNCTION pg_terminate_backend(integer, bigint) TO PUBLIC')
   t.teardown(() => db.admin.query(sharedRoleSuperuserHardeningSql()))

@@ -49,8 +49,9 @@ t.test('a one-query request takes two round trips: open + query, then check + CO
   t.equal(seen.roundTrips, 2)
   t.same(seen.commands, [
     'BEGIN', 'SELECT 1', 'SELECT 2',
-    'SELECT 1', 'COMMIT', 'SELECT 1', 'CLOSE CURSOR ALL', 'SET', 'RESET', 'UNLISTEN', 'DISCARD TEMP', 'DISCARD SEQUENCES'
-  ], 'twelve statements, in this order')
+    'CLOSE CURSOR ALL', 'SET CONSTRAINTS', 'SELECT 1', 'COMMIT',
+    'SELECT 1', 'CLOSE CURSOR ALL', 'SET', 'RESET', 'UNLISTEN', 'DISCARD TEMP', 'DISCARD SEQUENCES'
+  ], 'fourteen statements, in this order')
 })
 
 t.test('a parameterless single-statement first query rides along too', async (t) => {

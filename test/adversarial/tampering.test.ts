@@ -86,15 +86,24 @@ for (const tamperCase of cases) {
   })
 }
 
-// After its own COMMIT a route is outside any transaction: a following SET and INSERT would run in
-// autocommit and commit a row for B. The plugin sees the server report the transaction over and
-// sends nothing more. Stacked into the COMMIT's own query, nothing runs at all: every query of
-// request.db is one statement (extended protocol), so PostgreSQL refuses the message (42601).
+// After its own COMMIT a route would be outside any transaction: a following SET and INSERT would
+// run in autocommit and commit a row for B, and whatever the transaction did before (a stored role
+// setting, say) would be committed without the pre-commit check. So a statement that ends the
+// transaction is never sent, however it is spelt (comments, case, AND CHAIN, END, ABORT, PREPARE
+// TRANSACTION); the refusal happens before anything reaches PostgreSQL.
+const REFUSED = 'FST_TENANT_RLS_TRANSACTION_CONTROL_REFUSED'
 const escapes = [
-  { name: 'COMMIT, then SET of the tenant to B and INSERT for B', statements: ['COMMIT', `SET ${SETTING} = '${b}'`], code: 'FST_TENANT_RLS_TRANSACTION_CLOSED' },
-  { name: 'COMMIT, then SET ROLE to a broader role', statements: ['COMMIT', `SET ROLE ${auditor}`], code: 'FST_TENANT_RLS_TRANSACTION_CLOSED' },
-  { name: 'COMMIT; SET ROLE to a broader role, stacked in one query', statements: [`COMMIT; SET ROLE ${auditor}`], code: 'FST_TENANT_RLS_QUERY_FAILED' },
-  { name: 'COMMIT; SET of the tenant to B; INSERT for B, stacked in one query', statements: [`COMMIT; SET ${SETTING} = '${b}'; INSERT INTO documents (tenant_id, code, slug, body) VALUES ('${b}', 'STACKED', 'stacked', 'by A')`], code: 'FST_TENANT_RLS_QUERY_FAILED' }
+  { name: 'COMMIT, then SET of the tenant to B and INSERT for B', statements: ['COMMIT', `SET ${SETTING} = '${b}'`], code: REFUSED },
+  { name: 'COMMIT, then SET ROLE to a broader role', statements: ['COMMIT', `SET ROLE ${auditor}`], code: REFUSED },
+  { name: 'COMMIT; SET ROLE to a broader role, stacked in one query', statements: [`COMMIT; SET ROLE ${auditor}`], code: REFUSED },
+  { name: 'COMMIT; SET of the tenant to B; INSERT for B, stacked in one query', statements: [`COMMIT; SET ${SETTING} = '${b}'; INSERT INTO documents (tenant_id, code, slug, body) VALUES ('${b}', 'STACKED', 'stacked', 'by A')`], code: REFUSED },
+  { name: 'a COMMIT behind nested comments and odd case', statements: ['/* a /* nested */ comment */ -- and a line comment\n\t CoMmIt WORK'], code: REFUSED },
+  { name: 'COMMIT AND CHAIN', statements: ['COMMIT AND CHAIN'], code: REFUSED },
+  { name: 'END', statements: ['END TRANSACTION'], code: REFUSED },
+  { name: 'ROLLBACK, then SET of the tenant to B', statements: ['ROLLBACK', `SET ${SETTING} = '${b}'`], code: REFUSED },
+  { name: 'ROLLBACK WORK AND CHAIN', statements: ['rollback work and chain'], code: REFUSED },
+  { name: 'ABORT', statements: ['ABORT'], code: REFUSED },
+  { name: 'PREPARE TRANSACTION', statements: ["PREPARE TRANSACTION 'escape'"], code: REFUSED }
 ]
 for (const { name, statements, code } of escapes) {
   await t.test(`${name}: nothing runs outside the transaction, nothing written for B, no state passed on`, async (t) => {
@@ -111,6 +120,25 @@ for (const { name, statements, code } of escapes) {
     await db.assertNoLeaks(t, pool)
   })
 }
+
+await t.test('ROLLBACK TO a savepoint is not transaction control: it is sent, and the request commits', async (t) => {
+  const pool = db.appPool({ max: 1 })
+  const { app } = await attackApp(t, pool, {
+    async undo (request) {
+      const database = dbOf(request)
+      await database.execute(sql.raw('SAVEPOINT before_insert'))
+      await database.insert(documents).values({ tenantId: a, code: 'UNDONE', slug: 'undone', body: 'undone' })
+      await database.execute(sql.raw('ROLLBACK /* only */ TRANSACTION TO SAVEPOINT before_insert'))
+      await database.insert(documents).values({ tenantId: a, code: 'KEPT-AFTER-UNDO', slug: 'kept-after-undo', body: 'kept' })
+      return 'done'
+    }
+  })
+  t.equal((await callAs(app, a, 'undo')).statusCode, 200)
+  const codes = (await committed(db)).documents.filter((row) => row.tenant_id === a).map((row) => row.code)
+  t.ok(codes.includes('KEPT-AFTER-UNDO') && !codes.includes('UNDONE'), 'the savepoint was rolled back and the rest committed')
+  await db.admin.query("DELETE FROM documents WHERE code = 'KEPT-AFTER-UNDO'")
+  await db.assertNoLeaks(t, pool)
+})
 
 // The commit check passes (the transaction-local values are A's again), yet the session-level
 // values underneath would come back after COMMIT. The plugin reads them after COMMIT and destroys
