@@ -59,7 +59,10 @@ export interface TransactionQueryEvent {
 export interface TransactionFinishEvent {
   tenantId: string
   outcome: TransactionOutcome
-  /** Milliseconds the connection was held; absent when none was taken, or it was taken before anyone listened. */
+  /**
+   * Milliseconds the connection was held. Absent when none was held as the finish began (pool
+   * timeout, or a rollback while still waiting for the pool), or it was taken before anyone listened.
+   */
   holdMs?: number
   /** Why a transaction rolled back (see the README's Observability section); absent on commit. */
   reason?: string

@@ -10,7 +10,7 @@ import type { FastifyInstance } from 'fastify'
 import pg from 'pg'
 import t from 'tap'
 import type { Test } from 'tap'
-import fastifyTenantRls, { DIAGNOSTICS_CHANNELS } from 'fastify-tenant-rls'
+import fastifyTenantRls, { DIAGNOSTICS_CHANNELS, withTenant } from 'fastify-tenant-rls'
 import type { TransactionFinishEvent, TransactionOpenEvent, TransactionQueryEvent } from 'fastify-tenant-rls'
 import { createTestDatabase } from './helpers/database.js'
 import { bearer, buildApp, createProjectsTable, JWT_SECRET, projects } from './helpers/fixture.js'
@@ -104,6 +104,18 @@ t.test('a rolled-back transaction says why; a failed query carries its SQLSTATE,
     { outcome: 'rolled back', reason: 'commit refused', errorCode: 'FST_TENANT_RLS_COMMIT_CONFLICT' }
   ])
   t.equal(events.finish.length, 4)
+})
+
+t.test('withTenant publishes the same events; work that throws rolls back with reason \'work threw\'', async (t) => {
+  const events = record(t)
+  t.equal(await withTenant(pool, tenantA, async (tx) => (await tx.select().from(projects)).length), 2)
+  await t.rejects(withTenant(pool, tenantA, async (tx) => {
+    await tx.select().from(projects)
+    throw new Error('job failed')
+  }), { message: 'job failed' })
+  t.equal(events.open.length, 2)
+  t.match(events.query, [{ tenantId: tenantA, command: 'SELECT', rowCount: 2 }, { command: 'SELECT' }])
+  t.match(events.finish, [{ tenantId: tenantA, outcome: 'committed' }, { tenantId: tenantA, outcome: 'rolled back', reason: 'work threw' }])
 })
 
 t.test('events carry neither query parameters nor rows', async (t) => {
