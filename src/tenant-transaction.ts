@@ -16,6 +16,7 @@ import {
   TransactionControlRefusedError,
   UnexpectedRoleError
 } from './errors.js'
+import { openTimer, publishOpen, queriesObserved, traceFinish, traceQuery } from './diagnostics.js'
 import { preparedStatementCount, sendOpening, sendStatements } from './opening-query.js'
 import { classifyRouteStatement } from './route-statement.js'
 import type { PipelinedStatement } from './opening-query.js'
@@ -190,6 +191,8 @@ export class TenantTransaction implements Queryable {
   #sentOther = false
   /** Set when the server reports no open transaction before the plugin ended it (see #onReadyForQuery). */
   #endedByRoute = false
+  /** When the connection was taken, for the finish event's hold time; 0 when nobody listened then. */
+  #heldSince = 0
 
   /** `tenantId` must already be canonical and `setting` validated (it is also written as an identifier). */
   constructor (pool: Pool, tenantId: string, setting: string, hooks: TenantTransactionOptions = {}) {
@@ -213,7 +216,7 @@ export class TenantTransaction implements Queryable {
   query (config: unknown, values?: unknown[]): Promise<QueryResult> {
     // Queries run one after another: route code may fire several at once (Promise.all), and pg
     // deprecates queueing on a busy client. A failed query does not stop the ones queued behind it.
-    const run = this.#queue.then(() => this.#run(config, values))
+    const run = this.#queue.then(() => queriesObserved() ? traceQuery(this.tenantId, config, () => this.#run(config, values)) : this.#run(config, values))
     this.#queue = run.catch(() => {})
     return run
   }
@@ -254,32 +257,38 @@ export class TenantTransaction implements Queryable {
     if (outcome !== 'committed') throw new TransactionClosedError()
   }
 
-  /** Rolls back if open and releases the connection. Safe to call any number of times, on any path. */
-  async rollback (): Promise<void> {
+  /**
+   * Rolls back if open and releases the connection. Safe to call any number of times, on any path.
+   * `reason` and `errorCode` say why, in the finish event (diagnostics.ts), when this call finishes it.
+   */
+  async rollback (reason?: string, errorCode?: string): Promise<void> {
     // After a failed commit the finish promise holds the commit's error, and that commit has
     // already rolled back; the caller of commit() got the error, so it is not thrown twice.
-    await this.#finish(false).catch(() => {})
+    await this.#finish(false, reason, errorCode).catch(() => {})
   }
 
-  #finish (commit: boolean): Promise<TransactionOutcome> {
+  #finish (commit: boolean, reason?: string, errorCode?: string): Promise<TransactionOutcome> {
     if (this.#finishing === undefined && this.#opening === undefined) {
       // Never opened, so nothing to send: finish at once (the common case of a route that never
       // touched the database), and refuse any query from now on.
       this.#finishing = Promise.resolve(commit ? 'committed' : 'rolled back')
       this.#hooks.onFinish?.(this)
     }
-    this.#finishing ??= this.#settle(commit)
+    this.#finishing ??= traceFinish(this.#settle(commit), this.tenantId, this.#heldSince, reason, errorCode)
     return this.#finishing
   }
 
   /** Takes a connection and opens the transaction, sending the first query along when it can ride. */
   async #open (config: unknown, values: unknown[] | undefined, counting: boolean, carry: (result: Promise<QueryResult>) => void): Promise<PoolClient> {
     let client: PoolClient
+    const askedAt = openTimer()
     try {
       client = await this.#pool.connect()
     } catch (error) {
+      publishOpen(this.tenantId, this.#pool, askedAt, false)
       throw unavailable(error)
     }
+    this.#heldSince = publishOpen(this.tenantId, this.#pool, askedAt, true)
     // A checked-out pg client that loses its server emits 'error'; unheard, that kills the process.
     client.on('error', this.#onClientError)
     connectionOf(client).on('readyForQuery', this.#onReadyForQuery)
