@@ -3,10 +3,11 @@ import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
 import type { FastifyTenantRlsOptions } from './options.js'
 import { fastifyTenantRls } from './plugin.js'
-import type { TenantDatabase } from './tenant-database.js'
+import type { TenantDatabase, TenantRequestDatabase } from './tenant-database.js'
 
-export type { FastifyTenantRlsOptions, TenantResolver } from './options.js'
-export type { RegisteredSchema, TenantDatabase, TenantRlsRegister } from './tenant-database.js'
+export type { FastifyTenantRlsOptions, FastifyTenantRlsSettings, TenantPoolSource, TenantResolver } from './options.js'
+export type { OwnedPoolConfig } from './owned-pool.js'
+export type { RegisteredSchema, TenantDatabase, TenantRequestDatabase, TenantRlsRegister } from './tenant-database.js'
 export type { TenantWork, WithTenantOptions } from './with-tenant.js'
 export { withTenant } from './with-tenant.js'
 export { normalizeTenantId } from './tenant-id.js'
@@ -22,14 +23,10 @@ export type { SettingWarning } from './safety-checks.js'
 export * as errors from './errors.js'
 
 declare module 'fastify' {
-  interface FastifyRequest {
+  // `request.db`, or the decorator name registered in TenantRlsRegister (see TenantRequestDatabase).
+  interface FastifyRequest extends TenantRequestDatabase {
     /** The verified tenant of this request (canonical UUID); null on routes with `config.tenant === false`. Read-only. */
     readonly tenantId: string | null
-    /**
-     * drizzle database bound to this request's tenant transaction, typed from your registered schema.
-     * Throws FST_TENANT_RLS_NO_TENANT_CONTEXT on routes with `config.tenant === false`.
-     */
-    readonly db: TenantDatabase
   }
   interface FastifyInstance {
     /** Runs `work` in a transaction scoped to `tenantId`: commit on resolve, roll back on throw. */

@@ -4,6 +4,8 @@
 import type { FastifyRequest } from 'fastify'
 import type { Pool } from 'pg'
 import { InvalidOptionError } from './errors.js'
+import { createOwnedPool } from './owned-pool.js'
+import type { OwnedPoolConfig } from './owned-pool.js'
 import { DEFAULT_LOCK_TIMEOUT } from './tenant-transaction.js'
 
 /** Returns the tenant id for a verified request, or null/undefined when it has none. */
@@ -11,10 +13,31 @@ export type TenantResolver = (
   request: FastifyRequest
 ) => string | null | undefined | Promise<string | null | undefined>
 
+/**
+ * Where the plugin's connections come from, exactly one of: your pool (you end it), or a connection
+ * string the plugin makes its own pool from (it checks it at ready and ends it on close).
+ */
+export type TenantPoolSource =
+  | {
+    /** Pool of the application role (no superuser, no BYPASSRLS). Must set `connectionTimeoutMillis`. */
+    pool: Pool
+    connectionString?: never
+    poolConfig?: never
+  }
+  | {
+    /** Connection string of the application role; the plugin creates, checks and ends the pool. */
+    connectionString: string
+    /** pg pool settings for that pool (`max`, `connectionTimeoutMillis` default 5000, ...). */
+    poolConfig?: OwnedPoolConfig
+    pool?: never
+  }
+
 /** Options of `app.register(fastifyTenantRls, options)`. */
-export interface FastifyTenantRlsOptions<TSchema extends Record<string, unknown> = Record<string, unknown>> {
-  /** Pool of the application role (no superuser, no BYPASSRLS). Must set `connectionTimeoutMillis`. */
-  pool: Pool
+export type FastifyTenantRlsOptions<TSchema extends Record<string, unknown> = Record<string, unknown>> =
+  TenantPoolSource & FastifyTenantRlsSettings<TSchema>
+
+/** Every option but the pool source. */
+export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown> = Record<string, unknown>> {
   /** drizzle schema (tables and relations): types `request.db` and enables `request.db.query.*`. */
   schema?: TSchema
   /** JWT claim that holds the tenant id; a dotted path reads a nested claim. Default `'tenant_id'`. */
@@ -29,26 +52,38 @@ export interface FastifyTenantRlsOptions<TSchema extends Record<string, unknown>
    * with SQLSTATE 55P03. 0 waits forever. Default 5000.
    */
   lockTimeout?: number
+  /**
+   * Name of the request decorator that holds the tenant database. Default `'db'`. Change it when
+   * another plugin already decorates `request.db`, and register the same name in
+   * `TenantRlsRegister` (`decorator: 'tenantDb'`) so TypeScript knows it.
+   */
+  decorator?: string
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
 export interface ResolvedOptions {
   pool: Pool
+  /** The plugin created the pool from `connectionString`, so the plugin ends it. */
+  ownsPool: boolean
   schema: Record<string, unknown> | undefined
   claimPath: readonly string[]
   resolveTenant: TenantResolver | undefined
   setting: string
   lockTimeout: number
+  decorator: string
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
 export const DEFAULT_SETTING = 'app.current_tenant_id'
+export const DEFAULT_DECORATOR = 'db'
 
 // A custom PostgreSQL setting is two or more identifiers joined by dots. Only plain lower-case
 // identifiers are accepted, so the name is safe to write into a multi-statement message as a literal.
 const SETTING_NAME = /^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$/
 const CLAIM_SEGMENT = /^[A-Za-z0-9_:$-]+$/
-const KNOWN_OPTIONS = new Set(['pool', 'schema', 'claim', 'resolveTenant', 'setting', 'lockTimeout'])
+// A plain identifier, so `request.<name>` works in route code as written.
+const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
+const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'setting', 'lockTimeout', 'decorator'])
 
 function fail (message: string): never {
   throw new InvalidOptionError(message)
@@ -84,6 +119,41 @@ export function validatePool (pool: unknown): Pool {
   return pool as Pool
 }
 
+/** Checks the name of the request decorator; whether it is free is for the plugin to see at register. */
+export function validateDecorator (decorator: unknown): string {
+  if (typeof decorator !== 'string' || !DECORATOR_NAME.test(decorator)) {
+    fail(`decorator must be a property name such as 'tenantDb' (letters, digits, _ and $), got ${JSON.stringify(decorator)}`)
+  }
+  return decorator
+}
+
+/**
+ * Checks that exactly one pool source is given, and returns whether the plugin will own the pool.
+ * Two sources would leave it unclear which pool tenants' transactions run on, and who ends it.
+ */
+export function validatePoolSource (pool: unknown, connectionString: unknown, poolConfig: unknown): boolean {
+  if (pool !== undefined && connectionString !== undefined) {
+    fail('give either pool (a pg.Pool you create and end) or connectionString (the plugin creates, checks and ends the pool), not both')
+  }
+  if (pool !== undefined) {
+    if (poolConfig !== undefined) fail('poolConfig applies only to the pool the plugin creates from connectionString; set those options on your own pool')
+    return false
+  }
+  if (connectionString === undefined) {
+    fail('pool or connectionString is required: a pg.Pool of the application role, or its connection string')
+  }
+  if (typeof connectionString !== 'string' || connectionString === '') {
+    fail('connectionString must be the non-empty connection string of the application role, e.g. postgres://app_login:secret@db:5432/app')
+  }
+  if (poolConfig !== undefined) {
+    if (poolConfig === null || typeof poolConfig !== 'object' || Array.isArray(poolConfig)) {
+      fail('poolConfig must be an object of pg pool settings such as { max: 20, connectionTimeoutMillis: 5000 }')
+    }
+    if ('connectionString' in poolConfig) fail('poolConfig must not carry a connectionString: give it as the connectionString option')
+  }
+  return true
+}
+
 /** Checks a drizzle schema object (tables and relations), when one is given. */
 export function validateSchema (schema: unknown): Record<string, unknown> | undefined {
   if (schema === undefined) return undefined
@@ -104,25 +174,28 @@ function parseClaimPath (claim: unknown): readonly string[] {
 
 /** Validates the user's options once, at register time, and fills in the defaults. */
 export function resolveOptions (options: unknown): ResolvedOptions {
-  if (options === null || typeof options !== 'object') fail('options must be an object with at least `pool`')
+  if (options === null || typeof options !== 'object') fail('options must be an object with `pool` or `connectionString`')
   const given = options as Record<string, unknown>
   // A misspelt option (say `claims`) would otherwise be ignored and a default used silently.
   const unknown = Object.keys(given).filter((key) => !KNOWN_OPTIONS.has(key))
   if (unknown.length > 0) fail(`unknown option(s) ${unknown.join(', ')}; known options are ${[...KNOWN_OPTIONS].join(', ')}`)
 
-  const { pool, schema, claim = DEFAULT_CLAIM, resolveTenant, setting = DEFAULT_SETTING, lockTimeout = DEFAULT_LOCK_TIMEOUT } = given
+  const { pool, connectionString, poolConfig, schema, claim = DEFAULT_CLAIM, resolveTenant, setting = DEFAULT_SETTING, lockTimeout = DEFAULT_LOCK_TIMEOUT, decorator = DEFAULT_DECORATOR } = given
   if (resolveTenant !== undefined && typeof resolveTenant !== 'function') {
     fail('resolveTenant must be a function (request) => tenantId | null, sync or async')
   }
   if (resolveTenant !== undefined && given.claim !== undefined) {
     fail('give either claim or resolveTenant, not both: resolveTenant replaces claim')
   }
-  return {
-    pool: validatePool(pool),
+  const ownsPool = validatePoolSource(pool, connectionString, poolConfig)
+  const resolved = {
     schema: validateSchema(schema),
     claimPath: parseClaimPath(claim),
     resolveTenant: resolveTenant as TenantResolver | undefined,
     setting: validateSetting(setting),
-    lockTimeout: validateLockTimeout(lockTimeout)
+    lockTimeout: validateLockTimeout(lockTimeout),
+    decorator: validateDecorator(decorator)
   }
+  // Created last, once every other option is known to be good (creating one connects nowhere yet).
+  return { ...resolved, ownsPool, pool: validatePool(ownsPool ? createOwnedPool(connectionString as string, poolConfig) : pool) }
 }

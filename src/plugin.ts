@@ -10,11 +10,12 @@
 //              route and other plugins: status < 400: commit (a failed commit becomes the reply);
 //              else roll back. Nothing that runs later can turn a committed request into an error.
 //   res close  safety net for every path that skips onSend (disconnect, timeout, hijack).
-//   onClose    roll back whatever is still open, so the pool can be ended.
+//   onClose    roll back whatever is still open, so the pool can be ended (by the plugin when it
+//              created it from connectionString).
 import type {} from '@fastify/jwt'
 import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, RouteOptions } from 'fastify'
 import { explainConnectionFailure } from './connection-failure.js'
-import { NoTenantContextError, UnauthenticatedError } from './errors.js'
+import { InvalidOptionError, NoTenantContextError, UnauthenticatedError } from './errors.js'
 import { presentDatabaseError } from './error-presentation.js'
 import { resolveOptions } from './options.js'
 import { unwritableReplyError } from './reply-writability.js'
@@ -71,6 +72,12 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   // The pool's role as checked by onReady, which Fastify runs before serving any request.
   let expectedRole: string | undefined
   const poolExhaustion = createPoolExhaustionLog(options.pool)
+  if (options.ownsPool) {
+    // Without a listener, an idle connection the server drops would crash the process.
+    options.pool.on('error', function warnIdleConnectionFailed (error) {
+      fastify.log.warn({ err: error }, 'fastify-tenant-rls: an idle connection of the plugin\'s pool failed; the pool replaces it on demand')
+    })
+  }
 
   fastify.decorateRequest(kTenant, null)
   fastify.decorateRequest(kReply, null)
@@ -83,7 +90,11 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       return stateOf(this)[kTenant]
     }
   })
-  fastify.decorateRequest('db', {
+  // Fastify's own collision error would not say which option avoids it.
+  if (fastify.hasRequestDecorator(options.decorator)) {
+    throw new InvalidOptionError(`request.${options.decorator} is already taken (by another plugin, Fastify itself or request.tenantId); set the decorator option to a free name, e.g. decorator: 'tenantDb'`)
+  }
+  fastify.decorateRequest(options.decorator, {
     getter (this: FastifyRequest) {
       const state = stateOf(this)
       // Built on first use: a route that never touches request.db pays for no drizzle object.
@@ -243,5 +254,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
 
   fastify.addHook('onClose', async function rollBackInFlightTransactions () {
     await Promise.all([...live].map((transaction) => transaction.rollback('app closing')))
+    // A pool the plugin created is the plugin's to end, and only now holds no connection.
+    if (options.ownsPool) await options.pool.end()
   })
 }

@@ -14,11 +14,12 @@ import { TransactionConfigUnsupportedError } from './errors.js'
 import type { Queryable } from './tenant-transaction.js'
 
 /**
- * Declaration-merging hook that types `request.db` and `app.withTenant` from your schema:
+ * Declaration-merging hook that types `request.db` and `app.withTenant` from your schema, and
+ * names the request decorator when the `decorator` option renames it:
  *
  * ```ts
  * declare module 'fastify-tenant-rls' {
- *   interface TenantRlsRegister { schema: typeof schema }
+ *   interface TenantRlsRegister { schema: typeof schema, decorator: 'tenantDb' }
  * }
  * ```
  */
@@ -28,6 +29,20 @@ export interface TenantRlsRegister {}
 export type RegisteredSchema = TenantRlsRegister extends { schema: infer TSchema extends Record<string, unknown> }
   ? TSchema
   : Record<string, never>
+
+/**
+ * The request property holding the tenant database: `request.db`, or the name registered in
+ * `TenantRlsRegister`. Under another name `request.db` is left to whichever plugin declares it.
+ */
+export type TenantRequestDatabase = TenantRlsRegister extends { decorator: infer TName extends string }
+  ? { readonly [TKey in TName]: TenantDatabase }
+  : {
+      /**
+       * drizzle database bound to this request's tenant transaction, typed from your registered schema.
+       * Throws FST_TENANT_RLS_NO_TENANT_CONTEXT on routes with `config.tenant === false`.
+       */
+      readonly db: TenantDatabase
+    }
 
 /** A drizzle database bound to one tenant transaction; `.transaction()` nests as a savepoint. */
 export type TenantDatabase<TSchema extends Record<string, unknown> = RegisteredSchema> =

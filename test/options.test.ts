@@ -32,8 +32,8 @@ t.test('bad options fail register with a message that says what to change', asyn
   const noTimeout = new pg.Pool({ connectionString: db.url() })
   t.teardown(() => noTimeout.end())
   const cases: Array<[string, unknown, RegExp]> = [
-    ['no options', undefined, /options must be an object|pool is required/],
-    ['no pool', {}, /pool is required/],
+    ['no options', undefined, /options must be an object|pool or connectionString is required/],
+    ['no pool', {}, /pool or connectionString is required/],
     ['a pool without connectionTimeoutMillis', { pool: noTimeout }, /connectionTimeoutMillis/],
     ['a misspelt option', { pool, claims: 'tenant' }, /unknown option\(s\) claims/],
     ['a claim that is not a string', { pool, claim: 42 }, /claim must be a string/],

@@ -9,7 +9,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { LightMyRequestResponse } from 'fastify'
 import type pg from 'pg'
 import type { Test } from 'tap'
-import type { FastifyTenantRlsOptions } from 'fastify-tenant-rls'
+import type { FastifyTenantRlsSettings } from 'fastify-tenant-rls'
 import type { TestDatabase } from '../helpers/database.js'
 import { bearer, buildApp } from '../helpers/fixture.js'
 
@@ -132,7 +132,7 @@ function sqlStateIn (error: unknown): string | undefined {
 }
 
 /** An app with one POST route per attack (at `/<name>`), on `pool`, closed with the test. */
-export async function attackApp (t: Test, pool: pg.Pool, attacks: Record<string, Attack>, options: Partial<FastifyTenantRlsOptions> = {}): Promise<AttackApp> {
+export async function attackApp (t: Test, pool: pg.Pool, attacks: Record<string, Attack>, options: Partial<FastifyTenantRlsSettings> = {}): Promise<AttackApp> {
   const sqlStates: string[] = []
   const app = await buildApp(t, {
     pool,

@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import type pg from 'pg'
 import type { Test } from 'tap'
 import fastifyTenantRls from 'fastify-tenant-rls'
-import type { FastifyTenantRlsOptions } from 'fastify-tenant-rls'
+import type { FastifyTenantRlsSettings } from 'fastify-tenant-rls'
 import type { TestDatabase } from './database.js'
 
 export const JWT_SECRET = 'a-test-secret-that-is-long-enough-for-hs256'
@@ -53,7 +53,7 @@ export async function committedNames (db: TestDatabase, tenantId: string): Promi
 
 export interface AppSetup {
   pool: pg.Pool
-  options?: Partial<FastifyTenantRlsOptions>
+  options?: Partial<FastifyTenantRlsSettings>
   fastify?: FastifyServerOptions
   routes?: (app: FastifyInstance) => void
 }
