@@ -5,7 +5,7 @@ import type { FastifyTenantRlsOptions } from './options.js'
 import { fastifyTenantRls } from './plugin.js'
 import type { TenantDatabase } from './tenant-database.js'
 
-export type { FastifyTenantRlsOptions, TenantResolver } from './options.js'
+export type { FastifyTenantRlsOptions, RequestVerifier, TenantResolver } from './options.js'
 export type { RegisteredSchema, TenantDatabase, TenantRlsRegister } from './tenant-database.js'
 export type { TenantWork, WithTenantOptions } from './with-tenant.js'
 export { withTenant } from './with-tenant.js'
@@ -36,11 +36,13 @@ declare module 'fastify' {
   }
 }
 
-/** The plugin: register it after @fastify/jwt. */
+/**
+ * The plugin: register it after @fastify/jwt, or give it `verify`. No static dependency on
+ * @fastify/jwt: with `verify` it is not needed, and register checks the verifier it will call.
+ */
 const plugin: FastifyPluginAsync<FastifyTenantRlsOptions> = fp(fastifyTenantRls as FastifyPluginAsync<FastifyTenantRlsOptions>, {
   fastify: '5.x',
-  name: 'fastify-tenant-rls',
-  dependencies: ['@fastify/jwt']
+  name: 'fastify-tenant-rls'
 })
 
 export default plugin

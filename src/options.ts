@@ -6,10 +6,18 @@ import type { Pool } from 'pg'
 import { InvalidOptionError } from './errors.js'
 import { DEFAULT_LOCK_TIMEOUT } from './tenant-transaction.js'
 
-/** Returns the tenant id for a verified request, or null/undefined when it has none. */
+/**
+ * Returns the tenant id for a verified request, or null/undefined when it has none. `claims` is
+ * what the verifier returned: `request.user` as @fastify/jwt set it (after `formatUser`), or what
+ * `verify` resolved to. An error with a 4xx `statusCode` keeps its status and message.
+ */
 export type TenantResolver = (
-  request: FastifyRequest
+  request: FastifyRequest,
+  claims: unknown
 ) => string | null | undefined | Promise<string | null | undefined>
+
+/** Authenticates a request the app's own way: resolves to its verified claims, null/undefined or a throw is a 401. */
+export type RequestVerifier = (request: FastifyRequest) => Promise<unknown>
 
 /** Options of `app.register(fastifyTenantRls, options)`. */
 export interface FastifyTenantRlsOptions<TSchema extends Record<string, unknown> = Record<string, unknown>> {
@@ -19,8 +27,12 @@ export interface FastifyTenantRlsOptions<TSchema extends Record<string, unknown>
   schema?: TSchema
   /** JWT claim that holds the tenant id; a dotted path reads a nested claim. Default `'tenant_id'`. */
   claim?: string
-  /** Resolves the tenant from the verified request (`request.user` is set); replaces `claim`. */
+  /** Resolves the tenant from the verified request and its claims; replaces `claim`. */
   resolveTenant?: TenantResolver
+  /** Authenticates requests without @fastify/jwt (sessions, API keys, another plugin); `claim` then reads what it resolves to. */
+  verify?: RequestVerifier
+  /** The @fastify/jwt namespace that verifies tenant requests (`request.<namespace>JwtVerify()`). */
+  jwtNamespace?: string
   /** PostgreSQL setting the RLS policies read. Default `'app.current_tenant_id'`. */
   setting?: string
   /**
@@ -37,6 +49,8 @@ export interface ResolvedOptions {
   schema: Record<string, unknown> | undefined
   claimPath: readonly string[]
   resolveTenant: TenantResolver | undefined
+  verify: RequestVerifier | undefined
+  jwtNamespace: string | undefined
   setting: string
   lockTimeout: number
 }
@@ -48,7 +62,9 @@ export const DEFAULT_SETTING = 'app.current_tenant_id'
 // identifiers are accepted, so the name is safe to write into a multi-statement message as a literal.
 const SETTING_NAME = /^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$/
 const CLAIM_SEGMENT = /^[A-Za-z0-9_:$-]+$/
-const KNOWN_OPTIONS = new Set(['pool', 'schema', 'claim', 'resolveTenant', 'setting', 'lockTimeout'])
+// What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
+const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
+const KNOWN_OPTIONS = new Set(['pool', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout'])
 
 function fail (message: string): never {
   throw new InvalidOptionError(message)
@@ -93,6 +109,20 @@ export function validateSchema (schema: unknown): Record<string, unknown> | unde
   return schema as Record<string, unknown>
 }
 
+/** Checks the choice of verifier; whether it exists on the instance is checked by authentication.ts. */
+function validateVerifier (verify: unknown, jwtNamespace: unknown): Pick<ResolvedOptions, 'verify' | 'jwtNamespace'> {
+  if (verify !== undefined && typeof verify !== 'function') {
+    fail('verify must be a function async (request) => claims, resolving to null/undefined (or throwing) when the request is not authenticated')
+  }
+  if (jwtNamespace !== undefined && (typeof jwtNamespace !== 'string' || !JWT_NAMESPACE.test(jwtNamespace))) {
+    fail(`jwtNamespace must be the namespace given to @fastify/jwt, such as 'api', got ${JSON.stringify(jwtNamespace)}`)
+  }
+  if (verify !== undefined && jwtNamespace !== undefined) {
+    fail('give either verify or jwtNamespace, not both: verify replaces @fastify/jwt')
+  }
+  return { verify: verify as RequestVerifier | undefined, jwtNamespace: jwtNamespace as string | undefined }
+}
+
 function parseClaimPath (claim: unknown): readonly string[] {
   if (typeof claim !== 'string') fail(`claim must be a string such as 'tenant_id' or 'org.id', got ${typeof claim}`)
   const path = claim.split('.')
@@ -110,7 +140,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
   const unknown = Object.keys(given).filter((key) => !KNOWN_OPTIONS.has(key))
   if (unknown.length > 0) fail(`unknown option(s) ${unknown.join(', ')}; known options are ${[...KNOWN_OPTIONS].join(', ')}`)
 
-  const { pool, schema, claim = DEFAULT_CLAIM, resolveTenant, setting = DEFAULT_SETTING, lockTimeout = DEFAULT_LOCK_TIMEOUT } = given
+  const { pool, schema, claim = DEFAULT_CLAIM, resolveTenant, verify, jwtNamespace, setting = DEFAULT_SETTING, lockTimeout = DEFAULT_LOCK_TIMEOUT } = given
   if (resolveTenant !== undefined && typeof resolveTenant !== 'function') {
     fail('resolveTenant must be a function (request) => tenantId | null, sync or async')
   }
@@ -122,6 +152,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     schema: validateSchema(schema),
     claimPath: parseClaimPath(claim),
     resolveTenant: resolveTenant as TenantResolver | undefined,
+    ...validateVerifier(verify, jwtNamespace),
     setting: validateSetting(setting),
     lockTimeout: validateLockTimeout(lockTimeout)
   }
