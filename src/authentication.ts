@@ -92,9 +92,20 @@ function jwtVerifier (fastify: FastifyInstance, namespace: string | undefined): 
     }
     fail('request.jwtVerify does not exist: register @fastify/jwt before fastify-tenant-rls, or pass verify: async (request) => claims to authenticate requests your own way')
   }
-  return function verifyJwt (request) {
-    // The method returns what @fastify/jwt stores on request.user (or its decoratorName), after formatUser.
-    return ((request as unknown as Record<string, unknown>)[method] as () => Promise<unknown>).call(request)
+  const decodeMethod = namespace === undefined ? 'jwtDecode' : `${namespace}JwtDecode`
+  const call = (request: FastifyRequest, name: string): Promise<unknown> =>
+    ((request as unknown as Record<string, unknown>)[name] as () => Promise<unknown>).call(request)
+  return async function verifyJwt (request) {
+    try {
+      // What @fastify/jwt stores on request.user (or its decoratorName), after formatUser.
+      return await call(request, method)
+    } catch (error) {
+      // @fastify/jwt gives a token that does not even decode the code of a bad signature; decoding
+      // it (on this failure path only) tells the client which of the two to fix.
+      if ((error as { code?: unknown } | null)?.code !== 'FST_JWT_AUTHORIZATION_TOKEN_INVALID') throw error
+      const decodes = await call(request, decodeMethod).then(() => true, () => false)
+      throw decodes ? error : Object.assign(new Error('the token does not decode', { cause: error }), { code: 'FAST_JWT_MALFORMED' })
+    }
   }
 }
 

@@ -197,6 +197,7 @@ t.test('each cause of a refused token has one fixed message; the verifier\'s tex
     ['not a Bearer header', { authorization: `Token ${sign({ tenant_id: tenantA })}` }, 'no credentials were sent'],
     ['Bearer with two parts', { authorization: `Bearer ${sign({ tenant_id: tenantA })} extra` }, 'the token is malformed'],
     ['garbage token', { authorization: 'Bearer not.a.token' }, 'the token is malformed'],
+    ['a payload that is not JSON', { authorization: `Bearer ${Buffer.from('{"alg":"HS256"}').toString('base64url')}.bm90LWpzb24.c2ln` }, 'the token is malformed'],
     ['signed with another key', { authorization: `Bearer ${sign({ tenant_id: tenantA }, 'another-secret-of-sufficient-length-here')}` }, 'the token signature or claims are invalid'],
     ['unsigned (alg none)', { authorization: `Bearer ${createSigner({ algorithm: 'none' })({ tenant_id: tenantA })}` }, 'the token signature or claims are invalid'],
     ['expired', { authorization: `Bearer ${sign({ tenant_id: tenantA, exp: nowSeconds - 60 })}` }, 'the token has expired'],
