@@ -6,6 +6,7 @@
 // `cause` (and in the server log), so route code and custom error handlers can still read the SQLSTATE.
 import pg from 'pg'
 import { QueryFailedError } from './errors.js'
+import { errorForSqlState } from './sql-state-errors.js'
 
 const PLUGIN_CODE_PREFIX = 'FST_TENANT_RLS_'
 const queryFailed = new QueryFailedError()
@@ -14,6 +15,8 @@ interface PresentableError extends Error {
   code?: unknown
   statusCode?: unknown
   headers?: unknown
+  retryable?: unknown
+  sqlState?: unknown
 }
 
 function isPluginError (error: unknown): error is PresentableError {
@@ -40,21 +43,27 @@ function present (error: PresentableError, as: PresentableError): void {
   error.code = as.code
   error.statusCode = as.statusCode
   if (as.headers !== undefined) error.headers = as.headers
+  if (as.retryable !== undefined) error.retryable = as.retryable
 }
 
 /**
  * Rewrites, in place, an error that carries database details so that it is safe to send.
  * A plugin error inside the chain (pool timeout, closed transaction) lends its code and status;
- * any other database failure becomes FST_TENANT_RLS_QUERY_FAILED. Other errors are left alone.
+ * a database failure gets the error of its SQLSTATE (sql-state-errors.ts), or else
+ * FST_TENANT_RLS_QUERY_FAILED. Other errors are left alone. The SQLSTATE is kept as `sqlState`:
+ * `code` now holds the plugin's code, and the log's error serializer prints own fields.
  */
 export function presentDatabaseError (error: unknown): void {
-  if (!(error instanceof Error) || isPluginError(error)) return
+  if (!(error instanceof Error)) return
   const chain = causes(error)
+  const databaseError = [error, ...chain].find((candidate): candidate is pg.DatabaseError => candidate instanceof pg.DatabaseError)
+  if (databaseError?.code !== undefined) (error as PresentableError).sqlState = databaseError.code
+  if (isPluginError(error)) return
   const pluginCause = chain.find(isPluginError)
   if (pluginCause !== undefined) {
     present(error, pluginCause)
     return
   }
-  const fromDatabase = isDrizzleQueryError(error) || error instanceof pg.DatabaseError || chain.some((cause) => cause instanceof pg.DatabaseError)
-  if (fromDatabase && (error as PresentableError).statusCode === undefined) present(error, queryFailed)
+  const fromDatabase = isDrizzleQueryError(error) || databaseError !== undefined
+  if (fromDatabase && (error as PresentableError).statusCode === undefined) present(error, errorForSqlState(databaseError) ?? queryFailed)
 }

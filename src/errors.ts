@@ -2,7 +2,11 @@
 // The README's error table lists the same codes; keep the two in step.
 import createError from '@fastify/error'
 
-/** The request carries no valid JWT (missing, malformed, badly signed, expired, not yet valid). */
+/**
+ * The request carries no valid credentials (missing, malformed, badly signed, expired, not yet
+ * valid, refused by `verify`). The message names the cause in fixed words (authentication.ts);
+ * the verifier's own text goes to the log.
+ */
 export const UnauthenticatedError = createError(
   'FST_TENANT_RLS_UNAUTHENTICATED',
   'Authentication failed: %s',
@@ -72,14 +76,35 @@ export const UnexpectedRoleError = createError(
   500
 )
 
-/** COMMIT failed on a constraint or a serialization conflict; nothing was committed. */
-export const CommitConflictError = createError(
-  'FST_TENANT_RLS_COMMIT_CONFLICT',
-  'The transaction conflicts with other data; nothing was committed',
+/** A unique, foreign-key or exclusion constraint refused a write (SQLSTATE 23505, 23503, 23P01), in a query or at COMMIT. */
+export const ConflictError = createError(
+  'FST_TENANT_RLS_CONFLICT',
+  'The request conflicts with existing data; nothing was committed',
   409
 )
 
-/** COMMIT failed for any other reason (connection lost, aborted transaction); nothing was committed. */
+/** A serialization failure or a deadlock (SQLSTATE 40001, 40P01): the same request, sent again, can succeed. */
+export const RetryableConflictError = createError(
+  'FST_TENANT_RLS_RETRYABLE_CONFLICT',
+  'The transaction collided with a concurrent one; nothing was committed, the request can be retried',
+  409
+)
+
+/** A write was refused by a row-level security policy (42501 "new row violates row-level security policy"). */
+export const RowForbiddenError = createError(
+  'FST_TENANT_RLS_ROW_FORBIDDEN',
+  'The row is outside the tenant and cannot be written; nothing was committed',
+  403
+)
+
+/** A statement ran past statement_timeout or waited past lock_timeout (SQLSTATE 57014, 55P03). */
+export const DatabaseTimeoutError = createError(
+  'FST_TENANT_RLS_DATABASE_TIMEOUT',
+  'The database did not finish in time; nothing was committed, retry later',
+  503
+)
+
+/** COMMIT failed for a reason with no error of its own (connection lost, aborted transaction); nothing was committed. */
 export const CommitFailedError = createError(
   'FST_TENANT_RLS_COMMIT_FAILED',
   'The transaction could not be committed; nothing was committed',

@@ -5,7 +5,7 @@ import type { FastifyTenantRlsOptions } from './options.js'
 import { fastifyTenantRls } from './plugin.js'
 import type { TenantDatabase, TenantRequestDatabase } from './tenant-database.js'
 
-export type { FastifyTenantRlsOptions, FastifyTenantRlsSettings, TenantPoolSource, TenantResolver } from './options.js'
+export type { FastifyTenantRlsOptions, FastifyTenantRlsSettings, RequestVerifier, TenantPoolSource, TenantResolver } from './options.js'
 export type { OwnedPoolConfig } from './owned-pool.js'
 export type { RegisteredSchema, TenantDatabase, TenantRequestDatabase, TenantRlsRegister } from './tenant-database.js'
 export type { TenantWork, WithTenantOptions } from './with-tenant.js'
@@ -38,11 +38,13 @@ declare module 'fastify' {
   }
 }
 
-/** The plugin: register it after @fastify/jwt. */
+/**
+ * The plugin: register it after @fastify/jwt, or give it `verify`. No static dependency on
+ * @fastify/jwt: with `verify` it is not needed, and register checks the verifier it will call.
+ */
 const plugin: FastifyPluginAsync<FastifyTenantRlsOptions> = fp(fastifyTenantRls as FastifyPluginAsync<FastifyTenantRlsOptions>, {
   fastify: '5.x',
-  name: 'fastify-tenant-rls',
-  dependencies: ['@fastify/jwt']
+  name: 'fastify-tenant-rls'
 })
 
 export default plugin

@@ -8,9 +8,14 @@ import { createOwnedPool } from './owned-pool.js'
 import type { OwnedPoolConfig } from './owned-pool.js'
 import { DEFAULT_LOCK_TIMEOUT } from './tenant-transaction.js'
 
-/** Returns the tenant id for a verified request, or null/undefined when it has none. */
+/**
+ * Returns the tenant id for a verified request, or null/undefined when it has none. `claims` is
+ * what the verifier returned: `request.user` as @fastify/jwt set it (after `formatUser`), or what
+ * `verify` resolved to. An error with a 4xx `statusCode` keeps its status and message.
+ */
 export type TenantResolver = (
-  request: FastifyRequest
+  request: FastifyRequest,
+  claims: unknown
 ) => string | null | undefined | Promise<string | null | undefined>
 
 /**
@@ -32,6 +37,9 @@ export type TenantPoolSource =
     pool?: never
   }
 
+/** Authenticates a request the app's own way: resolves to its verified claims, null/undefined or a throw is a 401. */
+export type RequestVerifier = (request: FastifyRequest) => Promise<unknown>
+
 /** Options of `app.register(fastifyTenantRls, options)`. */
 export type FastifyTenantRlsOptions<TSchema extends Record<string, unknown> = Record<string, unknown>> =
   TenantPoolSource & FastifyTenantRlsSettings<TSchema>
@@ -42,8 +50,12 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
   schema?: TSchema
   /** JWT claim that holds the tenant id; a dotted path reads a nested claim. Default `'tenant_id'`. */
   claim?: string
-  /** Resolves the tenant from the verified request (`request.user` is set); replaces `claim`. */
+  /** Resolves the tenant from the verified request and its claims; replaces `claim`. */
   resolveTenant?: TenantResolver
+  /** Authenticates requests without @fastify/jwt (sessions, API keys, another plugin); `claim` then reads what it resolves to. */
+  verify?: RequestVerifier
+  /** The @fastify/jwt namespace that verifies tenant requests (`request.<namespace>JwtVerify()`). */
+  jwtNamespace?: string
   /** PostgreSQL setting the RLS policies read. Default `'app.current_tenant_id'`. */
   setting?: string
   /**
@@ -68,6 +80,8 @@ export interface ResolvedOptions {
   schema: Record<string, unknown> | undefined
   claimPath: readonly string[]
   resolveTenant: TenantResolver | undefined
+  verify: RequestVerifier | undefined
+  jwtNamespace: string | undefined
   setting: string
   lockTimeout: number
   decorator: string
@@ -83,7 +97,9 @@ const SETTING_NAME = /^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$/
 const CLAIM_SEGMENT = /^[A-Za-z0-9_:$-]+$/
 // A plain identifier, so `request.<name>` works in route code as written.
 const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
-const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'setting', 'lockTimeout', 'decorator'])
+// What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
+const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
+const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'decorator'])
 
 function fail (message: string): never {
   throw new InvalidOptionError(message)
@@ -163,6 +179,20 @@ export function validateSchema (schema: unknown): Record<string, unknown> | unde
   return schema as Record<string, unknown>
 }
 
+/** Checks the choice of verifier; whether it exists on the instance is checked by authentication.ts. */
+function validateVerifier (verify: unknown, jwtNamespace: unknown): Pick<ResolvedOptions, 'verify' | 'jwtNamespace'> {
+  if (verify !== undefined && typeof verify !== 'function') {
+    fail('verify must be a function async (request) => claims, resolving to null/undefined (or throwing) when the request is not authenticated')
+  }
+  if (jwtNamespace !== undefined && (typeof jwtNamespace !== 'string' || !JWT_NAMESPACE.test(jwtNamespace))) {
+    fail(`jwtNamespace must be the namespace given to @fastify/jwt, such as 'api', got ${JSON.stringify(jwtNamespace)}`)
+  }
+  if (verify !== undefined && jwtNamespace !== undefined) {
+    fail('give either verify or jwtNamespace, not both: verify replaces @fastify/jwt')
+  }
+  return { verify: verify as RequestVerifier | undefined, jwtNamespace: jwtNamespace as string | undefined }
+}
+
 function parseClaimPath (claim: unknown): readonly string[] {
   if (typeof claim !== 'string') fail(`claim must be a string such as 'tenant_id' or 'org.id', got ${typeof claim}`)
   const path = claim.split('.')
@@ -180,7 +210,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
   const unknown = Object.keys(given).filter((key) => !KNOWN_OPTIONS.has(key))
   if (unknown.length > 0) fail(`unknown option(s) ${unknown.join(', ')}; known options are ${[...KNOWN_OPTIONS].join(', ')}`)
 
-  const { pool, connectionString, poolConfig, schema, claim = DEFAULT_CLAIM, resolveTenant, setting = DEFAULT_SETTING, lockTimeout = DEFAULT_LOCK_TIMEOUT, decorator = DEFAULT_DECORATOR } = given
+  const { pool, connectionString, poolConfig, schema, claim = DEFAULT_CLAIM, resolveTenant, verify, jwtNamespace, setting = DEFAULT_SETTING, lockTimeout = DEFAULT_LOCK_TIMEOUT, decorator = DEFAULT_DECORATOR } = given
   if (resolveTenant !== undefined && typeof resolveTenant !== 'function') {
     fail('resolveTenant must be a function (request) => tenantId | null, sync or async')
   }
@@ -192,6 +222,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     schema: validateSchema(schema),
     claimPath: parseClaimPath(claim),
     resolveTenant: resolveTenant as TenantResolver | undefined,
+    ...validateVerifier(verify, jwtNamespace),
     setting: validateSetting(setting),
     lockTimeout: validateLockTimeout(lockTimeout),
     decorator: validateDecorator(decorator)

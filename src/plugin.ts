@@ -2,7 +2,7 @@
 // tenant-transaction.ts.
 //
 // One tenant-scoped request:
-//   onRequest  verify the JWT (401), resolve the tenant (403); nothing else is allocated.
+//   onRequest  verify the JWT or run `verify` (401), resolve the tenant (403); nothing else is allocated.
 //   handler    first use of request.db creates the TenantTransaction; its first query takes a
 //              connection and opens the transaction.
 //   onError    roll back at once, and keep database details out of the reply.
@@ -12,10 +12,10 @@
 //   res close  safety net for every path that skips onSend (disconnect, timeout, hijack).
 //   onClose    roll back whatever is still open, so the pool can be ended (by the plugin when it
 //              created it from connectionString).
-import type {} from '@fastify/jwt'
 import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, RouteOptions } from 'fastify'
+import { createAuthenticator } from './authentication.js'
 import { explainConnectionFailure } from './connection-failure.js'
-import { InvalidOptionError, NoTenantContextError, UnauthenticatedError } from './errors.js'
+import { InvalidOptionError, NoTenantContextError } from './errors.js'
 import { presentDatabaseError } from './error-presentation.js'
 import { resolveOptions } from './options.js'
 import { unwritableReplyError } from './reply-writability.js'
@@ -66,6 +66,7 @@ function onSendHooksOf (routeOptions: RouteOptions): onSendHookHandler[] {
 
 export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: unknown): Promise<void> {
   const options = resolveOptions(rawOptions)
+  const authenticate = createAuthenticator(fastify, options)
   const createDatabase = createDatabaseFactory(options.schema)
   // Transactions holding a connection, so app.close() can roll them back before the pool ends.
   const live = new Set<TenantTransaction>()
@@ -191,12 +192,8 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     const config = request.routeOptions.config
     // Unmatched URLs have nothing to protect; the not-found handler runs without a tenant.
     if (config.tenant === false || request.is404) return
-    try {
-      await request.jwtVerify()
-    } catch (error) {
-      throw new UnauthenticatedError((error as Error).message, { cause: error })
-    }
-    const tenantId = await resolveTenantId(request, options)
+    const claims = await authenticate(request)
+    const tenantId = await resolveTenantId(request, claims, options)
     const state = stateOf(request)
     state[kTenant] = tenantId
     state[kReply] = reply

@@ -7,7 +7,6 @@ import type { EventEmitter } from 'node:events'
 import type pg from 'pg'
 import type { Pool, PoolClient, QueryResult } from 'pg'
 import {
-  CommitConflictError,
   CommitFailedError,
   DatabaseUnavailableError,
   RoleAlteredError,
@@ -19,6 +18,7 @@ import {
 import { openTimer, publishOpen, queriesObserved, traceFinish, traceQuery } from './diagnostics.js'
 import { preparedStatementCount, sendOpening, sendStatements } from './opening-query.js'
 import { classifyRouteStatement } from './route-statement.js'
+import { errorForSqlState } from './sql-state-errors.js'
 import type { PipelinedStatement } from './opening-query.js'
 
 /** What a finished transaction did. */
@@ -102,11 +102,6 @@ const SESSION_RESET: readonly PipelinedStatement[] = [
   { text: 'DISCARD SEQUENCES' }
 ]
 
-// SQLSTATE classes after which a retry or a different request can succeed: integrity constraint
-// violations (23xxx, e.g. a deferred unique key) and transaction rollbacks (40xxx: serialization
-// failure, deadlock). Those answer 409; anything else at COMMIT is a 500.
-const CONFLICT_CLASSES = new Set(['23', '40'])
-
 function sqlState (error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code
   return typeof code === 'string' ? code : undefined
@@ -120,9 +115,8 @@ function isCheckFailure (error: unknown, marker: string): boolean {
 function commitError (error: unknown): Error {
   if (isCheckFailure(error, CONTEXT_CHANGED_MARKER)) return new TenantContextChangedError({ cause: error })
   if (isCheckFailure(error, ROLE_ALTERED_MARKER)) return new RoleAlteredError({ cause: error })
-  const state = sqlState(error)
-  if (state !== undefined && CONFLICT_CLASSES.has(state.slice(0, 2))) return new CommitConflictError({ cause: error })
-  return new CommitFailedError({ cause: error })
+  // A deferred key or a serialization failure means at COMMIT what it means in a route.
+  return errorForSqlState(error) ?? new CommitFailedError({ cause: error })
 }
 
 function unavailable (cause: unknown): Error {

@@ -1,11 +1,19 @@
 // Behaviours 1, 2 and 9 of the core: the plugin verifies the JWT itself (401) and resolves exactly
 // one canonical tenant from it (403, never a fallback), all before any connection is taken; routes
 // can opt out; the request log carries the tenant id.
+import { generateKeyPairSync } from 'node:crypto'
 import { Writable } from 'node:stream'
+import fastifyJwt from '@fastify/jwt'
+import type { FastifyJWTOptions } from '@fastify/jwt'
 import { createSigner } from 'fast-jwt'
+import Fastify from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import t from 'tap'
+import type { Test } from 'tap'
+import fastifyTenantRls from 'fastify-tenant-rls'
+import type { FastifyTenantRlsOptions } from 'fastify-tenant-rls'
 import { createTestDatabase } from './helpers/database.js'
-import { JWT_SECRET, bearer, buildApp, createProjectsTable, projects } from './helpers/fixture.js'
+import { JWT_SECRET, bearer, buildApp, createProjectsTable, projects, schema } from './helpers/fixture.js'
 
 const db = await createTestDatabase(t)
 const { tenantA } = await createProjectsTable(db)
@@ -25,6 +33,29 @@ const app = await buildApp(t, {
     app.get('/health/db', { config: { tenant: false } }, async (request) => request.db.select().from(projects))
   }
 })
+
+/** A JSON log stream and the lines written to it. */
+function logCapture (): { stream: Writable, lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = []
+  const stream = new Writable({
+    write (chunk, _encoding, done) {
+      lines.push(JSON.parse(String(chunk)))
+      done()
+    }
+  })
+  return { stream, lines }
+}
+
+/** An app with the given @fastify/jwt registrations (none, one, namespaced), then the plugin and a /whoami route. */
+async function appWith (t: Test, jwt: FastifyJWTOptions[], options: Partial<FastifyTenantRlsOptions>, stream?: Writable): Promise<FastifyInstance> {
+  const app = Fastify(stream === undefined ? {} : { logger: { level: 'info', stream } })
+  t.teardown(() => app.close())
+  for (const jwtOptions of jwt) await app.register(fastifyJwt, jwtOptions)
+  await app.register(fastifyTenantRls, { pool, schema, ...options })
+  app.get('/whoami', async (request) => ({ tenantId: request.tenantId }))
+  await app.ready()
+  return app
+}
 
 const nowSeconds = Math.floor(Date.now() / 1000)
 const sign = (claims: Record<string, unknown>, key: string = JWT_SECRET, algorithm: 'HS256' | 'HS512' = 'HS256'): string =>
@@ -117,7 +148,12 @@ t.test('resolveTenant replaces the claim; nothing, junk or a throw is a 403', as
     undefined: () => undefined,
     junk: () => 'tenant-a',
     throws: () => { throw new Error('directory service down') },
-    rejects: async () => { throw new Error('directory service down') }
+    rejects: async () => { throw new Error('directory service down') },
+    notFound: async () => { throw Object.assign(new Error('Unknown organization'), { statusCode: 404 }) },
+    unauthorized: () => { throw Object.assign(new Error('Membership revoked'), { statusCode: 401 }) },
+    serverError: () => { throw Object.assign(new Error('directory service down'), { statusCode: 503 }) },
+    success: () => { throw Object.assign(new Error('directory service down'), { statusCode: 200 }) },
+    plainObject: () => { throw Object.assign({ message: 'directory service down' }, { statusCode: 404 }) }
   }
   const resolving = await buildApp(t, {
     pool,
@@ -140,16 +176,123 @@ t.test('resolveTenant replaces the claim; nothing, junk or a throw is a 403', as
   t.equal(thrown.json().code, 'FST_TENANT_RLS_TENANT_RESOLUTION_FAILED')
   t.notMatch(thrown.body, /directory service/, 'the resolver error stays in the log')
   t.equal((await call('rejects')).json().code, 'FST_TENANT_RLS_TENANT_RESOLUTION_FAILED')
+  // An HTTP client error is meant for the client: status and message kept, as Fastify would send them.
+  const notFound = await call('notFound')
+  t.same([notFound.statusCode, notFound.json().message], [404, 'Unknown organization'])
+  const unauthorized = await call('unauthorized')
+  t.same([unauthorized.statusCode, unauthorized.json().message], [401, 'Membership revoked'])
+  // Anything else fails closed: a 5xx, a status that is not an error, a thrown non-Error.
+  for (const mode of ['serverError', 'success', 'plainObject']) {
+    const refused = await call(mode)
+    t.same([refused.statusCode, refused.json().code], [403, 'FST_TENANT_RLS_TENANT_RESOLUTION_FAILED'], `${mode}: 403`)
+    t.notMatch(refused.body, /directory service/, `${mode}: the error stays in the log`)
+  }
+})
+
+t.test('each cause of a refused token has one fixed message; the verifier\'s text goes to the log', async (t) => {
+  const { stream, lines } = logCapture()
+  const app = await appWith(t, [{ secret: JWT_SECRET }], {}, stream)
+  const cases: Array<[string, Record<string, string>, string]> = [
+    ['no Authorization header', {}, 'no credentials were sent'],
+    ['not a Bearer header', { authorization: `Token ${sign({ tenant_id: tenantA })}` }, 'no credentials were sent'],
+    ['Bearer with two parts', { authorization: `Bearer ${sign({ tenant_id: tenantA })} extra` }, 'the token is malformed'],
+    ['garbage token', { authorization: 'Bearer not.a.token' }, 'the token is malformed'],
+    ['a payload that is not JSON', { authorization: `Bearer ${Buffer.from('{"alg":"HS256"}').toString('base64url')}.bm90LWpzb24.c2ln` }, 'the token is malformed'],
+    ['signed with another key', { authorization: `Bearer ${sign({ tenant_id: tenantA }, 'another-secret-of-sufficient-length-here')}` }, 'the token signature or claims are invalid'],
+    ['unsigned (alg none)', { authorization: `Bearer ${createSigner({ algorithm: 'none' })({ tenant_id: tenantA })}` }, 'the token signature or claims are invalid'],
+    ['expired', { authorization: `Bearer ${sign({ tenant_id: tenantA, exp: nowSeconds - 60 })}` }, 'the token has expired'],
+    ['not valid yet', { authorization: `Bearer ${sign({ tenant_id: tenantA, nbf: nowSeconds + 3600 })}` }, 'the token is not valid yet']
+  ]
+  for (const [name, headers, reason] of cases) {
+    lines.length = 0
+    const res = await app.inject({ url: '/whoami', headers })
+    t.same([res.statusCode, res.json().code, res.json().message], [401, 'FST_TENANT_RLS_UNAUTHENTICATED', `Authentication failed: ${reason}`], name)
+    const logged = lines.find((line) => line.msg === 'fastify-tenant-rls: authentication failed')
+    t.equal(logged?.level, 30, `${name}: logged at info, a client's doing`)
+    t.type((logged?.err as { message?: unknown } | undefined)?.message, 'string', `${name}: the verifier's own error is in the log`)
+  }
+})
+
+t.test('an HS256 token sent to an RS256 setup: a fixed 401, the internal error logged at warn', async (t) => {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } })
+  const { stream, lines } = logCapture()
+  const app = await appWith(t, [{ secret: { private: privateKey, public: publicKey }, sign: { algorithm: 'RS256' } }], {}, stream)
+  t.equal((await app.inject({ url: '/whoami', headers: bearer(app, { tenant_id: tenantA }) })).statusCode, 200, 'an RS256 token passes')
+  const res = await app.inject({ url: '/whoami', headers: { authorization: `Bearer ${sign({ tenant_id: tenantA })}` } })
+  t.equal(res.statusCode, 401)
+  t.match(res.json().message, /^Authentication failed: (the token signature or claims are invalid|the credentials were not accepted)$/)
+  t.notMatch(res.body, /Cannot read|undefined|length|key/i, 'no internal error text in the body')
+  const logged = lines.find((line) => line.msg === 'fastify-tenant-rls: authentication failed')
+  t.ok(logged?.err, 'the cause is in the log')
+})
+
+t.test('verify authenticates without @fastify/jwt (API keys here); nothing or a throw is a 401', async (t) => {
+  const keys = new Map([['key-of-a', { tenant_id: tenantA, sub: 'service-a' }]])
+  const { stream, lines } = logCapture()
+  const seenClaims: unknown[] = []
+  const app = await appWith(t, [], {
+    async verify (request) {
+      const key = request.headers['x-api-key']
+      if (key === undefined) return null
+      const claims = keys.get(String(key))
+      if (claims === undefined) throw new Error(`unknown API key ${String(key)} (lookup in api_keys)`)
+      return claims
+    }
+  }, stream)
+  t.same((await app.inject({ url: '/whoami', headers: { 'x-api-key': 'key-of-a' } })).json(), { tenantId: tenantA })
+  const missing = await app.inject({ url: '/whoami' })
+  t.same([missing.statusCode, missing.json().message], [401, 'Authentication failed: no credentials were sent'])
+  lines.length = 0
+  const unknown = await app.inject({ url: '/whoami', headers: { 'x-api-key': 'key-of-nobody' } })
+  t.same([unknown.statusCode, unknown.json().message], [401, 'Authentication failed: the credentials were not accepted'])
+  t.notMatch(unknown.body, /key-of-nobody|api_keys/, 'the verifier message stays in the log')
+  const logged = lines.find((line) => line.msg === 'fastify-tenant-rls: authentication failed')
+  t.equal(logged?.level, 40, 'an unexpected verifier failure is logged at warn')
+  t.match((logged?.err as { message?: unknown } | undefined)?.message, /key-of-nobody/)
+
+  const resolving = await appWith(t, [], {
+    verify: async (request) => keys.get(String(request.headers['x-api-key'])),
+    resolveTenant: (_request, claims) => { seenClaims.push(claims); return (claims as { tenant_id: string }).tenant_id }
+  })
+  t.same((await resolving.inject({ url: '/whoami', headers: { 'x-api-key': 'key-of-a' } })).json(), { tenantId: tenantA })
+  t.same(seenClaims, [{ tenant_id: tenantA, sub: 'service-a' }], 'resolveTenant gets what verify resolved to')
+})
+
+t.test('@fastify/jwt namespace, decoratorName and formatUser', async (t) => {
+  const namespaced = await appWith(t, [{ secret: JWT_SECRET, namespace: 'api' }, { secret: 'admin-secret-that-is-long-enough-for-hs256', namespace: 'admin' }], { jwtNamespace: 'api' })
+  const apiJwt = (namespaced as unknown as { jwt: Record<string, { sign: (claims: object) => string }> }).jwt
+  const tokenOf = (namespace: string): string => apiJwt[namespace]?.sign({ tenant_id: tenantA }) ?? ''
+  t.same((await namespaced.inject({ url: '/whoami', headers: { authorization: `Bearer ${tokenOf('api')}` } })).json(), { tenantId: tenantA }, "the namespace's token is verified")
+  const admin = await namespaced.inject({ url: '/whoami', headers: { authorization: `Bearer ${tokenOf('admin')}` } })
+  t.same([admin.statusCode, admin.json().message], [401, 'Authentication failed: the token signature or claims are invalid'], "another namespace's token is not")
+
+  const formatted = await appWith(t, [{ secret: JWT_SECRET, decoratorName: 'identity', formatUser: (payload) => ({ org: { id: (payload as { tenant_id: string }).tenant_id } }) }], { claim: 'org.id' })
+  t.same((await formatted.inject({ url: '/whoami', headers: { authorization: `Bearer ${sign({ tenant_id: tenantA })}` } })).json(), { tenantId: tenantA }, 'claim reads the user formatUser returned')
+})
+
+t.test('a verifier that cannot work fails register, with what to change', async (t) => {
+  const refusals: Array<[string, FastifyJWTOptions[], Partial<FastifyTenantRlsOptions>, RegExp]> = [
+    ['no @fastify/jwt and no verify', [], {}, /request\.jwtVerify does not exist: register @fastify\/jwt before fastify-tenant-rls, or pass verify/],
+    ['@fastify/jwt under a namespace, jwtNamespace not set', [{ secret: JWT_SECRET, namespace: 'api' }], {}, /namespace\(s\) api, so request\.jwtVerify does not exist: set jwtNamespace: 'api'/],
+    ['jwtNamespace that was never registered', [{ secret: JWT_SECRET, namespace: 'api' }], { jwtNamespace: 'admin' }, /jwtNamespace 'admin' has no request\.adminJwtVerify.*namespaces registered: api/],
+    ['jwtNamespace without any namespace', [{ secret: JWT_SECRET }], { jwtNamespace: 'api' }, /jwtNamespace 'api' has no request\.apiJwtVerify/],
+    ['verify and jwtNamespace both', [{ secret: JWT_SECRET, namespace: 'api' }], { jwtNamespace: 'api', verify: async () => ({}) }, /either verify or jwtNamespace/],
+    ['verify not a function', [], { verify: 'session' as never }, /verify must be a function/],
+    ['jwtNamespace not an identifier', [], { jwtNamespace: 'api key' }, /jwtNamespace must be the namespace given to @fastify\/jwt/]
+  ]
+  for (const [name, jwt, options, message] of refusals) {
+    await t.rejects(appWith(t, jwt, options), { code: 'FST_TENANT_RLS_INVALID_OPTION', message }, name)
+  }
+  const late = Fastify()
+  t.teardown(() => late.close())
+  await t.rejects(async () => {
+    await late.register(fastifyTenantRls, { pool, schema })
+    await late.register(fastifyJwt, { secret: JWT_SECRET })
+  }, { code: 'FST_TENANT_RLS_INVALID_OPTION' }, '@fastify/jwt registered after the plugin')
 })
 
 t.test('the request log carries the tenant id', async (t) => {
-  const lines: Array<Record<string, unknown>> = []
-  const stream = new Writable({
-    write (chunk, _encoding, done) {
-      lines.push(JSON.parse(String(chunk)))
-      done()
-    }
-  })
+  const { stream, lines } = logCapture()
   const logged = await buildApp(t, {
     pool,
     fastify: { logger: { level: 'info', stream } },

@@ -62,10 +62,10 @@ t.test("a tenant cannot read another tenant's row by id", async (t) => {
   t.equal((await app.inject({ url: `/projects/${bProjectId}`, headers: asB })).statusCode, 200)
 })
 
-t.test('inserting a row for another tenant fails WITH CHECK and commits nothing', async (t) => {
+t.test('inserting a row for another tenant fails WITH CHECK (403) and commits nothing', async (t) => {
   const res = await app.inject({ method: 'POST', url: '/projects', headers: asA, payload: { name: 'smuggled', tenantId: tenantB } })
-  t.equal(res.statusCode, 500)
-  t.equal(res.json().code, 'FST_TENANT_RLS_QUERY_FAILED')
+  t.equal(res.statusCode, 403)
+  t.equal(res.json().code, 'FST_TENANT_RLS_ROW_FORBIDDEN')
   t.notMatch(res.body, /row-level security|projects|smuggled/, 'no database detail reaches the client')
   t.same(await committedNames(db, tenantB), ['b-1'])
 })
@@ -86,10 +86,10 @@ t.test("updating or deleting another tenant's row touches 0 rows", async (t) => 
   t.same(await committedNames(db, tenantB), ['b-1'])
 })
 
-t.test("moving one's own row to another tenant fails WITH CHECK", async (t) => {
+t.test("moving one's own row to another tenant fails WITH CHECK (403)", async (t) => {
   const { rows: [aProject] } = await db.admin.query<{ id: string }>("SELECT id FROM projects WHERE name = 'a-1'")
   const res = await app.inject({ method: 'PATCH', url: `/projects/${String(aProject?.id)}`, headers: asA, payload: { tenantId: tenantB } })
-  t.equal(res.statusCode, 500)
+  t.equal(res.statusCode, 403)
   t.same(await committedNames(db, tenantA), ['a-1', 'a-2'])
   t.same(await committedNames(db, tenantB), ['b-1'])
 })

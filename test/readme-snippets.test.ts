@@ -17,6 +17,8 @@ const SCHEMA = `
 import { pgTable, text, uuid } from 'drizzle-orm/pg-core'
 export const projects = pgTable('projects', { tenantId: uuid('tenant_id').notNull(), id: uuid('id').primaryKey().defaultRandom(), name: text('name').notNull() })
 export const imports = pgTable('imports', { tenantId: uuid('tenant_id').notNull(), id: uuid('id').primaryKey().defaultRandom(), status: text('status').notNull() })
+export const tags = pgTable('tags', { tenantId: uuid('tenant_id').notNull(), id: uuid('id').primaryKey().defaultRandom(), name: text('name').notNull() })
+export const auditLog = pgTable('audit_log', { tenantId: uuid('tenant_id').notNull(), id: uuid('id').primaryKey().defaultRandom(), action: text('action').notNull() })
 `
 // Names the surrounding prose introduces rather than the block itself.
 const PRELUDE = `

@@ -101,7 +101,7 @@ t.test('a COMMIT that fails answers 409, persists nothing, and the pool recovers
   const headers = bearer(app, { tenant_id: tenantA })
   const res = await app.inject({ method: 'POST', url: '/duplicate', headers })
   t.equal(res.statusCode, 409, 'never a 2xx for work that was not committed')
-  t.equal(res.json().code, 'FST_TENANT_RLS_COMMIT_CONFLICT')
+  t.equal(res.json().code, 'FST_TENANT_RLS_CONFLICT')
   t.notMatch(res.body, /projects_tenant_name_key|a-1|duplicate key/, 'constraint names and values stay server-side')
   t.same(await committedNames(db, tenantA), ['a-1', 'a-2'])
   t.equal((await app.inject({ url: '/count', headers })).json(), 2, 'the next request works')

@@ -42,7 +42,7 @@ t.test('a throw rolls back and is rethrown unchanged', async (t) => {
 t.test('a failed COMMIT rejects with the mapped error', async (t) => {
   await t.rejects(withTenant(pool, tenantA, async (tx) => {
     await tx.insert(projects).values({ tenantId: tenantA, name: 'a-1' })
-  }), { code: 'FST_TENANT_RLS_COMMIT_CONFLICT' })
+  }), { code: 'FST_TENANT_RLS_CONFLICT' })
   t.same(await committedNames(db, tenantA), ['a-1', 'a-2'])
 })
 

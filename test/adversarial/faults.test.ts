@@ -89,7 +89,7 @@ t.test('COMMIT fails on the deferred (tenant_id, slug) key: 409, nothing committ
     }
   })
   // Nothing committed: not even the valid row written before the duplicate.
-  await refusedWithNothingCommitted(t, app, pool, 409, { code: 'FST_TENANT_RLS_COMMIT_CONFLICT' })
+  await refusedWithNothingCommitted(t, app, pool, 409, { code: 'FST_TENANT_RLS_CONFLICT' })
 })
 
 t.test('COMMIT fails with a serialization failure (write skew under SERIALIZABLE): 409 for the loser, only the winner committed', async (t) => {
@@ -124,7 +124,7 @@ t.test('COMMIT fails with a serialization failure (write skew under SERIALIZABLE
   const loser = await second
   t.equal(winner.statusCode, 200)
   t.equal(loser.statusCode, 409)
-  t.equal(loser.json().code, 'FST_TENANT_RLS_COMMIT_CONFLICT')
+  t.equal(loser.json().code, 'FST_TENANT_RLS_RETRYABLE_CONFLICT')
   const after = await committed(db)
   t.equal(after.documents.length, before.documents.length + 1, "only the winner's row was committed")
   await db.assertNoLeaks(t, pool)

@@ -29,6 +29,8 @@ interface IsolationCase {
   body?: (sides: Sides) => unknown
   /** The SQLSTATE PostgreSQL raised, for refused attempts. */
   sqlState?: string
+  /** The error code of a refused attempt, when it is not QUERY_FAILED (sql-state-errors.ts). */
+  code?: string
   /** Control cases that must change A's rows; everything else must commit nothing at all. */
   commits?: boolean
 }
@@ -102,14 +104,16 @@ export const isolationCases: IsolationCase[] = [
     name: "INSERT ... ON CONFLICT (id) DO UPDATE aimed at B's row is refused by the USING check (42501)",
     attack: (db, s) => db.insert(documents).values({ tenantId: s.a, id: s.bDoc, code: 'X', slug: 'x', body: 'pwned' })
       .onConflictDoUpdate({ target: documents.id, set: { body: 'pwned' } }).returning(),
-    status: 500,
+    status: 403,
+    code: 'FST_TENANT_RLS_ROW_FORBIDDEN',
     sqlState: '42501'
   },
   {
     name: "INSERT ... ON CONFLICT (tenant_id, code) DO UPDATE with B's tenant_id is refused by WITH CHECK (42501)",
     attack: (db, s) => db.insert(documents).values({ tenantId: s.b, code: 'INV-1', slug: 'first', body: 'pwned' })
       .onConflictDoUpdate({ target: [documents.tenantId, documents.code], set: { body: 'pwned' } }).returning(),
-    status: 500,
+    status: 403,
+    code: 'FST_TENANT_RLS_ROW_FORBIDDEN',
     sqlState: '42501'
   },
   {
@@ -124,7 +128,8 @@ export const isolationCases: IsolationCase[] = [
     attack: (db, s) => db.execute(sql`MERGE INTO documents d USING (SELECT ${s.bDoc}::uuid AS id) AS src ON d.id = src.id
       WHEN MATCHED THEN UPDATE SET body = 'pwned'
       WHEN NOT MATCHED THEN INSERT (tenant_id, id, code, slug, body) VALUES (${s.a}, src.id, 'M', 'm', 'merged')`),
-    status: 500,
+    status: 409,
+    code: 'FST_TENANT_RLS_CONFLICT',
     sqlState: '23505'
   },
   {
@@ -137,19 +142,22 @@ export const isolationCases: IsolationCase[] = [
   {
     name: "INSERT with B's tenant_id is refused by WITH CHECK (42501)",
     attack: (db, s) => db.insert(documents).values({ tenantId: s.b, code: 'NEW', slug: 'new', body: 'planted' }),
-    status: 500,
+    status: 403,
+    code: 'FST_TENANT_RLS_ROW_FORBIDDEN',
     sqlState: '42501'
   },
   {
     name: "UPDATE moving A's row to B's tenant_id is refused by WITH CHECK (42501)",
     attack: (db, s) => db.update(documents).set({ tenantId: s.b }).where(eq(documents.id, s.aDoc)),
-    status: 500,
+    status: 403,
+    code: 'FST_TENANT_RLS_ROW_FORBIDDEN',
     sqlState: '42501'
   },
   {
     name: "a note pointing at B's document fails the tenant-scoped foreign key (23503)",
     attack: (db, s) => db.insert(notes).values({ tenantId: s.a, documentId: s.bDoc2, text: 'pointer' }),
-    status: 500,
+    status: 409,
+    code: 'FST_TENANT_RLS_CONFLICT',
     sqlState: '23503'
   },
   {
@@ -216,7 +224,7 @@ export async function runIsolationCases (t: Test, db: TestDatabase, world: World
       const response = await callAs(app, a, `case-${index}`)
       t.equal(response.statusCode, attackCase.status, 'status')
       if (attackCase.body !== undefined) t.same(response.json(), attackCase.body(sides), 'reply')
-      if (attackCase.status >= 500) t.equal(response.json().code, 'FST_TENANT_RLS_QUERY_FAILED', 'sanitized error code')
+      if (attackCase.status >= 400) t.equal(response.json().code, attackCase.code ?? 'FST_TENANT_RLS_QUERY_FAILED', 'sanitized error code')
       t.same(sqlStates, attackCase.sqlState === undefined ? [] : [attackCase.sqlState], 'SQLSTATE')
       const after = await committed(db)
       const others = (snapshot: typeof after): unknown => ({

@@ -113,7 +113,7 @@ await t.test('a table lock held by one tenant makes the other fail after lock_ti
   const reading = await callAs(app, b, 'read')
   release()
   t.equal((await locking).statusCode, 200)
-  t.equal(reading.statusCode, 500, "B's request fails instead of queueing behind A's lock")
+  t.same([reading.statusCode, reading.json().code], [503, 'FST_TENANT_RLS_DATABASE_TIMEOUT'], "B's request fails instead of queueing behind A's lock")
   t.same(sqlStates, ['55P03'], 'with lock_not_available, the lock_timeout error')
 })
 
