@@ -5,10 +5,13 @@
 // this module to give such errors a safe code, status and message. The original error stays in
 // `cause` (and in the server log), so route code and custom error handlers can still read the SQLSTATE.
 import pg from 'pg'
-import { QueryFailedError } from './errors.js'
+import { QueryFailedError, ReadOnlyTransactionError } from './errors.js'
 
 const PLUGIN_CODE_PREFIX = 'FST_TENANT_RLS_'
 const queryFailed = new QueryFailedError()
+const readOnly = new ReadOnlyTransactionError()
+// read_only_sql_transaction: a write in a transaction opened READ ONLY (the `readOnly` options).
+const READ_ONLY_SQLSTATE = '25006'
 
 interface PresentableError extends Error {
   code?: unknown
@@ -55,6 +58,8 @@ export function presentDatabaseError (error: unknown): void {
     present(error, pluginCause)
     return
   }
-  const fromDatabase = isDrizzleQueryError(error) || error instanceof pg.DatabaseError || chain.some((cause) => cause instanceof pg.DatabaseError)
-  if (fromDatabase && (error as PresentableError).statusCode === undefined) present(error, queryFailed)
+  const databaseError = [error, ...chain].find((candidate) => candidate instanceof pg.DatabaseError)
+  const fromDatabase = isDrizzleQueryError(error) || databaseError !== undefined
+  if (!fromDatabase || (error as PresentableError).statusCode !== undefined) return
+  present(error, databaseError?.code === READ_ONLY_SQLSTATE ? readOnly : queryFailed)
 }

@@ -96,6 +96,27 @@ export const TransactionConfigUnsupportedError = createError(
   500
 )
 
+/** A write was attempted in a read-only transaction (route or plugin `readOnly`); SQLSTATE 25006. Nothing was written. */
+export const ReadOnlyTransactionError = createError(
+  'FST_TENANT_RLS_READ_ONLY_TRANSACTION',
+  'This request runs in a read-only transaction; nothing was written',
+  403
+)
+
+/** The `settings` option threw or rejected; the request gets no transaction. */
+export const TransactionSettingsFailedError = createError(
+  'FST_TENANT_RLS_SETTINGS_FAILED',
+  'The transaction settings could not be resolved',
+  403
+)
+
+/** The `settings` option returned a bad name or value; the request gets no transaction. */
+export const InvalidTransactionSettingsError = createError(
+  'FST_TENANT_RLS_INVALID_SETTINGS',
+  'Invalid transaction settings: %s',
+  500
+)
+
 /** A database query failed. The SQL, parameters and constraint names stay in the server log. */
 export const QueryFailedError = createError(
   'FST_TENANT_RLS_QUERY_FAILED',

@@ -4,10 +4,14 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { FastifyTenantRlsOptions } from './options.js'
 import { fastifyTenantRls } from './plugin.js'
 import type { TenantDatabase } from './tenant-database.js'
+import type { TenantRouteOptions } from './transaction-mode.js'
+import type { WithTenantCallOptions } from './with-tenant.js'
 
 export type { FastifyTenantRlsOptions, TenantResolver } from './options.js'
 export type { RegisteredSchema, TenantDatabase, TenantRlsRegister } from './tenant-database.js'
-export type { TenantWork, WithTenantOptions } from './with-tenant.js'
+export type { TenantWork, WithTenantCallOptions, WithTenantOptions } from './with-tenant.js'
+export type { IsolationLevel, ReadOnlyDefault, TenantRouteOptions } from './transaction-mode.js'
+export type { SettingsResolver, TransactionSettings } from './transaction-settings.js'
 export { withTenant } from './with-tenant.js'
 export { normalizeTenantId } from './tenant-id.js'
 // The startup check's facts without the throw: problems it refuses, warnings only a superuser can fix.
@@ -28,11 +32,14 @@ declare module 'fastify' {
   }
   interface FastifyInstance {
     /** Runs `work` in a transaction scoped to `tenantId`: commit on resolve, roll back on throw. */
-    withTenant<TResult>(tenantId: string, work: (db: TenantDatabase) => Promise<TResult>): Promise<TResult>
+    withTenant<TResult>(tenantId: string, work: (db: TenantDatabase) => Promise<TResult>, options?: WithTenantCallOptions): Promise<TResult>
   }
   interface FastifyContextConfig {
-    /** `false` opts a route out: no token check, no tenant, no transaction (health checks, login). */
-    tenant?: boolean
+    /**
+     * `false` opts a route out: no token check, no tenant, no transaction (health checks, login).
+     * An object sets the route's transaction options over the plugin's: `{ readOnly: true }`.
+     */
+    tenant?: boolean | TenantRouteOptions
   }
 }
 

@@ -5,6 +5,9 @@ import type { FastifyRequest } from 'fastify'
 import type { Pool } from 'pg'
 import { InvalidOptionError } from './errors.js'
 import { DEFAULT_LOCK_TIMEOUT } from './tenant-transaction.js'
+import { resolvePluginMode, validateTimeout } from './transaction-mode.js'
+import type { IsolationLevel, ReadOnlyDefault, RouteMode } from './transaction-mode.js'
+import type { SettingsResolver } from './transaction-settings.js'
 
 /** Returns the tenant id for a verified request, or null/undefined when it has none. */
 export type TenantResolver = (
@@ -29,6 +32,16 @@ export interface FastifyTenantRlsOptions<TSchema extends Record<string, unknown>
    * with SQLSTATE 55P03. 0 waits forever. Default 5000.
    */
   lockTimeout?: number
+  /** Extra transaction-local settings of a request, e.g. `(request) => ({ 'app.user_id': request.user.sub })`. */
+  settings?: SettingsResolver
+  /** Open tenant transactions READ ONLY: always, never, or for GET/HEAD/OPTIONS/TRACE (`'safe-methods'`). Default false. */
+  readOnly?: ReadOnlyDefault
+  /** Isolation level of every tenant transaction. Default: the server's (read committed). */
+  isolationLevel?: IsolationLevel
+  /** `statement_timeout` of every tenant transaction in milliseconds (0: none). Default: the server's. */
+  statementTimeout?: number
+  /** `idle_in_transaction_session_timeout` of every tenant transaction in milliseconds (0: none). Default: the server's. */
+  idleInTransactionSessionTimeout?: number
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
@@ -39,6 +52,9 @@ export interface ResolvedOptions {
   resolveTenant: TenantResolver | undefined
   setting: string
   lockTimeout: number
+  settings: SettingsResolver | undefined
+  /** Transaction modes of routes that do not override them (and the defaults of app.withTenant). */
+  routeMode: RouteMode
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
@@ -46,9 +62,10 @@ export const DEFAULT_SETTING = 'app.current_tenant_id'
 
 // A custom PostgreSQL setting is two or more identifiers joined by dots. Only plain lower-case
 // identifiers are accepted, so the name is safe to write into a multi-statement message as a literal.
-const SETTING_NAME = /^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$/
+export const SETTING_NAME = /^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$/
 const CLAIM_SEGMENT = /^[A-Za-z0-9_:$-]+$/
-const KNOWN_OPTIONS = new Set(['pool', 'schema', 'claim', 'resolveTenant', 'setting', 'lockTimeout'])
+const KNOWN_OPTIONS = new Set(['pool', 'schema', 'claim', 'resolveTenant', 'setting', 'lockTimeout',
+  'settings', 'readOnly', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout'])
 
 function fail (message: string): never {
   throw new InvalidOptionError(message)
@@ -62,13 +79,9 @@ export function validateSetting (setting: unknown): string {
   return setting
 }
 
-/** Checks a lock timeout in milliseconds; shared with `withTenant`, which takes the same option. */
+/** Checks the plugin-wide lock timeout in milliseconds. */
 export function validateLockTimeout (lockTimeout: unknown): number {
-  // PostgreSQL's own limit for a timeout setting is INT_MAX milliseconds.
-  if (typeof lockTimeout !== 'number' || !Number.isInteger(lockTimeout) || lockTimeout < 0 || lockTimeout > 2147483647) {
-    fail(`lockTimeout must be a whole number of milliseconds (0 waits forever), got ${JSON.stringify(lockTimeout)}`)
-  }
-  return lockTimeout
+  return validateTimeout('lockTimeout', lockTimeout, '0 waits forever')
 }
 
 /** Checks that `pool` is a pg.Pool that cannot make a request wait forever. */
@@ -117,12 +130,18 @@ export function resolveOptions (options: unknown): ResolvedOptions {
   if (resolveTenant !== undefined && given.claim !== undefined) {
     fail('give either claim or resolveTenant, not both: resolveTenant replaces claim')
   }
+  if (given.settings !== undefined && typeof given.settings !== 'function') {
+    fail("settings must be a function (request) => ({ 'app.user_id': … }), sync or async")
+  }
+  const checkedLockTimeout = validateLockTimeout(lockTimeout)
   return {
     pool: validatePool(pool),
     schema: validateSchema(schema),
     claimPath: parseClaimPath(claim),
     resolveTenant: resolveTenant as TenantResolver | undefined,
     setting: validateSetting(setting),
-    lockTimeout: validateLockTimeout(lockTimeout)
+    lockTimeout: checkedLockTimeout,
+    settings: given.settings as SettingsResolver | undefined,
+    routeMode: resolvePluginMode(given, checkedLockTimeout)
   }
 }
