@@ -16,10 +16,10 @@ export const TenantMissingError = createError(
   403
 )
 
-/** The token names a tenant, but not as a canonical UUID. */
+/** The token names a tenant, but not in the canonical form of the tenant id type (a UUID by default). */
 export const TenantInvalidError = createError(
   'FST_TENANT_RLS_TENANT_INVALID',
-  'The tenant id is not a canonical UUID',
+  'The tenant id is not in its canonical form',
   403
 )
 

@@ -14,6 +14,7 @@ export type { IsolationLevel, ReadOnlyDefault, TenantRouteOptions } from './tran
 export type { SettingsResolver, TransactionSettings } from './transaction-settings.js'
 export { withTenant } from './with-tenant.js'
 export { normalizeTenantId } from './tenant-id.js'
+export type { TenantIdType } from './tenant-id.js'
 // The startup check's facts without the throw: problems it refuses, warnings only a superuser can fix.
 export { inspectPoolRole } from './safety-checks.js'
 export type { RoleInspection, RoleProblem } from './safety-checks.js'
@@ -22,7 +23,7 @@ export * as errors from './errors.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** The verified tenant of this request (canonical UUID); null on routes with `config.tenant === false`. Read-only. */
+    /** The verified tenant of this request, in canonical form (a lower-case UUID by default); null on routes with `config.tenant === false`. Read-only. */
     readonly tenantId: string | null
     /**
      * drizzle database bound to this request's tenant transaction, typed from your registered schema.

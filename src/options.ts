@@ -4,6 +4,8 @@
 import type { FastifyRequest } from 'fastify'
 import type { Pool } from 'pg'
 import { InvalidOptionError } from './errors.js'
+import { validateTenantIdType } from './tenant-id.js'
+import type { TenantIdType } from './tenant-id.js'
 import { DEFAULT_LOCK_TIMEOUT } from './tenant-transaction.js'
 import { resolvePluginMode, validateTimeout } from './transaction-mode.js'
 import type { IsolationLevel, ReadOnlyDefault, RouteMode } from './transaction-mode.js'
@@ -32,6 +34,8 @@ export interface FastifyTenantRlsOptions<TSchema extends Record<string, unknown>
    * with SQLSTATE 55P03. 0 waits forever. Default 5000.
    */
   lockTimeout?: number
+  /** Type of the tenants table's key, and so of every tenant id: `'uuid'`, `'bigint'` or `'slug'`. Default `'uuid'`. */
+  tenantIdType?: TenantIdType
   /** Extra transaction-local settings of a request, e.g. `(request) => ({ 'app.user_id': request.user.sub })`. */
   settings?: SettingsResolver
   /** Open tenant transactions READ ONLY: always, never, or for GET/HEAD/OPTIONS/TRACE (`'safe-methods'`). Default false. */
@@ -53,6 +57,7 @@ export interface ResolvedOptions {
   setting: string
   lockTimeout: number
   settings: SettingsResolver | undefined
+  tenantIdType: TenantIdType
   /** Transaction modes of routes that do not override them (and the defaults of app.withTenant). */
   routeMode: RouteMode
 }
@@ -65,7 +70,7 @@ export const DEFAULT_SETTING = 'app.current_tenant_id'
 export const SETTING_NAME = /^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$/
 const CLAIM_SEGMENT = /^[A-Za-z0-9_:$-]+$/
 const KNOWN_OPTIONS = new Set(['pool', 'schema', 'claim', 'resolveTenant', 'setting', 'lockTimeout',
-  'settings', 'readOnly', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout'])
+  'tenantIdType', 'settings', 'readOnly', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout'])
 
 function fail (message: string): never {
   throw new InvalidOptionError(message)
@@ -142,6 +147,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     setting: validateSetting(setting),
     lockTimeout: checkedLockTimeout,
     settings: given.settings as SettingsResolver | undefined,
+    tenantIdType: validateTenantIdType(given.tenantIdType),
     routeMode: resolvePluginMode(given, checkedLockTimeout)
   }
 }

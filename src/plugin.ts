@@ -2,7 +2,7 @@
 // tenant-transaction.ts.
 //
 // One tenant-scoped request:
-//   onRequest  verify the JWT (401), resolve the tenant (403); nothing else is allocated.
+//   onRequest  verify the JWT (401), resolve the tenant (403) and its extra settings; nothing else is allocated.
 //   handler    first use of request.db creates the TenantTransaction; its first query takes a
 //              connection and opens the transaction.
 //   onError    roll back at once, and keep database details out of the reply.
@@ -24,7 +24,7 @@ import { resolveTenantId } from './tenant-resolution.js'
 import { TenantTransaction } from './tenant-transaction.js'
 import type { Queryable } from './tenant-transaction.js'
 import { resolveRouteMode, transactionModeFor } from './transaction-mode.js'
-import type { RouteMode } from './transaction-mode.js'
+import type { RouteMode, TransactionMode } from './transaction-mode.js'
 import { resolveSettings } from './transaction-settings.js'
 import type { SettingPairs } from './transaction-settings.js'
 import { runWithTenant, withTenantCallOptions } from './with-tenant.js'
@@ -148,15 +148,17 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   }
 
   // Routes onRoute never saw (registered before the plugin) are resolved here, on each transaction.
-  function transactionModeOf (request: FastifyRequest) {
+  function transactionModeOf (request: FastifyRequest): TransactionMode {
     const config = request.routeOptions.config
     const mode = (config as RouteMark)[kRouteMode] ?? resolveRouteMode(config.tenant, options.routeMode, `${request.method} ${request.routeOptions.url}`)
     return transactionModeFor(mode, request.method)
   }
 
-  fastify.decorate('withTenant', function withTenant<TResult> (tenantId: string, work: (db: TenantDatabase) => Promise<TResult>, callOptions?: WithTenantCallOptions) {
+  // async: a bad per-call option rejects, like every other failure of withTenant, rather than throwing.
+  fastify.decorate('withTenant', async function withTenant<TResult> (tenantId: string, work: (db: TenantDatabase) => Promise<TResult>, callOptions?: WithTenantCallOptions) {
     return runWithTenant(options.pool, options.setting, createDatabase, tenantId, work, () => expectedRole, {
       ...withTenantCallOptions(callOptions, options.routeMode, options.setting),
+      tenantIdType: options.tenantIdType,
       onDiscard (reason) {
         fastify.log.warn({ tenantId, reason }, 'fastify-tenant-rls: connection discarded, withTenant work left session state on it')
       },

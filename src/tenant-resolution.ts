@@ -1,4 +1,4 @@
-// Turns a verified request into exactly one canonical tenant id, or a 403. There is no fallback
+// Turns a verified request into exactly one canonical tenant id (of the configured type), or a 403. There is no fallback
 // tenant: anything that does not yield a valid id fails the request.
 import type {} from '@fastify/jwt'
 import type { FastifyRequest } from 'fastify'
@@ -30,7 +30,7 @@ async function candidateTenant (request: FastifyRequest, options: ResolvedOption
 export async function resolveTenantId (request: FastifyRequest, options: ResolvedOptions): Promise<string> {
   const candidate = await candidateTenant(request, options)
   if (candidate === undefined || candidate === null || candidate === '') throw new TenantMissingError()
-  const tenantId = normalizeTenantId(candidate)
+  const tenantId = normalizeTenantId(candidate, options.tenantIdType)
   if (tenantId === null) throw new TenantInvalidError()
   return tenantId
 }

@@ -7,7 +7,8 @@ import { DEFAULT_SETTING, validatePool, validateSchema, validateSetting } from '
 import { createDatabaseFactory } from './tenant-database.js'
 import type { DatabaseFactory, RegisteredSchema, TenantDatabase } from './tenant-database.js'
 import { checkPoolRole } from './safety-checks.js'
-import { normalizeTenantId } from './tenant-id.js'
+import { normalizeTenantId, validateTenantIdType } from './tenant-id.js'
+import type { TenantIdType } from './tenant-id.js'
 import { DEFAULT_LOCK_TIMEOUT, TenantTransaction } from './tenant-transaction.js'
 import type { TenantTransactionOptions } from './tenant-transaction.js'
 import { overrideMode } from './transaction-mode.js'
@@ -27,12 +28,16 @@ export interface WithTenantOptions<TSchema extends Record<string, unknown>> exte
   schema?: TSchema
   /** Setting the RLS policies read. Default `'app.current_tenant_id'`. */
   setting?: string
+  /** Type of the tenant ids, as the plugin's option: `'uuid'` (default), `'bigint'` or `'slug'`. */
+  tenantIdType?: TenantIdType
   /** Called when the connection is destroyed because `work` left session state on it (e.g. to log it). */
   onDiscard?: (reason: string) => void
 }
 
 /** How `runWithTenant` runs its transaction, beyond the tenant and the work. */
 export interface RunOptions extends Omit<TenantTransactionOptions, 'expectedRole' | 'onOpen' | 'onFinish'> {
+  /** How `tenantId` is checked. Default `'uuid'`. */
+  tenantIdType?: TenantIdType
   /** Registers the transaction with its owner (app.close() rolls it back); returns the undo. */
   track?: (transaction: TenantTransaction) => () => void
 }
@@ -48,9 +53,9 @@ export async function runWithTenant<TSchema extends Record<string, unknown>, TRe
   tenantId: unknown,
   work: TenantWork<TSchema, TResult>,
   roleOf: () => string | undefined | Promise<string>,
-  { track, ...transactionOptions }: RunOptions
+  { track, tenantIdType, ...transactionOptions }: RunOptions
 ): Promise<TResult> {
-  const canonical = normalizeTenantId(tenantId)
+  const canonical = normalizeTenantId(tenantId, tenantIdType)
   if (canonical === null) throw new TenantInvalidError()
   // Asked only once the tenant is known to be valid: a bad tenant id never touches the pool.
   const expectedRole = await roleOf()
@@ -80,12 +85,14 @@ export async function withTenant<TSchema extends Record<string, unknown> = Regis
   work: TenantWork<TSchema, TResult>,
   options: WithTenantOptions<TSchema> = {}
 ): Promise<TResult> {
-  const { schema, setting: givenSetting, onDiscard, ...callOptions } = options
+  const { schema, setting: givenSetting, onDiscard, tenantIdType, ...callOptions } = options
   const setting = validateSetting(givenSetting ?? DEFAULT_SETTING)
+  const idType = validateTenantIdType(tenantIdType)
   const checked = validatePool(pool)
   if (onDiscard !== undefined && typeof onDiscard !== 'function') throw new InvalidOptionError('onDiscard must be a function (reason) => void')
   return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(schema)), tenantId, work, () => checkedRoleOf(checked), {
     ...withTenantCallOptions(callOptions, STANDALONE_DEFAULTS, setting),
+    tenantIdType: idType,
     onDiscard
   })
 }

@@ -172,6 +172,7 @@ t.test('extra settings, read-only, isolation level and timeouts ride in the same
       })
     }
   })
+  wire.reset() // app.ready() checked the role on this pool
   const res = await contextApp.inject({ url: '/names', headers: bearer(contextApp, { tenant_id: tenantA }) })
   t.same(res.json(), [{ name: 'a-1', user: userId }, { name: 'a-2', user: userId }])
   const seen = wire.read()
