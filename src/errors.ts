@@ -20,10 +20,10 @@ export const TenantMissingError = createError(
   403
 )
 
-/** The token names a tenant, but not as a canonical UUID. */
+/** The token names a tenant, but not in the canonical form of the tenant id type (a UUID by default). */
 export const TenantInvalidError = createError(
   'FST_TENANT_RLS_TENANT_INVALID',
-  'The tenant id is not a canonical UUID',
+  'The tenant id is not in its canonical form',
   403
 )
 
@@ -118,6 +118,27 @@ export const CommitFailedError = createError(
 export const TransactionConfigUnsupportedError = createError(
   'FST_TENANT_RLS_TRANSACTION_CONFIG_UNSUPPORTED',
   'A nested transaction is a savepoint of the tenant transaction and cannot apply %s; nothing was run',
+  500
+)
+
+/** A write was attempted in a read-only transaction (route or plugin `readOnly`); SQLSTATE 25006. Nothing was written. */
+export const ReadOnlyTransactionError = createError(
+  'FST_TENANT_RLS_READ_ONLY_TRANSACTION',
+  'This request runs in a read-only transaction; nothing was written',
+  403
+)
+
+/** The `settings` option threw or rejected; the request gets no transaction. */
+export const TransactionSettingsFailedError = createError(
+  'FST_TENANT_RLS_SETTINGS_FAILED',
+  'The transaction settings could not be resolved',
+  403
+)
+
+/** The `settings` option returned a bad name or value; the request gets no transaction. */
+export const InvalidTransactionSettingsError = createError(
+  'FST_TENANT_RLS_INVALID_SETTINGS',
+  'Invalid transaction settings: %s',
   500
 )
 

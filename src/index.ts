@@ -4,13 +4,18 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { FastifyTenantRlsOptions } from './options.js'
 import { fastifyTenantRls } from './plugin.js'
 import type { TenantDatabase, TenantRequestDatabase } from './tenant-database.js'
+import type { TenantRouteOptions } from './transaction-mode.js'
+import type { WithTenantCallOptions } from './with-tenant.js'
 
 export type { FastifyTenantRlsOptions, FastifyTenantRlsSettings, RequestVerifier, TenantPoolSource, TenantResolver } from './options.js'
 export type { OwnedPoolConfig } from './owned-pool.js'
 export type { RegisteredSchema, TenantDatabase, TenantRequestDatabase, TenantRlsRegister } from './tenant-database.js'
-export type { TenantWork, WithTenantOptions } from './with-tenant.js'
+export type { TenantWork, WithTenantCallOptions, WithTenantOptions } from './with-tenant.js'
+export type { IsolationLevel, ReadOnlyDefault, TenantRouteOptions } from './transaction-mode.js'
+export type { SettingsResolver, TransactionSettings } from './transaction-settings.js'
 export { withTenant } from './with-tenant.js'
 export { normalizeTenantId } from './tenant-id.js'
+export type { TenantIdType } from './tenant-id.js'
 // The startup check's facts without the throw: problems it refuses, warnings only a superuser can fix.
 export { inspectPoolRole } from './safety-checks.js'
 export type { RoleInspection, RoleProblem } from './safety-checks.js'
@@ -25,16 +30,19 @@ export * as errors from './errors.js'
 declare module 'fastify' {
   // `request.db`, or the decorator name registered in TenantRlsRegister (see TenantRequestDatabase).
   interface FastifyRequest extends TenantRequestDatabase {
-    /** The verified tenant of this request (canonical UUID); null on routes with `config.tenant === false`. Read-only. */
+    /** The verified tenant of this request, in canonical form (a lower-case UUID by default); null on routes with `config.tenant === false`. Read-only. */
     readonly tenantId: string | null
   }
   interface FastifyInstance {
     /** Runs `work` in a transaction scoped to `tenantId`: commit on resolve, roll back on throw. */
-    withTenant<TResult>(tenantId: string, work: (db: TenantDatabase) => Promise<TResult>): Promise<TResult>
+    withTenant<TResult>(tenantId: string, work: (db: TenantDatabase) => Promise<TResult>, options?: WithTenantCallOptions): Promise<TResult>
   }
   interface FastifyContextConfig {
-    /** `false` opts a route out: no token check, no tenant, no transaction (health checks, login). */
-    tenant?: boolean
+    /**
+     * `false` opts a route out: no token check, no tenant, no transaction (health checks, login).
+     * An object sets the route's transaction options over the plugin's: `{ readOnly: true }`.
+     */
+    tenant?: boolean | TenantRouteOptions
   }
 }
 

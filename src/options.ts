@@ -6,7 +6,12 @@ import type { Pool } from 'pg'
 import { InvalidOptionError } from './errors.js'
 import { createOwnedPool } from './owned-pool.js'
 import type { OwnedPoolConfig } from './owned-pool.js'
+import { validateTenantIdType } from './tenant-id.js'
+import type { TenantIdType } from './tenant-id.js'
 import { DEFAULT_LOCK_TIMEOUT } from './tenant-transaction.js'
+import { resolvePluginMode, validateTimeout } from './transaction-mode.js'
+import type { IsolationLevel, ReadOnlyDefault, RouteMode } from './transaction-mode.js'
+import type { SettingsResolver } from './transaction-settings.js'
 
 /**
  * Returns the tenant id for a verified request, or null/undefined when it has none. `claims` is
@@ -70,6 +75,18 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    * `TenantRlsRegister` (`decorator: 'tenantDb'`) so TypeScript knows it.
    */
   decorator?: string
+  /** Type of the tenants table's key, and so of every tenant id: `'uuid'`, `'bigint'` or `'slug'`. Default `'uuid'`. */
+  tenantIdType?: TenantIdType
+  /** Extra transaction-local settings of a request, e.g. `(request) => ({ 'app.user_id': request.user.sub })`. */
+  settings?: SettingsResolver
+  /** Open tenant transactions READ ONLY: always, never, or for GET/HEAD/OPTIONS/TRACE (`'safe-methods'`). Default false. */
+  readOnly?: ReadOnlyDefault
+  /** Isolation level of every tenant transaction. Default: the server's (read committed). */
+  isolationLevel?: IsolationLevel
+  /** `statement_timeout` of every tenant transaction in milliseconds (0: none). Default: the server's. */
+  statementTimeout?: number
+  /** `idle_in_transaction_session_timeout` of every tenant transaction in milliseconds (0: none). Default: the server's. */
+  idleInTransactionSessionTimeout?: number
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
@@ -85,6 +102,10 @@ export interface ResolvedOptions {
   setting: string
   lockTimeout: number
   decorator: string
+  settings: SettingsResolver | undefined
+  tenantIdType: TenantIdType
+  /** Transaction modes of routes that do not override them (and the defaults of app.withTenant). */
+  routeMode: RouteMode
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
@@ -93,13 +114,14 @@ export const DEFAULT_DECORATOR = 'db'
 
 // A custom PostgreSQL setting is two or more identifiers joined by dots. Only plain lower-case
 // identifiers are accepted, so the name is safe to write into a multi-statement message as a literal.
-const SETTING_NAME = /^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$/
+export const SETTING_NAME = /^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$/
 const CLAIM_SEGMENT = /^[A-Za-z0-9_:$-]+$/
 // A plain identifier, so `request.<name>` works in route code as written.
 const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
-const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'decorator'])
+const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'decorator',
+  'tenantIdType', 'settings', 'readOnly', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout'])
 
 function fail (message: string): never {
   throw new InvalidOptionError(message)
@@ -113,13 +135,9 @@ export function validateSetting (setting: unknown): string {
   return setting
 }
 
-/** Checks a lock timeout in milliseconds; shared with `withTenant`, which takes the same option. */
+/** Checks the plugin-wide lock timeout in milliseconds. */
 export function validateLockTimeout (lockTimeout: unknown): number {
-  // PostgreSQL's own limit for a timeout setting is INT_MAX milliseconds.
-  if (typeof lockTimeout !== 'number' || !Number.isInteger(lockTimeout) || lockTimeout < 0 || lockTimeout > 2147483647) {
-    fail(`lockTimeout must be a whole number of milliseconds (0 waits forever), got ${JSON.stringify(lockTimeout)}`)
-  }
-  return lockTimeout
+  return validateTimeout('lockTimeout', lockTimeout, '0 waits forever')
 }
 
 /** Checks that `pool` is a pg.Pool that cannot make a request wait forever. */
@@ -217,6 +235,10 @@ export function resolveOptions (options: unknown): ResolvedOptions {
   if (resolveTenant !== undefined && given.claim !== undefined) {
     fail('give either claim or resolveTenant, not both: resolveTenant replaces claim')
   }
+  if (given.settings !== undefined && typeof given.settings !== 'function') {
+    fail("settings must be a function (request) => ({ 'app.user_id': … }), sync or async")
+  }
+  const checkedLockTimeout = validateLockTimeout(lockTimeout)
   const ownsPool = validatePoolSource(pool, connectionString, poolConfig)
   const resolved = {
     schema: validateSchema(schema),
@@ -224,8 +246,11 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     resolveTenant: resolveTenant as TenantResolver | undefined,
     ...validateVerifier(verify, jwtNamespace),
     setting: validateSetting(setting),
-    lockTimeout: validateLockTimeout(lockTimeout),
-    decorator: validateDecorator(decorator)
+    lockTimeout: checkedLockTimeout,
+    decorator: validateDecorator(decorator),
+    settings: given.settings as SettingsResolver | undefined,
+    tenantIdType: validateTenantIdType(given.tenantIdType),
+    routeMode: resolvePluginMode(given, checkedLockTimeout)
   }
   // Created last, once every other option is known to be good (creating one connects nowhere yet).
   return { ...resolved, ownsPool, pool: validatePool(ownsPool ? createOwnedPool(connectionString as string, poolConfig) : pool) }

@@ -2,7 +2,8 @@
 // tenant-transaction.ts.
 //
 // One tenant-scoped request:
-//   onRequest  verify the JWT or run `verify` (401), resolve the tenant (403); nothing else is allocated.
+//   onRequest  verify the JWT or run `verify` (401), resolve the tenant (403) and its extra settings;
+//              nothing else is allocated.
 //   handler    first use of request.db creates the TenantTransaction; its first query takes a
 //              connection and opens the transaction.
 //   onError    roll back at once, and keep database details out of the reply.
@@ -26,7 +27,12 @@ import type { TenantDatabase } from './tenant-database.js'
 import { resolveTenantId } from './tenant-resolution.js'
 import { TenantTransaction } from './tenant-transaction.js'
 import type { Queryable } from './tenant-transaction.js'
-import { runWithTenant } from './with-tenant.js'
+import { resolveRouteMode, transactionModeFor } from './transaction-mode.js'
+import type { RouteMode, TransactionMode } from './transaction-mode.js'
+import { resolveSettings } from './transaction-settings.js'
+import type { SettingPairs } from './transaction-settings.js'
+import { runWithTenant, withTenantCallOptions } from './with-tenant.js'
+import type { WithTenantCallOptions } from './with-tenant.js'
 
 const kTenant = Symbol('fastify-tenant-rls.tenant')
 const kReply = Symbol('fastify-tenant-rls.reply')
@@ -34,6 +40,8 @@ const kTransaction = Symbol('fastify-tenant-rls.transaction')
 const kDatabase = Symbol('fastify-tenant-rls.database')
 const kSettled = Symbol('fastify-tenant-rls.settled')
 const kFinishedByRoute = Symbol('fastify-tenant-rls.finished-by-route')
+const kSettings = Symbol('fastify-tenant-rls.settings')
+const kRouteMode = Symbol('fastify-tenant-rls.route-mode')
 
 interface TenantRequestState {
   /** The verified tenant; private, so route code cannot change the tenant a transaction opens for. */
@@ -46,11 +54,15 @@ interface TenantRequestState {
   [kSettled]: boolean
   /** The route carries the plugin's own onSend hook (added at onRoute), so the instance's stands aside. */
   [kFinishedByRoute]: boolean
+  /** The extra settings the `settings` option returned for this request (null without the option). */
+  [kSettings]: SettingPairs | null
 }
 
 /** What onRoute adds to the config of every route it sees. */
 interface RouteMark {
   [kFinishedByRoute]?: true
+  /** The route's transaction options over the plugin's, validated when the route was added. */
+  [kRouteMode]?: RouteMode
 }
 
 function stateOf (request: FastifyRequest): TenantRequestState {
@@ -86,6 +98,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   fastify.decorateRequest(kDatabase, null)
   fastify.decorateRequest(kSettled, false)
   fastify.decorateRequest(kFinishedByRoute, false)
+  fastify.decorateRequest(kSettings, null)
   fastify.decorateRequest('tenantId', {
     getter (this: FastifyRequest) {
       return stateOf(this)[kTenant]
@@ -128,8 +141,9 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     const reply = state[kReply]
     if (tenantId === null || reply === null) throw new NoTenantContextError()
     const transaction = new TenantTransaction(options.pool, tenantId, options.setting, {
+      ...transactionModeOf(reply.request),
+      settings: state[kSettings] ?? undefined,
       expectedRole,
-      lockTimeout: options.lockTimeout,
       onDiscard (reason) {
         // The route left something on its session: worth a look, as the next tenant never sees it.
         reply.log.warn({ route: reply.request.routeOptions.url, reason }, 'fastify-tenant-rls: connection discarded, route code left session state on it')
@@ -150,9 +164,18 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     return transaction
   }
 
-  fastify.decorate('withTenant', function withTenant<TResult> (tenantId: string, work: (db: TenantDatabase) => Promise<TResult>) {
+  // Routes onRoute never saw (registered before the plugin) are resolved here, on each transaction.
+  function transactionModeOf (request: FastifyRequest): TransactionMode {
+    const config = request.routeOptions.config
+    const mode = (config as RouteMark)[kRouteMode] ?? resolveRouteMode(config.tenant, options.routeMode, `${request.method} ${request.routeOptions.url}`)
+    return transactionModeFor(mode, request.method)
+  }
+
+  // async: a bad per-call option rejects, like every other failure of withTenant, rather than throwing.
+  fastify.decorate('withTenant', async function withTenant<TResult> (tenantId: string, work: (db: TenantDatabase) => Promise<TResult>, callOptions?: WithTenantCallOptions) {
     return runWithTenant(options.pool, options.setting, createDatabase, tenantId, work, () => expectedRole, {
-      lockTimeout: options.lockTimeout,
+      ...withTenantCallOptions(callOptions, options.routeMode, options.setting),
+      tenantIdType: options.tenantIdType,
       onDiscard (reason) {
         fastify.log.warn({ tenantId, reason }, 'fastify-tenant-rls: connection discarded, withTenant work left session state on it')
       },
@@ -176,7 +199,13 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   // transaction after the onSend hooks of the app, of child contexts and of the route itself.
   fastify.addHook('onRoute', function finishAfterEveryOnSendHook (routeOptions) {
     // Read in onRequest (where the route config is read anyway) so the instance hook stands aside.
-    const marked: RouteMark & typeof routeOptions.config = { ...routeOptions.config, [kFinishedByRoute]: true }
+    // The route's transaction options are checked now: a wrong one fails the route's registration.
+    const route = `${String(routeOptions.method)} ${routeOptions.url}`
+    const marked: RouteMark & typeof routeOptions.config = {
+      ...routeOptions.config,
+      [kFinishedByRoute]: true,
+      [kRouteMode]: resolveRouteMode(routeOptions.config?.tenant, options.routeMode, route)
+    }
     routeOptions.config = marked
     // Other plugins' onRoute hooks run after this one and may append onSend hooks of their own.
     // Fastify reads a route's hooks only when the app gets ready, after every after() callback, so
@@ -196,6 +225,9 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     const tenantId = await resolveTenantId(request, claims, options)
     const state = stateOf(request)
     state[kTenant] = tenantId
+    // Resolved with the tenant, before the body is read: a request its policies could not serve
+    // is refused here, holding nothing.
+    if (options.settings !== undefined) state[kSettings] = await resolveSettings(request, options.settings, options.setting)
     state[kReply] = reply
     state[kFinishedByRoute] = (config as RouteMark)[kFinishedByRoute] === true
     request.log = request.log.child({ tenantId })

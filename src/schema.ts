@@ -9,22 +9,27 @@
 // (shared-role.ts) take away what it would otherwise let one tenant do to another.
 import { getTableColumns, getTableName, is, sql } from 'drizzle-orm'
 import type { BuildColumns, BuildExtraConfigColumns, HasDefault, NotNull } from 'drizzle-orm'
-import { foreignKey, getTableConfig, PgColumn, pgPolicy, pgTable, PgTable, primaryKey, unique, uuid } from 'drizzle-orm/pg-core'
+import { bigint, foreignKey, getTableConfig, PgColumn, pgPolicy, pgTable, PgTable, primaryKey, text, unique, uuid } from 'drizzle-orm/pg-core'
 import type {
   AnyPgColumn,
+  PgBigInt64BuilderInitial,
   ForeignKeyBuilder,
   PgColumnBuilderBase,
   PgTableExtraConfigValue,
   PgTableWithColumns,
+  PgTextBuilderInitial,
   PgUUIDBuilderInitial,
   UniqueConstraintBuilder,
   UpdateDeleteAction
 } from 'drizzle-orm/pg-core'
 import { InvalidOptionError } from './errors.js'
 import { DEFAULT_SETTING, validateSetting } from './options.js'
+import { validateTenantIdType } from './tenant-id.js'
+import type { TenantIdType } from './tenant-id.js'
 
 export { SHARED_ROLE_CHANNELS, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from './shared-role.js'
 export type { SharedRoleChannel, SharedRoleHardeningOptions } from './shared-role.js'
+export type { TenantIdType } from './tenant-id.js'
 
 /** Name of the policy every tenant table gets (policy names are per table). */
 export const TENANT_POLICY_NAME = 'tenant_isolation'
@@ -37,32 +42,51 @@ export const TENANT_ID_COLUMN = 'tenant_id'
 const kTenantTable = Symbol.for('fastify-tenant-rls.tenant-table')
 
 /** Options of `createTenantTable`. */
-export interface TenantTableOptions {
+export interface TenantTableOptions<TType extends TenantIdType = 'uuid'> {
   /** The tenants table's key column (for example `tenants.id`, a uuid); every tenant_id references it. */
   tenants: AnyPgColumn
   /** Setting the policies read; must match the plugin's `setting`. Default `'app.current_tenant_id'`. */
   setting?: string
+  /** Type of tenant_id; must match the plugin's `tenantIdType`. Default `'uuid'`. */
+  tenantIdType?: TType
 }
+
+// The cast of the setting for each tenant id type; a slug is compared as the text it is.
+const TENANT_CAST: Readonly<Record<TenantIdType, string>> = { uuid: '::uuid', bigint: '::bigint', slug: '' }
 
 /** The tenant of the current transaction as SQL: NULL when none is set, so comparisons deny. */
-export function currentTenantSql (setting: string = DEFAULT_SETTING): string {
+export function currentTenantSql (setting: string = DEFAULT_SETTING, tenantIdType: TenantIdType = 'uuid'): string {
   // The setting is validated to plain identifiers joined by dots, so writing it as a literal is safe;
   // drizzle-kit writes policies and defaults as text, so it could not carry a bound parameter anyway.
-  return `nullif(current_setting('${validateSetting(setting)}', true), '')::uuid`
+  return `nullif(current_setting('${validateSetting(setting)}', true), '')${TENANT_CAST[validateTenantIdType(tenantIdType)]}`
 }
 
-function tenantIdBuilder (tenants: AnyPgColumn, setting: string): TenantIdColumns['tenantId'] {
+// bigint in drizzle's 'bigint' mode: a JS number would round ids above 2^53 onto other tenants' ids.
+function tenantIdColumn (tenantIdType: TenantIdType): TenantIdColumn<TenantIdType> {
+  if (tenantIdType === 'bigint') return bigint(TENANT_ID_COLUMN, { mode: 'bigint' })
+  if (tenantIdType === 'slug') return text(TENANT_ID_COLUMN)
   return uuid(TENANT_ID_COLUMN)
+}
+
+function tenantIdBuilder<TType extends TenantIdType> (tenants: AnyPgColumn, setting: string, tenantIdType: TType): TenantIdColumns<TType>['tenantId'] {
+  return (tenantIdColumn(tenantIdType) as TenantIdColumn<'uuid'>)
     .notNull()
     // Inserts take the transaction's tenant when they name none; a wrong one is refused by WITH CHECK.
     // (A default may not contain a subquery, so this one calls current_setting directly.)
-    .default(sql.raw(currentTenantSql(setting)))
-    .references(() => tenants, { onDelete: 'cascade' })
+    .default(sql.raw(currentTenantSql(setting, tenantIdType)))
+    .references(() => tenants, { onDelete: 'cascade' }) as unknown as TenantIdColumns<TType>['tenantId']
 }
 
+/** The drizzle builder of tenant_id for a tenant id type. */
+export type TenantIdColumn<TType extends TenantIdType> = TType extends 'bigint'
+  ? PgBigInt64BuilderInitial<typeof TENANT_ID_COLUMN>
+  : TType extends 'slug'
+    ? PgTextBuilderInitial<typeof TENANT_ID_COLUMN, [string, ...string[]]>
+    : PgUUIDBuilderInitial<typeof TENANT_ID_COLUMN>
+
 /** The column `tenantTable` adds to every table. */
-export interface TenantIdColumns {
-  tenantId: HasDefault<NotNull<PgUUIDBuilderInitial<typeof TENANT_ID_COLUMN>>>
+export interface TenantIdColumns<TType extends TenantIdType = 'uuid'> {
+  tenantId: HasDefault<NotNull<TenantIdColumn<TType>>>
 }
 
 /** Columns of a tenant table: any drizzle columns, including an `id` declared `.notNull()` without `.primaryKey()`. */
@@ -74,14 +98,14 @@ export type TenantTableColumns = Record<string, PgColumnBuilderBase> & {
 export type AnyTenantTable = PgTable & { tenantId: AnyPgColumn, id: AnyPgColumn }
 
 /** Declares a tenant table: `pgTable`'s signature, plus tenant_id, the (tenant_id, id) key and the policy. */
-export type TenantTableFn = <TTableName extends string, TColumns extends TenantTableColumns>(
+export type TenantTableFn<TType extends TenantIdType = 'uuid'> = <TTableName extends string, TColumns extends TenantTableColumns>(
   name: TTableName,
   columns: TColumns,
-  extraConfig?: (self: BuildExtraConfigColumns<TTableName, TenantIdColumns & TColumns, 'pg'>) => PgTableExtraConfigValue[]
+  extraConfig?: (self: BuildExtraConfigColumns<TTableName, TenantIdColumns<TType> & TColumns, 'pg'>) => PgTableExtraConfigValue[]
 ) => PgTableWithColumns<{
   name: TTableName
   schema: undefined
-  columns: BuildColumns<TTableName, TenantIdColumns & TColumns, 'pg'>
+  columns: BuildColumns<TTableName, TenantIdColumns<TType> & TColumns, 'pg'>
   dialect: 'pg'
 }>
 
@@ -109,16 +133,17 @@ function refuseUnscopedKeys (name: string, table: PgTable): void {
  * }, (t) => [tenantUnique(t.name)])
  * ```
  */
-export function createTenantTable (options: TenantTableOptions): TenantTableFn {
+export function createTenantTable<TType extends TenantIdType = 'uuid'> (options: TenantTableOptions<TType>): TenantTableFn<TType> {
   const { tenants, setting = DEFAULT_SETTING } = options
+  const tenantIdType = validateTenantIdType(options.tenantIdType) as TType
   if (!is(tenants, PgColumn)) {
     fail('createTenantTable needs `tenants`: the tenants table\'s key column, for example tenants.id')
   }
   // Wrapped in (select …): evaluated once per statement rather than per row, and the planner can
   // compare the index's leading tenant_id column with it.
-  const tenantSql = sql.raw(`(select ${currentTenantSql(setting)})`)
+  const tenantSql = sql.raw(`(select ${currentTenantSql(setting, tenantIdType)})`)
   return function tenantTable (name, columns, extraConfig) {
-    const table = pgTable(name, { tenantId: tenantIdBuilder(tenants, setting), ...columns }, (self) => [
+    const table = pgTable(name, { tenantId: tenantIdBuilder(tenants, setting, tenantIdType), ...columns }, (self) => [
       primaryKey({ columns: [self.tenantId, self.id] }),
       pgPolicy(TENANT_POLICY_NAME, {
         as: 'permissive',
@@ -132,7 +157,7 @@ export function createTenantTable (options: TenantTableOptions): TenantTableFn {
     table.enableRLS()
     Object.defineProperty(table, kTenantTable, { value: true })
     return table
-  } as TenantTableFn
+  } as TenantTableFn<TType>
 }
 
 /** True for a table declared with `tenantTable`. */

@@ -3,7 +3,7 @@
 // a serialization failure is reported). Only the states a client can act on get an error of their
 // own; every caller keeps its catch-all 500 for the rest. Whatever the state, the request's
 // transaction is rolled back, so every one of these replies means that nothing was committed.
-import { ConflictError, DatabaseTimeoutError, RetryableConflictError, RowForbiddenError } from './errors.js'
+import { ConflictError, DatabaseTimeoutError, ReadOnlyTransactionError, RetryableConflictError, RowForbiddenError } from './errors.js'
 
 /** A database error made presentable; `retryable`: the same request, sent again unchanged, can succeed. */
 export type MappedDatabaseError = Error & { retryable: boolean }
@@ -31,6 +31,8 @@ export function errorForSqlState (databaseError: unknown): MappedDatabaseError |
     case '57014': // query_canceled: statement_timeout, or a cancel request
     case '55P03': // lock_not_available: lock_timeout, or NOWAIT
       return mapped(new DatabaseTimeoutError({ cause: databaseError }), true)
+    case '25006': // read_only_sql_transaction: a write in a transaction opened READ ONLY (the readOnly options)
+      return mapped(new ReadOnlyTransactionError({ cause: databaseError }), false)
     case '42501': // insufficient_privilege
       return String(message).startsWith(RLS_REFUSAL) ? mapped(new RowForbiddenError({ cause: databaseError }), false) : undefined
     default:

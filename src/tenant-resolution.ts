@@ -1,4 +1,4 @@
-// Turns a verified request into exactly one canonical tenant id, or a 403. There is no fallback
+// Turns a verified request into exactly one canonical tenant id (of the configured type), or a 403. There is no fallback
 // tenant: anything that does not yield a valid id fails the request.
 import type { FastifyRequest } from 'fastify'
 import { TenantInvalidError, TenantMissingError, TenantResolutionError } from './errors.js'
@@ -38,7 +38,7 @@ async function candidateTenant (request: FastifyRequest, claims: unknown, option
 export async function resolveTenantId (request: FastifyRequest, claims: unknown, options: ResolvedOptions): Promise<string> {
   const candidate = await candidateTenant(request, claims, options)
   if (candidate === undefined || candidate === null || candidate === '') throw new TenantMissingError()
-  const tenantId = normalizeTenantId(candidate)
+  const tenantId = normalizeTenantId(candidate, options.tenantIdType)
   if (tenantId === null) throw new TenantInvalidError()
   return tenantId
 }

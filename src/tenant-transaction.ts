@@ -20,6 +20,8 @@ import { preparedStatementCount, sendOpening, sendStatements } from './opening-q
 import { classifyRouteStatement } from './route-statement.js'
 import { errorForSqlState } from './sql-state-errors.js'
 import type { PipelinedStatement } from './opening-query.js'
+import type { IsolationLevel } from './transaction-mode.js'
+import type { SettingPairs } from './transaction-settings.js'
 
 /** What a finished transaction did. */
 export type TransactionOutcome = 'committed' | 'rolled back'
@@ -53,6 +55,31 @@ const SHARED_CATALOG_WRITES = [1260, 2964]
   .flatMap((catalog) => ['inserted', 'updated', 'deleted'].map((kind) => `pg_catalog.pg_stat_get_xact_tuples_${kind}(${catalog}::pg_catalog.oid)`))
   .join(' OPERATOR(pg_catalog.+) ')
 const CATALOG_WRITES_SQL = `SELECT ${SHARED_CATALOG_WRITES}`
+
+// Further set_config pairs (timeouts, the user's extra settings) follow in OPENING_SQL's statement,
+// all bound: the text depends only on how many there are, never on a name or value.
+const openingTexts: string[] = [OPENING_SQL]
+// Texts are kept for the usual handful of pairs; a longer list (settings spread from a token's
+// claims, say) is built each time rather than letting a client grow the cache.
+const CACHED_OPENINGS = 16
+
+function openingSql (extraPairs: number): string {
+  let text = openingTexts[extraPairs]
+  if (text === undefined) {
+    const calls = Array.from({ length: extraPairs }, (_, i) => `pg_catalog.set_config($${5 + 2 * i}, $${6 + 2 * i}, true)`)
+    text = [OPENING_SQL, ...calls].join(', ')
+    if (extraPairs <= CACHED_OPENINGS) openingTexts[extraPairs] = text
+  }
+  return text
+}
+
+// BEGIN's own transaction modes, the only words of the opening not sent as parameters (BEGIN takes
+// none): fixed keywords picked from this table, never text from an option.
+const ISOLATION_SQL: Readonly<Record<IsolationLevel, string>> = {
+  'read committed': ' ISOLATION LEVEL READ COMMITTED',
+  'repeatable read': ' ISOLATION LEVEL REPEATABLE READ',
+  serializable: ' ISOLATION LEVEL SERIALIZABLE'
+}
 
 // After other statements, before the check, in the same message: PostgreSQL runs code at COMMIT,
 // after any check placed in front of it: the query of a WITH HOLD cursor is run to the end then,
@@ -149,6 +176,16 @@ export interface Queryable {
 export interface TenantTransactionOptions {
   /** `lock_timeout` of the transaction in milliseconds (0: wait forever). Default 5000. */
   lockTimeout?: number | undefined
+  /** Opens the transaction READ ONLY. */
+  readOnly?: boolean | undefined
+  /** Isolation level of the transaction; the server's default when undefined. */
+  isolationLevel?: IsolationLevel | undefined
+  /** `statement_timeout` of the transaction in milliseconds; the session's when undefined. */
+  statementTimeout?: number | undefined
+  /** `idle_in_transaction_session_timeout` in milliseconds; the session's when undefined. */
+  idleInTransactionSessionTimeout?: number | undefined
+  /** Extra transaction-local settings, names already validated (see transaction-settings.ts). */
+  settings?: SettingPairs | undefined
   /** Called when the connection is destroyed rather than reused, with what route code left on it. */
   onDiscard?: ((reason: string) => void) | undefined
   /**
@@ -292,10 +329,8 @@ export class TenantTransaction implements Queryable {
     if (this.#finishing !== undefined) return client
     // Bound parameters, and no round trip of its own: see opening-query.ts for why a failed open
     // can never let the first query run outside the transaction.
-    const lockTimeout = String(this.#hooks.lockTimeout ?? DEFAULT_LOCK_TIMEOUT)
     const opening = sendOpening(client, [
-      { text: 'BEGIN' },
-      { text: OPENING_SQL, values: [this.#setting, this.tenantId, 'lock_timeout', lockTimeout] },
+      ...this.#openingStatements(),
       ...(counting ? [{ text: CATALOG_WRITES_SQL }] : [])
     ], config, values)
     if (opening.result !== undefined) carry(opening.result)
@@ -308,6 +343,19 @@ export class TenantTransaction implements Queryable {
     this.#role = expected ?? role
     if (expected !== undefined && role !== expected) throw new UnexpectedRoleError(role)
     return client
+  }
+
+  // The transaction modes go into BEGIN itself, which PostgreSQL applies before any statement of
+  // the transaction runs: a route can no more turn a READ ONLY transaction read-write afterwards
+  // (25006 once a query has run) than start it at another isolation level.
+  #openingStatements (): PipelinedStatement[] {
+    const { readOnly, isolationLevel, statementTimeout, idleInTransactionSessionTimeout, settings = [] } = this.#hooks
+    const begin = 'BEGIN' + (isolationLevel === undefined ? '' : ISOLATION_SQL[isolationLevel]) + (readOnly === true ? ' READ ONLY' : '')
+    const values = [this.#setting, this.tenantId, 'lock_timeout', String(this.#hooks.lockTimeout ?? DEFAULT_LOCK_TIMEOUT)]
+    if (statementTimeout !== undefined) values.push('statement_timeout', String(statementTimeout))
+    if (idleInTransactionSessionTimeout !== undefined) values.push('idle_in_transaction_session_timeout', String(idleInTransactionSessionTimeout))
+    for (const [name, value] of settings) values.push(name, value)
+    return [{ text: begin }, { text: openingSql(values.length / 2 - 2), values }]
   }
 
   /** The pre-commit check and COMMIT, then the session statements; also the position of the session read. */

@@ -10,9 +10,11 @@
 // other required columns without a default get a generated value; `rows` overrides any of it.
 // Everything the check writes is removed again; everything it tries as the application role is
 // rolled back.
-import { randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import type { Pool, PoolClient } from 'pg'
 import { DEFAULT_SETTING, validateSetting } from './options.js'
+import { validateTenantIdType } from './tenant-id.js'
+import type { TenantIdType } from './tenant-id.js'
 
 /** Where a check failed. `structure` is about the table's definition (RLS, FORCE, policies). */
 export type IsolationOperation = 'structure' | 'seed' | 'read' | 'insert' | 'update' | 'delete'
@@ -48,6 +50,8 @@ export interface IsolationCheckOptions {
   tenantColumn?: string
   /** Setting the policies read. Default `'app.current_tenant_id'`. */
   setting?: string
+  /** Type of the tenant ids, as the plugin's `tenantIdType`. Default `'uuid'`. */
+  tenantIdType?: TenantIdType
   /** Column values for tables whose rows cannot be generated (check constraints, custom types). */
   rows?: Record<string, RowFactory>
 }
@@ -241,6 +245,14 @@ async function attempt (client: PoolClient, sql: string, values: unknown[]): Pro
   }
 }
 
+/** A tenant id, in canonical form, that no real tenant is likely to have. */
+function freshTenantId (type: TenantIdType): string {
+  if (type === 'uuid') return randomUUID()
+  // Random in the upper half of the positive bigints (a serial never gets there), without leading zero.
+  if (type === 'bigint') return String((1n << 62n) + (randomBytes(8).readBigUInt64BE() >> 2n))
+  return `isolation-check-${randomBytes(6).toString('hex')}`
+}
+
 const describeAttempt = (outcome: { rows: number } | { state: string }): string =>
   'rows' in outcome ? `succeeded (${outcome.rows} row(s))` : `failed with ${outcome.state}`
 
@@ -256,7 +268,8 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
   const tables = seedOrder(await Promise.all(names.map((name) => describe(adminPool, name))))
   const failures: IsolationFailure[] = []
   const fail = (table: string, operation: IsolationOperation, message: string): void => { failures.push({ table, operation, message }) }
-  const [a, b] = [randomUUID(), randomUUID()]
+  const idType = validateTenantIdType(options.tenantIdType)
+  const [a, b] = [freshTenantId(idType), freshTenantId(idType)]
   const seeded = new Map<string, Map<string, Row>>()
   const builder = new RowBuilder(tenantColumn, rows, seeded)
   const cleanup: Array<{ table: TableInfo, row: Row, tenant: string }> = []

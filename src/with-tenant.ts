@@ -3,29 +3,41 @@
 // resolves, roll back when it throws, the connection released exactly once either way.
 import type { Pool } from 'pg'
 import { InvalidOptionError, TenantInvalidError } from './errors.js'
-import { DEFAULT_SETTING, validateLockTimeout, validatePool, validateSchema, validateSetting } from './options.js'
+import { DEFAULT_SETTING, validatePool, validateSchema, validateSetting } from './options.js'
 import { createDatabaseFactory } from './tenant-database.js'
 import type { DatabaseFactory, RegisteredSchema, TenantDatabase } from './tenant-database.js'
 import { checkPoolRole } from './safety-checks.js'
-import { normalizeTenantId } from './tenant-id.js'
+import { normalizeTenantId, validateTenantIdType } from './tenant-id.js'
+import type { TenantIdType } from './tenant-id.js'
 import { DEFAULT_LOCK_TIMEOUT, TenantTransaction } from './tenant-transaction.js'
+import type { TenantTransactionOptions } from './tenant-transaction.js'
+import { overrideMode } from './transaction-mode.js'
+import type { RouteMode, TenantRouteOptions } from './transaction-mode.js'
+import { settingsProblem } from './transaction-settings.js'
+import type { TransactionSettings } from './transaction-settings.js'
+
+/** Per-call options of `withTenant` and `app.withTenant`: the route options, plus extra settings. */
+export interface WithTenantCallOptions extends TenantRouteOptions {
+  /** Extra transaction-local settings, e.g. `{ 'app.user_id': userId }` (see the plugin's `settings`). */
+  settings?: TransactionSettings
+}
 
 /** Options of the standalone `withTenant`. */
-export interface WithTenantOptions<TSchema extends Record<string, unknown>> {
+export interface WithTenantOptions<TSchema extends Record<string, unknown>> extends WithTenantCallOptions {
   /** drizzle schema: types the database and enables `db.query.*`. */
   schema?: TSchema
   /** Setting the RLS policies read. Default `'app.current_tenant_id'`. */
   setting?: string
-  /** `lock_timeout` of the transaction in milliseconds (0 waits forever). Default 5000. */
-  lockTimeout?: number
+  /** Type of the tenant ids, as the plugin's option: `'uuid'` (default), `'bigint'` or `'slug'`. */
+  tenantIdType?: TenantIdType
   /** Called when the connection is destroyed because `work` left session state on it (e.g. to log it). */
   onDiscard?: (reason: string) => void
 }
 
 /** How `runWithTenant` runs its transaction, beyond the tenant and the work. */
-export interface RunOptions {
-  lockTimeout: number
-  onDiscard?: ((reason: string) => void) | undefined
+export interface RunOptions extends Omit<TenantTransactionOptions, 'expectedRole' | 'onOpen' | 'onFinish'> {
+  /** How `tenantId` is checked. Default `'uuid'`. */
+  tenantIdType?: TenantIdType
   /** Registers the transaction with its owner (app.close() rolls it back); returns the undo. */
   track?: (transaction: TenantTransaction) => () => void
 }
@@ -41,13 +53,13 @@ export async function runWithTenant<TSchema extends Record<string, unknown>, TRe
   tenantId: unknown,
   work: TenantWork<TSchema, TResult>,
   roleOf: () => string | undefined | Promise<string>,
-  { lockTimeout, onDiscard, track }: RunOptions
+  { track, tenantIdType, ...transactionOptions }: RunOptions
 ): Promise<TResult> {
-  const canonical = normalizeTenantId(tenantId)
+  const canonical = normalizeTenantId(tenantId, tenantIdType)
   if (canonical === null) throw new TenantInvalidError()
   // Asked only once the tenant is known to be valid: a bad tenant id never touches the pool.
   const expectedRole = await roleOf()
-  const transaction = new TenantTransaction(pool, canonical, setting, { expectedRole, lockTimeout, onDiscard })
+  const transaction = new TenantTransaction(pool, canonical, setting, { ...transactionOptions, expectedRole })
   const untrack = track?.(transaction)
   try {
     const result = await work(createDatabase(transaction) as unknown as TenantDatabase<TSchema>)
@@ -73,14 +85,42 @@ export async function withTenant<TSchema extends Record<string, unknown> = Regis
   work: TenantWork<TSchema, TResult>,
   options: WithTenantOptions<TSchema> = {}
 ): Promise<TResult> {
-  const setting = validateSetting(options.setting ?? DEFAULT_SETTING)
-  const lockTimeout = validateLockTimeout(options.lockTimeout ?? DEFAULT_LOCK_TIMEOUT)
+  const { schema, setting: givenSetting, onDiscard, tenantIdType, ...callOptions } = options
+  const setting = validateSetting(givenSetting ?? DEFAULT_SETTING)
+  const idType = validateTenantIdType(tenantIdType)
   const checked = validatePool(pool)
-  if (options.onDiscard !== undefined && typeof options.onDiscard !== 'function') throw new InvalidOptionError('onDiscard must be a function (reason) => void')
-  return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(options.schema)), tenantId, work, () => checkedRoleOf(checked), {
-    lockTimeout,
-    onDiscard: options.onDiscard
+  if (onDiscard !== undefined && typeof onDiscard !== 'function') throw new InvalidOptionError('onDiscard must be a function (reason) => void')
+  return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(schema)), tenantId, work, () => checkedRoleOf(checked), {
+    ...withTenantCallOptions(callOptions, STANDALONE_DEFAULTS, setting),
+    tenantIdType: idType,
+    onDiscard
   })
+}
+
+// The standalone function has no plugin options: the server's defaults, and the plugin's lock_timeout.
+const STANDALONE_DEFAULTS: RouteMode = {
+  readOnly: false,
+  isolationLevel: undefined,
+  statementTimeout: undefined,
+  lockTimeout: DEFAULT_LOCK_TIMEOUT,
+  idleInTransactionSessionTimeout: undefined
+}
+
+/**
+ * Validates per-call options over `defaults` (a bad one throws FST_TENANT_RLS_INVALID_OPTION before
+ * anything is sent). There is no request method here: a plugin-wide `'safe-methods'` reads as false.
+ */
+export function withTenantCallOptions (given: WithTenantCallOptions | undefined, defaults: RouteMode, tenantSetting: string): RunOptions {
+  if (given === undefined) return { ...defaults, readOnly: defaults.readOnly === true }
+  const { settings, ...modeOptions } = given
+  const mode = overrideMode(modeOptions, defaults, 'withTenant options')
+  let pairs
+  if (settings !== undefined) {
+    const problem = settingsProblem(settings, tenantSetting)
+    if (problem !== undefined) throw new InvalidOptionError(`withTenant options: ${problem}`)
+    pairs = Object.entries(settings)
+  }
+  return { ...mode, readOnly: mode.readOnly === true, settings: pairs }
 }
 
 // One role check per pool, shared by every withTenant call on it. A failed check is not kept, so

@@ -101,7 +101,7 @@ t.test('a rolled-back transaction says why; a failed query carries its SQLSTATE,
     { outcome: 'rolled back', reason: 'error', errorCode: 'FST_TENANT_RLS_QUERY_FAILED' },
     { outcome: 'rolled back', reason: 'error', errorCode: 'ROUTE_FAILED' },
     { outcome: 'rolled back', reason: 'error status' },
-    { outcome: 'rolled back', reason: 'commit refused', errorCode: 'FST_TENANT_RLS_COMMIT_CONFLICT' }
+    { outcome: 'rolled back', reason: 'commit refused', errorCode: 'FST_TENANT_RLS_CONFLICT' }
   ])
   t.equal(events.finish.length, 4)
 })

@@ -179,3 +179,34 @@ t.test('no statement text the plugin sends carries the tenant id: it travels onl
   t.same(texts.filter((text) => text.includes(tenantA)), [], 'the tenant id is in no statement text')
   await db.assertNoLeaks(t, watched)
 })
+
+t.test('extra settings, read-only, isolation level and timeouts ride in the same opening: still two round trips', async (t) => {
+  const watched = db.appPool({ max: 1 })
+  const wire = watchWireTraffic(watched)
+  const texts: string[] = []
+  watched.on('connect', (client) => {
+    const connection = (client as unknown as { connection: { parse (message: { text: string }): void } }).connection
+    const parse = connection.parse.bind(connection)
+    connection.parse = (message) => { texts.push(message.text); parse(message) }
+  })
+  const userId = 'user-7f3a9c'
+  const contextApp = await buildApp(t, {
+    pool: watched,
+    options: { settings: () => ({ 'app.user_id': userId, 'app.role_name': 'editor' }), statementTimeout: 10000, idleInTransactionSessionTimeout: 20000 },
+    routes (app) {
+      app.get('/names', { config: { tenant: { readOnly: true, isolationLevel: 'serializable' } } }, async (request) => {
+        const rows = await request.db.select({ name: projects.name, user: sql<string>`current_setting('app.user_id')` }).from(projects).orderBy(projects.name)
+        return rows
+      })
+    }
+  })
+  wire.reset() // app.ready() checked the role on this pool
+  const res = await contextApp.inject({ url: '/names', headers: bearer(contextApp, { tenant_id: tenantA }) })
+  t.same(res.json(), [{ name: 'a-1', user: userId }, { name: 'a-2', user: userId }])
+  const seen = wire.read()
+  t.equal(seen.roundTrips, 2)
+  t.same(seen.commands.slice(0, 3), ['BEGIN', 'SELECT 1', 'SELECT 2'], 'BEGIN, one opening statement, the query')
+  t.same(texts.filter((text) => text.includes(userId) || text.includes('editor')), [], 'setting values travel only as bound parameters')
+  t.ok(texts.includes('BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY'), 'the modes are part of BEGIN')
+  await db.assertNoLeaks(t, watched)
+})

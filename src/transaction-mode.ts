@@ -1,0 +1,122 @@
+// How a tenant transaction runs, beyond its tenant: access mode, isolation level and timeouts.
+// Plugin-wide defaults come from the register options, per-route overrides from
+// `config: { tenant: { ... } }`; both are validated once (at register, and at onRoute for each
+// route), so a request only picks between values already checked. Every one of them is applied by
+// the opening that rides with the first query (tenant-transaction.ts): no round trip of its own.
+import { InvalidOptionError } from './errors.js'
+
+/** Isolation levels, spelt as drizzle spells them. PostgreSQL runs READ UNCOMMITTED as READ COMMITTED, so it is not offered. */
+export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable'
+
+/** Per-route transaction options: `config: { tenant: { readOnly: true } }`. */
+export interface TenantRouteOptions {
+  /** Open the transaction READ ONLY: any write fails with FST_TENANT_RLS_READ_ONLY_TRANSACTION (403). */
+  readOnly?: boolean
+  /** `BEGIN ISOLATION LEVEL …`. Default: the server's (read committed). */
+  isolationLevel?: IsolationLevel
+  /** `statement_timeout` of the transaction in milliseconds (0: none). Default: the server's. */
+  statementTimeout?: number
+  /** `lock_timeout` of the transaction in milliseconds (0 waits forever). Default: the plugin's `lockTimeout`. */
+  lockTimeout?: number
+  /** `idle_in_transaction_session_timeout` in milliseconds (0: none). Default: the server's. */
+  idleInTransactionSessionTimeout?: number
+}
+
+/** Plugin-wide `readOnly`: also `'safe-methods'`, read-only for GET, HEAD, OPTIONS and TRACE only (as PostgREST does for GET/HEAD). */
+export type ReadOnlyDefault = boolean | 'safe-methods'
+
+/** What one transaction is opened with; undefined timeouts and isolation keep the server's own. */
+export interface TransactionMode {
+  readOnly: boolean
+  isolationLevel: IsolationLevel | undefined
+  statementTimeout: number | undefined
+  lockTimeout: number
+  idleInTransactionSessionTimeout: number | undefined
+}
+
+/** A route's resolved options: a mode, but the access mode may still depend on the request method. */
+export interface RouteMode extends Omit<TransactionMode, 'readOnly'> {
+  readOnly: ReadOnlyDefault
+}
+
+const ISOLATION_LEVELS: ReadonlySet<string> = new Set<IsolationLevel>(['read committed', 'repeatable read', 'serializable'])
+// RFC 9110's safe methods: a request with one of them is not meant to change anything.
+const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
+const ROUTE_KEYS: ReadonlySet<string> = new Set(['readOnly', 'isolationLevel', 'statementTimeout', 'lockTimeout', 'idleInTransactionSessionTimeout'])
+// PostgreSQL's own limit for a timeout setting is INT_MAX milliseconds.
+const MAX_TIMEOUT = 2147483647
+
+function fail (message: string): never {
+  throw new InvalidOptionError(message)
+}
+
+/** Checks a timeout in milliseconds, named `name` in the message. */
+export function validateTimeout (name: string, value: unknown, zero: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_TIMEOUT) {
+    fail(`${name} must be a whole number of milliseconds (${zero}), got ${JSON.stringify(value)}`)
+  }
+  return value
+}
+
+function optionalTimeout (name: string, value: unknown): number | undefined {
+  return value === undefined ? undefined : validateTimeout(name, value, '0 disables it')
+}
+
+function validateIsolationLevel (where: string, value: unknown): IsolationLevel | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'string' || !ISOLATION_LEVELS.has(value)) {
+    fail(`${where}isolationLevel must be one of ${[...ISOLATION_LEVELS].map((level) => `'${level}'`).join(', ')}, got ${JSON.stringify(value)}`)
+  }
+  return value as IsolationLevel
+}
+
+function validateReadOnly (where: string, value: unknown, allowSafeMethods: boolean): ReadOnlyDefault {
+  if (typeof value === 'boolean' || (allowSafeMethods && value === 'safe-methods')) return value
+  fail(`${where}readOnly must be ${allowSafeMethods ? "true, false or 'safe-methods'" : 'true or false'}, got ${JSON.stringify(value)}`)
+}
+
+/** The plugin-wide defaults, from the register options (lockTimeout already validated). */
+export function resolvePluginMode (given: Record<string, unknown>, lockTimeout: number): RouteMode {
+  return {
+    readOnly: given.readOnly === undefined ? false : validateReadOnly('', given.readOnly, true),
+    isolationLevel: validateIsolationLevel('', given.isolationLevel),
+    statementTimeout: optionalTimeout('statementTimeout', given.statementTimeout),
+    lockTimeout,
+    idleInTransactionSessionTimeout: optionalTimeout('idleInTransactionSessionTimeout', given.idleInTransactionSessionTimeout)
+  }
+}
+
+/**
+ * A route's options over the plugin's defaults. `tenant` is the route's `config.tenant`: undefined
+ * or true keep the defaults, an object overrides them key by key. `route` names it in messages.
+ */
+export function resolveRouteMode (tenant: unknown, defaults: RouteMode, route: string): RouteMode {
+  if (tenant === undefined || typeof tenant === 'boolean') return defaults
+  return overrideMode(tenant, defaults, `route ${route}: config.tenant`, ' (or false to opt out)')
+}
+
+/** `given` (an object of TenantRouteOptions, unknown keys refused) over `defaults`; `name` names it in messages. */
+export function overrideMode (given: unknown, defaults: RouteMode, name: string, otherwise = ''): RouteMode {
+  if (given === null || typeof given !== 'object' || Array.isArray(given)) {
+    fail(`${name} must be an object of transaction options (${[...ROUTE_KEYS].join(', ')})${otherwise}, got ${JSON.stringify(given)}`)
+  }
+  const unknown = Object.keys(given).filter((key) => !ROUTE_KEYS.has(key))
+  if (unknown.length > 0) fail(`${name} has unknown key(s) ${unknown.join(', ')}; known keys are ${[...ROUTE_KEYS].join(', ')}`)
+  return withOverrides(given as Record<string, unknown>, defaults, `${name}.`)
+}
+
+function withOverrides (given: Record<string, unknown>, defaults: RouteMode, where: string): RouteMode {
+  return {
+    readOnly: given.readOnly === undefined ? defaults.readOnly : validateReadOnly(where, given.readOnly, false),
+    isolationLevel: validateIsolationLevel(where, given.isolationLevel) ?? defaults.isolationLevel,
+    statementTimeout: optionalTimeout(`${where}statementTimeout`, given.statementTimeout) ?? defaults.statementTimeout,
+    lockTimeout: given.lockTimeout === undefined ? defaults.lockTimeout : validateTimeout(`${where}lockTimeout`, given.lockTimeout, '0 waits forever'),
+    idleInTransactionSessionTimeout: optionalTimeout(`${where}idleInTransactionSessionTimeout`, given.idleInTransactionSessionTimeout) ?? defaults.idleInTransactionSessionTimeout
+  }
+}
+
+/** The mode of one transaction: `'safe-methods'` is decided by the request's method. */
+export function transactionModeFor (mode: RouteMode, method: string): TransactionMode {
+  if (typeof mode.readOnly === 'boolean') return mode as TransactionMode
+  return { ...mode, readOnly: SAFE_METHODS.has(method) }
+}
