@@ -6,6 +6,7 @@ import { fastifyTenantRls } from './plugin.js'
 import type { TenantDatabase } from './tenant-database.js'
 
 export type { FastifyTenantRlsOptions, TenantResolver } from './options.js'
+export type { PublicRouteCandidate, PublicRoutesOptions } from './public-routes.js'
 export type { RegisteredSchema, TenantDatabase, TenantRlsRegister } from './tenant-database.js'
 export type { TenantWork, WithTenantOptions } from './with-tenant.js'
 export { withTenant } from './with-tenant.js'
@@ -18,11 +19,11 @@ export * as errors from './errors.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
-    /** The verified tenant of this request (canonical UUID); null on routes with `config.tenant === false`. Read-only. */
+    /** The verified tenant of this request (canonical UUID); null on opted-out, public and out-of-scope routes. Read-only. */
     readonly tenantId: string | null
     /**
      * drizzle database bound to this request's tenant transaction, typed from your registered schema.
-     * Throws FST_TENANT_RLS_NO_TENANT_CONTEXT on routes with `config.tenant === false`.
+     * Throws FST_TENANT_RLS_NO_TENANT_CONTEXT on opted-out, public and out-of-scope routes.
      */
     readonly db: TenantDatabase
   }

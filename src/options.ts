@@ -4,6 +4,8 @@
 import type { FastifyRequest } from 'fastify'
 import type { Pool } from 'pg'
 import { InvalidOptionError } from './errors.js'
+import { validatePublicRoutes } from './public-routes.js'
+import type { PublicRoutePredicate, PublicRoutesOptions } from './public-routes.js'
 import { DEFAULT_LOCK_TIMEOUT } from './tenant-transaction.js'
 
 /** Returns the tenant id for a verified request, or null/undefined when it has none. */
@@ -29,6 +31,11 @@ export interface FastifyTenantRlsOptions<TSchema extends Record<string, unknown>
    * with SQLSTATE 55P03. 0 waits forever. Default 5000.
    */
   lockTimeout?: number
+  /**
+   * Routes that answer without a token, decided once per route at startup: by URL prefix, by a
+   * predicate, or both. Routes with only the OPTIONS method (CORS preflights) are always public.
+   */
+  publicRoutes?: PublicRoutesOptions
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
@@ -39,6 +46,7 @@ export interface ResolvedOptions {
   resolveTenant: TenantResolver | undefined
   setting: string
   lockTimeout: number
+  isPublicRoute: PublicRoutePredicate
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
@@ -48,7 +56,7 @@ export const DEFAULT_SETTING = 'app.current_tenant_id'
 // identifiers are accepted, so the name is safe to write into a multi-statement message as a literal.
 const SETTING_NAME = /^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+$/
 const CLAIM_SEGMENT = /^[A-Za-z0-9_:$-]+$/
-const KNOWN_OPTIONS = new Set(['pool', 'schema', 'claim', 'resolveTenant', 'setting', 'lockTimeout'])
+const KNOWN_OPTIONS = new Set(['pool', 'schema', 'claim', 'resolveTenant', 'setting', 'lockTimeout', 'publicRoutes'])
 
 function fail (message: string): never {
   throw new InvalidOptionError(message)
@@ -110,7 +118,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
   const unknown = Object.keys(given).filter((key) => !KNOWN_OPTIONS.has(key))
   if (unknown.length > 0) fail(`unknown option(s) ${unknown.join(', ')}; known options are ${[...KNOWN_OPTIONS].join(', ')}`)
 
-  const { pool, schema, claim = DEFAULT_CLAIM, resolveTenant, setting = DEFAULT_SETTING, lockTimeout = DEFAULT_LOCK_TIMEOUT } = given
+  const { pool, schema, claim = DEFAULT_CLAIM, resolveTenant, setting = DEFAULT_SETTING, lockTimeout = DEFAULT_LOCK_TIMEOUT, publicRoutes } = given
   if (resolveTenant !== undefined && typeof resolveTenant !== 'function') {
     fail('resolveTenant must be a function (request) => tenantId | null, sync or async')
   }
@@ -123,6 +131,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     claimPath: parseClaimPath(claim),
     resolveTenant: resolveTenant as TenantResolver | undefined,
     setting: validateSetting(setting),
-    lockTimeout: validateLockTimeout(lockTimeout)
+    lockTimeout: validateLockTimeout(lockTimeout),
+    isPublicRoute: validatePublicRoutes(publicRoutes)
   }
 }

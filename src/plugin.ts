@@ -1,7 +1,7 @@
 // The Fastify side: decorators and hook wiring. No SQL here; every transaction statement lives in
 // tenant-transaction.ts.
 //
-// One tenant-scoped request:
+// One tenant-scoped request (public routes, decided once per route, skip all of it):
 //   onRequest  verify the JWT (401), resolve the tenant (403); nothing else is allocated.
 //   handler    first use of request.db creates the TenantTransaction; its first query takes a
 //              connection and opens the transaction.
@@ -15,6 +15,7 @@ import type {} from '@fastify/jwt'
 import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, RouteOptions } from 'fastify'
 import { NoTenantContextError, UnauthenticatedError } from './errors.js'
 import { presentDatabaseError } from './error-presentation.js'
+import { rootOf, runOnSendHookLast } from './fastify-internals.js'
 import { resolveOptions } from './options.js'
 import { unwritableReplyError } from './reply-writability.js'
 import { checkPoolRole, describeRoleProblem } from './safety-checks.js'
@@ -25,33 +26,64 @@ import { TenantTransaction } from './tenant-transaction.js'
 import type { Queryable } from './tenant-transaction.js'
 import { runWithTenant } from './with-tenant.js'
 
-const kTenant = Symbol('fastify-tenant-rls.tenant')
-const kReply = Symbol('fastify-tenant-rls.reply')
-const kTransaction = Symbol('fastify-tenant-rls.transaction')
-const kDatabase = Symbol('fastify-tenant-rls.database')
-const kSettled = Symbol('fastify-tenant-rls.settled')
+const kState = Symbol('fastify-tenant-rls.state')
 const kFinishedByRoute = Symbol('fastify-tenant-rls.finished-by-route')
+const kPublicRoute = Symbol('fastify-tenant-rls.public-route')
 
+/** Set by onRequest once the tenant is verified; absent on public, opted-out and unmatched routes. */
 interface TenantRequestState {
   /** The verified tenant; private, so route code cannot change the tenant a transaction opens for. */
-  [kTenant]: string | null
-  [kReply]: FastifyReply | null
-  /** Created on first use of request.db: a route that never touches it allocates nothing. */
-  [kTransaction]: TenantTransaction | null
-  [kDatabase]: TenantDatabase<Record<string, unknown>> | null
-  /** Set once the reply is decided (onSend or onError): no transaction may begin after that. */
-  [kSettled]: boolean
+  readonly tenantId: string
+  readonly reply: FastifyReply
   /** The route carries the plugin's own onSend hook (added at onRoute), so the instance's stands aside. */
-  [kFinishedByRoute]: boolean
+  readonly finishedByRoute: boolean
+  /** The registration that verified the request builds its handle (its pool, its schema). */
+  readonly openDatabase: (request: FastifyRequest, state: TenantRequestState) => TenantDatabase<Record<string, unknown>>
+  /** Created on first use of request.db: a route that never touches it allocates nothing. */
+  transaction: TenantTransaction | null
+  database: TenantDatabase<Record<string, unknown>> | null
+  /** Set once the reply is decided (onSend or onError): no transaction may begin after that. */
+  settled: boolean
 }
 
 /** What onRoute adds to the config of every route it sees. */
 interface RouteMark {
   [kFinishedByRoute]?: true
+  /** Decided once per route: public routes skip authentication entirely. */
+  [kPublicRoute]?: boolean
 }
 
-function stateOf (request: FastifyRequest): TenantRequestState {
-  return request as unknown as TenantRequestState
+type RequestWithState = Record<typeof kState, TenantRequestState | null | undefined>
+
+function stateOf (request: FastifyRequest): TenantRequestState | null {
+  // Contexts created before the plugin copied the request defaults without ours: undefined there.
+  return (request as unknown as RequestWithState)[kState] ?? null
+}
+
+function tenantIdOf (this: FastifyRequest): string | null {
+  return stateOf(this)?.tenantId ?? null
+}
+
+function databaseOf (this: FastifyRequest): TenantDatabase {
+  const state = stateOf(this)
+  // Public, opted-out and out-of-scope routes: a clear error, never an undefined typed as present.
+  if (state === null) throw new NoTenantContextError()
+  // Built on first use: a route that never touches request.db pays for no drizzle object.
+  state.database ??= state.openDatabase(this, state)
+  return state.database as unknown as TenantDatabase
+}
+
+const decoratedApps = new WeakSet<FastifyInstance>()
+
+// On the root, once per app, so every route has request.db, whichever context it was declared in
+// and whenever; state lives on the request, so one pair of getters serves every registration.
+function decorateEveryRequest (fastify: FastifyInstance): void {
+  const root = rootOf(fastify)
+  if (decoratedApps.has(root)) return
+  decoratedApps.add(root)
+  root.decorateRequest(kState, null)
+  root.decorateRequest('tenantId', { getter: tenantIdOf })
+  root.decorateRequest('db', { getter: databaseOf })
 }
 
 /** Route-level onSend hooks, as an array, whichever of the accepted shapes the route used. */
@@ -69,25 +101,23 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   // The pool's role as checked by onReady, which Fastify runs before serving any request.
   let expectedRole: string | undefined
 
-  fastify.decorateRequest(kTenant, null)
-  fastify.decorateRequest(kReply, null)
-  fastify.decorateRequest(kTransaction, null)
-  fastify.decorateRequest(kDatabase, null)
-  fastify.decorateRequest(kSettled, false)
-  fastify.decorateRequest(kFinishedByRoute, false)
-  fastify.decorateRequest('tenantId', {
-    getter (this: FastifyRequest) {
-      return stateOf(this)[kTenant]
+  decorateEveryRequest(fastify)
+
+  function openDatabase (request: FastifyRequest, state: TenantRequestState): TenantDatabase<Record<string, unknown>> {
+    return createDatabase(warningWhenRefused(request, transactionOf(state)))
+  }
+
+  // Routes onRoute never saw (declared before the plugin): decided on their first request, once.
+  const verdictsOfUnseenRoutes = new WeakMap<object, boolean>()
+  function isPublicUnseenRoute (request: FastifyRequest): boolean {
+    const route = request.routeOptions
+    let verdict = verdictsOfUnseenRoutes.get(route.config)
+    if (verdict === undefined) {
+      verdict = options.isPublicRoute({ method: route.method, url: route.url ?? '' })
+      verdictsOfUnseenRoutes.set(route.config, verdict)
     }
-  })
-  fastify.decorateRequest('db', {
-    getter (this: FastifyRequest) {
-      const state = stateOf(this)
-      // Built on first use: a route that never touches request.db pays for no drizzle object.
-      state[kDatabase] ??= createDatabase(warningWhenRefused(this, transactionOf(state)))
-      return state[kDatabase] as unknown as TenantDatabase
-    }
-  })
+    return verdict
+  }
 
   // A query on a finished transaction is refused. After the reply (route code that replies first
   // and writes afterwards) nobody would hear of it: the client has its answer and route code often
@@ -108,11 +138,9 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   }
 
   function transactionOf (state: TenantRequestState): TenantTransaction {
-    if (state[kTransaction] !== null) return state[kTransaction]
-    const tenantId = state[kTenant]
-    const reply = state[kReply]
-    if (tenantId === null || reply === null) throw new NoTenantContextError()
-    const transaction = new TenantTransaction(options.pool, tenantId, options.setting, {
+    if (state.transaction !== null) return state.transaction
+    const reply = state.reply
+    const transaction = new TenantTransaction(options.pool, state.tenantId, options.setting, {
       expectedRole,
       lockTimeout: options.lockTimeout,
       onDiscard (reason) {
@@ -129,8 +157,8 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       }
     })
     // After the reply is decided, a first use gets a handle that refuses every query.
-    if (state[kSettled]) transaction.rollback().catch(() => {})
-    state[kTransaction] = transaction
+    if (state.settled) transaction.rollback().catch(() => {})
+    state.transaction = transaction
     return transaction
   }
 
@@ -157,9 +185,12 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   // Route-level hooks run after every hook of the instance chain, so a hook added here finishes the
   // transaction after the onSend hooks of the app, of child contexts and of the route itself.
   fastify.addHook('onRoute', function finishAfterEveryOnSendHook (routeOptions) {
+    const config = routeOptions.config
+    const open = config?.tenant === false || options.isPublicRoute({ method: routeOptions.method, url: routeOptions.url })
     // Read in onRequest (where the route config is read anyway) so the instance hook stands aside.
-    const marked: RouteMark & typeof routeOptions.config = { ...routeOptions.config, [kFinishedByRoute]: true }
+    const marked: RouteMark & typeof config = { ...config, [kFinishedByRoute]: true, [kPublicRoute]: open }
     routeOptions.config = marked
+    if (open) return
     // Other plugins' onRoute hooks run after this one and may append onSend hooks of their own.
     // Fastify reads a route's hooks only when the app gets ready, after every after() callback, so
     // placing the hook here puts it last once all onRoute hooks have run. No parameter: avvio then
@@ -171,19 +202,20 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   })
 
   fastify.addHook('onRequest', async function authenticateTenant (request: FastifyRequest, reply: FastifyReply) {
-    const config = request.routeOptions.config
+    const config: RouteMark & typeof request.routeOptions.config = request.routeOptions.config
     // Unmatched URLs have nothing to protect; the not-found handler runs without a tenant.
-    if (config.tenant === false || request.is404) return
+    if (request.is404 || config.tenant === false || (config[kPublicRoute] ?? isPublicUnseenRoute(request))) return
     try {
       await request.jwtVerify()
     } catch (error) {
       throw new UnauthenticatedError((error as Error).message, { cause: error })
     }
     const tenantId = await resolveTenantId(request, options)
-    const state = stateOf(request)
-    state[kTenant] = tenantId
-    state[kReply] = reply
-    state[kFinishedByRoute] = (config as RouteMark)[kFinishedByRoute] === true
+    const finishedByRoute = config[kFinishedByRoute] === true
+    // Declared before the plugin: the instance hook must still run after the route's own onSend hooks.
+    if (!finishedByRoute) runOnSendHookLast(request, finishRouteRegisteredEarlier.name)
+    const state: TenantRequestState = { tenantId, reply, finishedByRoute, openDatabase, transaction: null, database: null, settled: false }
+    ;(request as unknown as RequestWithState)[kState] = state
     request.log = request.log.child({ tenantId })
     reply.log = request.log
   })
@@ -191,24 +223,29 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   fastify.addHook('onError', async function rollBackFailedRequest (request: FastifyRequest, _reply: FastifyReply, error: Error) {
     presentDatabaseError(error)
     const state = stateOf(request)
+    if (state === null) return
     // Rolled back here, and any later first use refused: by onSend, a failed request has no
     // transaction left to commit.
-    state[kSettled] = true
-    await state[kTransaction]?.rollback()
+    state.settled = true
+    await state.transaction?.rollback()
   })
 
-  // Routes that onRoute never saw (registered on the root before the plugin) are finished by the
-  // instance hook instead; there, onSend hooks added to the root after the plugin run after it.
-  fastify.addHook('onSend', function finishRouteRegisteredEarlier (request, reply, payload, done) {
-    if (stateOf(request)[kFinishedByRoute]) return done(null, payload)
+  // Routes that onRoute never saw (declared before the plugin, on the root or in a context created
+  // earlier: Fastify adds instance hooks to existing contexts, not onRoute hooks) are finished by
+  // the instance hook instead, which onRequest moves after the route's other onSend hooks.
+  function finishRouteRegisteredEarlier (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (error: Error | null, payload?: unknown) => void): void {
+    const state = stateOf(request)
+    if (state === null || state.finishedByRoute) return done(null, payload)
     finishTenantTransaction(request, reply, payload, done)
-  })
+  }
+  fastify.addHook('onSend', finishRouteRegisteredEarlier)
 
   // Callback style, so that the common case (no transaction, or one never opened) allocates no promise.
   function finishTenantTransaction (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (error: Error | null, payload?: unknown) => void): void {
     const state = stateOf(request)
-    state[kSettled] = true
-    const transaction = state[kTransaction]
+    if (state === null) return done(null, payload)
+    state.settled = true
+    const transaction = state.transaction
     if (transaction === null || transaction.finished) return done(null, payload)
     if (!transaction.opened) {
       // Nothing was sent: this finishes synchronously, and refuses any later use of request.db.
