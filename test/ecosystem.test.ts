@@ -100,6 +100,10 @@ t.test('@fastify/cors registered after the plugin: its OPTIONS route is public, 
   })
   t.equal(preflight.statusCode, 204)
   t.equal(preflight.headers['access-control-allow-origin'], 'https://app.example')
+  // The README's reason to register cors first: the plugin refused before cors's hook ran.
+  const denied = await app.inject({ method: 'POST', url: '/projects/x', headers: { origin: 'https://app.example' } })
+  t.equal(denied.statusCode, 401)
+  t.equal(denied.headers['access-control-allow-origin'], undefined)
 })
 
 t.test('@fastify/rate-limit keyed by tenant: one budget per tenant, unauthenticated traffic never reaches it', async (t) => {
