@@ -11,6 +11,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, 
 import t from 'tap'
 import fastifyTenantRls from 'fastify-tenant-rls'
 import { createTestDatabase, eventually } from '../helpers/database.js'
+import { gate } from '../helpers/gate.js'
 import { bearer, buildApp, committedNames, createProjectsTable, JWT_SECRET, projects, schema } from '../helpers/fixture.js'
 
 const db = await createTestDatabase(t)
@@ -193,6 +194,34 @@ t.test('routes declared before the plugin: their own onSend hooks, and the app\'
     t.equal((await post(app, url)).statusCode, 500, `${url}, again`)
   }
   t.same(await committedNames(db, tenantA), SEEDED, 'nothing committed')
+})
+
+t.test('the first tenant request of a route declared before the plugin does not make a reply in flight skip a hook', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifyJwt, { secret: JWT_SECRET })
+  const inSlowHook = gate()
+  const release = gate()
+  async function slowForAnonymous (request: FastifyRequest): Promise<void> {
+    if (request.headers.authorization !== undefined) return
+    inSlowHook.open()
+    await release.promise
+  }
+  async function countHook (_request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    reply.header('x-counted', 'yes')
+  }
+  app.post('/early-in-flight', { onSend: [slowForAnonymous, countHook] }, (request) => insert(request, 'in-flight'))
+  await app.register(fastifyTenantRls, { pool, schema })
+  await app.ready()
+  // A 401 runs the route's onSend hooks without the plugin's onRequest having reordered them.
+  const anonymous = app.inject({ method: 'POST', url: '/early-in-flight' })
+  await inSlowHook.promise
+  t.equal((await post(app, '/early-in-flight')).statusCode, 200, 'the tenant request reorders and commits')
+  release.open()
+  const refused = await anonymous
+  t.equal(refused.statusCode, 401)
+  t.equal(refused.headers['x-counted'], 'yes', 'the hook after the slow one still ran for the reply in flight')
+  t.same(await committedNames(db, tenantA), [...SEEDED, 'in-flight'])
 })
 
 t.test('a write after the reply is refused and logged at warn with its route', async (t) => {
