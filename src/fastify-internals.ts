@@ -35,14 +35,20 @@ function routeContextOf (request: FastifyRequest): RouteContext | undefined {
 
 /**
  * Moves the onSend hook named `name` (Fastify binds hooks, so only the name identifies it) to the
- * end of the route's onSend hooks. Idempotent; the array is the route's, so the first request of
- * the route does it for all. Should Fastify change shape, nothing moves and the commit runs where
- * Fastify placed the hook: still a commit or rollback, never a leak (the tests above catch it).
+ * end of the route's onSend hooks. Idempotent; the context is the route's, so the first request of
+ * the route does it for all. The array is replaced, not changed in place: a request of the same
+ * route already running its onSend hooks (a 401, say) keeps iterating its own, and skips none.
+ * Should Fastify change shape, nothing moves and the commit runs where Fastify placed the hook:
+ * still a commit or a rollback, never a leak (the tests above catch it).
  */
 export function runOnSendHookLast (request: FastifyRequest, name: string): void {
-  const hooks = routeContextOf(request)?.onSend
-  if (!Array.isArray(hooks)) return
+  const context = routeContextOf(request)
+  const hooks = context?.onSend
+  if (context === undefined || !Array.isArray(hooks)) return
   const boundName = `bound ${name}`
   const index = hooks.findIndex((hook) => hook.name === boundName)
-  if (index !== -1 && index !== hooks.length - 1) hooks.push(...hooks.splice(index, 1))
+  if (index === -1 || index === hooks.length - 1) return
+  const reordered = [...hooks]
+  reordered.push(...reordered.splice(index, 1))
+  context.onSend = reordered
 }
