@@ -123,3 +123,10 @@ export const UnsafeRoleError = createError(
   'Refusing to start: %s',
   500
 )
+
+/** The pool could not connect when the plugin first used it (app.ready()): refused, wrong password, no such database. */
+export const ConnectionFailedError = createError(
+  'FST_TENANT_RLS_CONNECTION_FAILED',
+  'fastify-tenant-rls could not connect to PostgreSQL: %s',
+  500
+)

@@ -15,6 +15,11 @@ export { normalizeTenantId } from './tenant-id.js'
 export { inspectPoolRole } from './safety-checks.js'
 export type { RoleInspection, RoleProblem } from './safety-checks.js'
 export { HARMLESS_STORED_SETTINGS, HARMLESS_STORED_SETTING_PREFIXES } from './stored-settings.js'
+// Observability: the diagnostics_channel names and event shapes, and the startup check's policy warning.
+export { DIAGNOSTICS_CHANNELS } from './diagnostics.js'
+export type { PoolFigures, TransactionFinishEvent, TransactionOpenEvent, TransactionQueryEvent } from './diagnostics.js'
+export { inspectPolicySetting } from './safety-checks.js'
+export type { SettingWarning } from './safety-checks.js'
 export * as errors from './errors.js'
 
 declare module 'fastify' {

@@ -13,12 +13,14 @@
 //   onClose    roll back whatever is still open, so the pool can be ended.
 import type {} from '@fastify/jwt'
 import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, RouteOptions } from 'fastify'
+import { explainConnectionFailure } from './connection-failure.js'
 import { NoTenantContextError, UnauthenticatedError } from './errors.js'
 import { presentDatabaseError } from './error-presentation.js'
 import { rootOf, runOnSendHookLast } from './fastify-internals.js'
 import { resolveOptions } from './options.js'
 import { unwritableReplyError } from './reply-writability.js'
-import { checkPoolRole, describeRoleProblem } from './safety-checks.js'
+import { createPoolExhaustionLog } from './pool-exhaustion.js'
+import { checkPoolRole, describeRoleProblem, inspectPolicySetting } from './safety-checks.js'
 import { createDatabaseFactory } from './tenant-database.js'
 import type { TenantDatabase } from './tenant-database.js'
 import { resolveTenantId } from './tenant-resolution.js'
@@ -100,6 +102,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   const live = new Set<TenantTransaction>()
   // The pool's role as checked by onReady, which Fastify runs before serving any request.
   let expectedRole: string | undefined
+  const poolExhaustion = createPoolExhaustionLog(options.pool)
 
   decorateEveryRequest(fastify)
 
@@ -149,8 +152,9 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       },
       onOpen (transaction) {
         live.add(transaction)
+        poolExhaustion.connected(reply.log)
         // 'close' fires on every way a response ends, including those that skip onSend.
-        reply.raw.once('close', () => { transaction.rollback().catch(() => {}) })
+        reply.raw.once('close', () => { transaction.rollback('response closed').catch(() => {}) })
       },
       onFinish (transaction) {
         live.delete(transaction)
@@ -179,7 +183,9 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     // Every transaction opened from now on must run as this role, the one just checked.
     expectedRole = await checkPoolRole(options.pool, function warnAboutSharedRole (warning) {
       fastify.log.warn({ role: warning.role, fix: warning.fix }, describeRoleProblem(warning))
-    })
+    }).catch(explainConnectionFailure)
+    const unread = await inspectPolicySetting(options.pool, options.setting)
+    if (unread !== undefined) fastify.log.warn({ setting: unread.setting, fix: unread.fix }, `fastify-tenant-rls: ${unread.problem}; fix: ${unread.fix}`)
   })
 
   // Route-level hooks run after every hook of the instance chain, so a hook added here finishes the
@@ -227,7 +233,9 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     // Rolled back here, and any later first use refused: by onSend, a failed request has no
     // transaction left to commit.
     state.settled = true
-    await state.transaction?.rollback()
+    const code = (error as { code?: unknown }).code
+    if (code === 'FST_TENANT_RLS_DATABASE_UNAVAILABLE') poolExhaustion.unavailable(request.log, error)
+    await state.transaction?.rollback('error', typeof code === 'string' ? code : undefined)
   })
 
   // Routes that onRoute never saw (declared before the plugin, on the root or in a context created
@@ -255,7 +263,9 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     // A reply Fastify or Node cannot write would fail after the commit: roll back instead.
     const unwritable = unwritableReplyError(reply, payload)
     // Before the response is written: a failed commit becomes the reply, never a 2xx.
-    const finishing = reply.statusCode < 400 && unwritable === undefined ? transaction.commit() : transaction.rollback()
+    const finishing = reply.statusCode < 400 && unwritable === undefined
+      ? transaction.commit()
+      : transaction.rollback(unwritable === undefined ? 'error status' : 'unwritable reply')
     finishing.then(function writeReply () {
       if (unwritable !== undefined) return done(unwritable)
       // done() writes the response; what it throws would otherwise be an unhandled rejection and
@@ -269,6 +279,6 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   }
 
   fastify.addHook('onClose', async function rollBackInFlightTransactions () {
-    await Promise.all([...live].map((transaction) => transaction.rollback()))
+    await Promise.all([...live].map((transaction) => transaction.rollback('app closing')))
   })
 }

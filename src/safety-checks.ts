@@ -224,3 +224,40 @@ export async function checkPoolRole (pool: Pool, onWarning: RoleWarningHandler =
   for (const warning of warnings) onWarning(warning)
   return role
 }
+
+/** The configured setting is read by no RLS policy the role meets: every tenant query would see nothing. */
+export interface SettingWarning {
+  setting: string
+  problem: string
+  fix: string
+}
+
+// The policies on tables the role may use, as PostgreSQL deparses them: whether any of their
+// expressions names the setting (as the quoted literal, so 'app.tenant' does not match inside
+// 'app.tenant_id'), and which settings they read through current_setting(), for the hint.
+const POLICY_SETTINGS_SQL = `
+WITH visible AS (
+  SELECT pg_catalog.concat_ws(' ', p.qual, p.with_check) AS expressions FROM pg_catalog.pg_policies p
+  WHERE pg_catalog.has_table_privilege(pg_catalog.format('%I.%I', p.schemaname, p.tablename), 'SELECT, INSERT, UPDATE, DELETE')
+)
+SELECT coalesce(pg_catalog.bool_or(pg_catalog.strpos(expressions, pg_catalog.quote_literal($1)) > 0), false) AS reads,
+  ARRAY(SELECT DISTINCT m[1] FROM visible, pg_catalog.regexp_matches(expressions, 'current_setting\\(''([^'']+)''', 'g') AS m ORDER BY 1) AS settings
+FROM visible`
+
+/**
+ * Whether an RLS policy reads `setting`; a warning with the fix when none does. Not a refusal: a
+ * policy can read the setting inside a function, which the check does not look into, and a wrong
+ * name fails closed (no rows, WITH CHECK errors), it does not leak.
+ */
+export async function inspectPolicySetting (pool: Pool, setting: string): Promise<SettingWarning | undefined> {
+  const { rows: [facts] } = await pool.query<{ reads: boolean, settings: string[] }>(POLICY_SETTINGS_SQL, [setting])
+  if (facts === undefined || facts.reads) return undefined
+  const found = facts.settings.length > 0 ? `the policies read ${facts.settings.map((name) => `'${name}'`).join(', ')}` : 'no policy reads any setting through current_setting()'
+  return {
+    setting,
+    problem: `no row-level security policy on a table the role may use reads the setting '${setting}' (${found}): tenant queries would return no rows and every insert would fail its WITH CHECK`,
+    fix: facts.settings.length > 0
+      ? `give the plugin the setting your policies read (setting: '${facts.settings[0]}'), or make the policies read current_setting('${setting}', true)`
+      : `create the policies, reading current_setting('${setting}', true) (see tenantTablesSql in fastify-tenant-rls/schema); ignore this if your policies read it inside a function`
+  }
+}

@@ -16,8 +16,9 @@ import {
   TransactionControlRefusedError,
   UnexpectedRoleError
 } from './errors.js'
+import { openTimer, publishOpen, queriesObserved, traceFinish, traceQuery } from './diagnostics.js'
 import { preparedStatementCount, sendOpening, sendStatements } from './opening-query.js'
-import { endsTransaction } from './transaction-control.js'
+import { classifyRouteStatement } from './route-statement.js'
 import type { PipelinedStatement } from './opening-query.js'
 
 /** What a finished transaction did. */
@@ -30,55 +31,59 @@ const ROLE_ALTERED_MARKER = 'fastify-tenant-rls: role altered'
 /** Default `lock_timeout` of every tenant transaction, in milliseconds. */
 export const DEFAULT_LOCK_TIMEOUT = 5000
 
-// How many rows of the catalogs that every connection of the role depends on this backend has
-// written and not yet reported (ALTER ROLE: its password, its stored settings; ALTER DATABASE ...
-// SET). Unreported counts can include earlier transactions of this backend, but none are reported
-// while a transaction block is open, so the difference between the opening and the pre-commit
-// check is exactly what this transaction (its savepoints included) wrote. The catalogs themselves
-// cannot tell: pg_authid is not readable by the application role. Operators are schema-qualified
-// here and below, as route code can change search_path within the transaction.
-const SHARED_CATALOG_WRITES = ['pg_authid', 'pg_db_role_setting']
-  .flatMap((catalog) => ['inserted', 'updated', 'deleted'].map((kind) => `pg_catalog.pg_stat_get_xact_tuples_${kind}('pg_catalog.${catalog}'::pg_catalog.regclass)`))
+// Opens the transaction's tenant context and reads the role it opened as, which COMMIT compares
+// with. lock_timeout is local too: one tenant holding a table lock (LOCK TABLE, a long ALTER) makes
+// other tenants' requests fail fast, not queue forever.
+const OPENING_SQL = 'SELECT pg_catalog.set_config($1, $2, true), current_user, pg_catalog.set_config($3, $4, true)'
+
+// Two closings. Plain route statements (route-statement.ts) can leave session settings, advisory
+// locks, sequence state and temporary tables, which the reset below undoes at little cost. Any
+// other statement (a DO block, ALTER, PREPARE, DECLARE, ...) can leave more, and those few
+// transactions pay for the checks below, marked "after other statements".
+
+// After other statements: how many rows of the catalogs that every connection of the role depends
+// on this backend has written and not yet reported (ALTER ROLE: its password, its stored settings;
+// ALTER DATABASE ... SET). Unreported counts can include earlier transactions of this backend, but
+// none are reported while a transaction block is open, so the difference between a reading taken
+// before the first such statement and the pre-commit check is exactly what this transaction (its
+// savepoints included) wrote. The catalogs themselves cannot tell: the application role may not
+// read pg_authid. 1260 and 2964 are the fixed OIDs of pg_authid and pg_db_role_setting. Operators
+// are schema-qualified here and below, as route code can change search_path within the transaction.
+const SHARED_CATALOG_WRITES = [1260, 2964]
+  .flatMap((catalog) => ['inserted', 'updated', 'deleted'].map((kind) => `pg_catalog.pg_stat_get_xact_tuples_${kind}(${catalog}::pg_catalog.oid)`))
   .join(' OPERATOR(pg_catalog.+) ')
+const CATALOG_WRITES_SQL = `SELECT ${SHARED_CATALOG_WRITES}`
 
-// Opens the transaction's tenant context and reads what COMMIT compares with: the role it opened
-// as, and the shared catalog writes so far. lock_timeout is local too: one tenant holding a table
-// lock (LOCK TABLE, a long ALTER) makes other tenants' requests fail fast, not queue forever.
-const OPENING_SQL = 'SELECT pg_catalog.set_config($1, $2, true), current_user, pg_catalog.set_config($3, $4, true), ' + SHARED_CATALOG_WRITES
-
-// Before the check, in the same message: PostgreSQL runs code at COMMIT, after any check placed in
-// front of it: the query of a WITH HOLD cursor is run to the end then, and deferred constraint
-// triggers fire then. Either could switch the tenant and write after the check passed. Closing
-// every cursor and firing every deferred trigger now puts all of that before the check (a
-// deferred key violation is reported here instead of at COMMIT, with the same meaning).
+// After other statements, before the check, in the same message: PostgreSQL runs code at COMMIT,
+// after any check placed in front of it: the query of a WITH HOLD cursor is run to the end then,
+// and deferred constraint triggers fire then. Either could switch the tenant and write after the
+// check passed. Closing every cursor and firing every deferred trigger now puts all of that before
+// the check (a deferred key violation is reported here instead of at COMMIT, with the same meaning).
 const BEFORE_CHECK: readonly PipelinedStatement[] = [
   { text: 'CLOSE ALL' },
   { text: 'SET CONSTRAINTS ALL IMMEDIATE' }
 ]
 
-// Before COMMIT, in the same message: if route code changed the tenant setting or the role, or
-// altered the role or a stored setting (ALTER ROLE/DATABASE ..., which would reach every future
+// Before COMMIT, in the same message: if route code changed the tenant setting or the role (or,
+// after other statements, altered the role or a stored setting, which would reach every future
 // connection: a new password locks every tenant out), the cast fails, PostgreSQL skips the COMMIT
 // and the transaction stays aborted.
-const PRE_COMMIT_CHECK_SQL = 'SELECT (CASE ' +
-  'WHEN COALESCE(pg_catalog.current_setting($1, true) OPERATOR(pg_catalog.=) $2::text, false) ' +
-  'AND current_user OPERATOR(pg_catalog.=) $3::name THEN (CASE ' +
-  `WHEN ${SHARED_CATALOG_WRITES} OPERATOR(pg_catalog.<>) $6::bigint THEN $5 ` +
-  "ELSE '0' END) ELSE $4 END)::int"
+const CONTEXT_INTACT = 'COALESCE(pg_catalog.current_setting($1, true) OPERATOR(pg_catalog.=) $2::text, false) ' +
+  'AND current_user OPERATOR(pg_catalog.=) $3::name'
+const PRE_COMMIT_CHECK_SQL = `SELECT (CASE WHEN ${CONTEXT_INTACT} THEN '0' ELSE $4 END)::int`
+const PRE_COMMIT_CHECK_AFTER_OTHER_SQL = `SELECT (CASE WHEN ${CONTEXT_INTACT} THEN (CASE ` +
+  `WHEN ${SHARED_CATALOG_WRITES} OPERATOR(pg_catalog.<>) $6::bigint THEN $5 ELSE '0' END) ELSE $4 END)::int`
 
-/** How many statements of the commit message come before the session read (see #commitStatements). */
-const STATEMENTS_UP_TO_COMMIT = BEFORE_CHECK.length + 2
-
-// After COMMIT or ROLLBACK: read what decides whether the client may be reused, and release
-// session advisory locks. Read before the reset below: the session-level tenant and role, SQL-level
-// prepared statements (route state: they would outlive the request; the read spells the
-// DEALLOCATE for them, so that behind PgBouncer they leave the server connection too) and
-// protocol-level ones (pg's own cache: fewer on the server than pg believes means a route's
-// DEALLOCATE broke it). Qualified throughout: a session-level search_path is still in force here.
-const SESSION_READ_SQL = 'SELECT pg_catalog.current_setting($1, true), current_user, ' +
-  "pg_catalog.string_agg('DEALLOCATE ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(name), '; ') FILTER (WHERE from_sql), " +
-  'pg_catalog.count(*) FILTER (WHERE NOT from_sql), pg_catalog.pg_advisory_unlock_all() ' +
-  'FROM pg_catalog.pg_prepared_statements'
+// After COMMIT or ROLLBACK: read what decides whether the client may be reused (the session-level
+// tenant and role), and release session advisory locks. Read before the reset below. After other
+// statements also: SQL-level prepared statements (route state: they would outlive the request; the
+// read spells the DEALLOCATE for them, so that behind PgBouncer they leave the server connection
+// too) and protocol-level ones (pg's own cache: fewer on the server than pg believes means a
+// route's DEALLOCATE broke it). Qualified throughout: a session-level search_path is in force here.
+const SESSION_READ_SQL = 'SELECT pg_catalog.current_setting($1, true), current_user, pg_catalog.pg_advisory_unlock_all()'
+const SESSION_READ_AFTER_OTHER_SQL = SESSION_READ_SQL +
+  ", pg_catalog.string_agg('DEALLOCATE ' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(name), '; ') FILTER (WHERE from_sql), " +
+  'pg_catalog.count(*) FILTER (WHERE NOT from_sql) FROM pg_catalog.pg_prepared_statements'
 
 // What DISCARD ALL does, minus what cannot or must not be done here: DISCARD ALL itself refuses to
 // run in a multi-statement sequence; DEALLOCATE ALL would drop pg's (and the plugin's) protocol-level
@@ -180,10 +185,14 @@ export class TenantTransaction implements Queryable {
   #broken = false
   /** The role the transaction opened as; COMMIT refuses if route code changed it. */
   #role: string | undefined
-  /** Shared catalog writes counted at the opening (see SHARED_CATALOG_WRITES). */
-  #catalogWrites = '0'
+  /** Shared catalog writes counted before the first 'other' route statement (see SHARED_CATALOG_WRITES). */
+  #catalogWrites: string | undefined
+  /** Set once route code sent an 'other' statement (route-statement.ts): the closing checks more. */
+  #sentOther = false
   /** Set when the server reports no open transaction before the plugin ended it (see #onReadyForQuery). */
   #endedByRoute = false
+  /** When the connection was taken, for the finish event's hold time; 0 when nobody listened then. */
+  #heldSince = 0
 
   /** `tenantId` must already be canonical and `setting` validated (it is also written as an identifier). */
   constructor (pool: Pool, tenantId: string, setting: string, hooks: TenantTransactionOptions = {}) {
@@ -207,7 +216,7 @@ export class TenantTransaction implements Queryable {
   query (config: unknown, values?: unknown[]): Promise<QueryResult> {
     // Queries run one after another: route code may fire several at once (Promise.all), and pg
     // deprecates queueing on a busy client. A failed query does not stop the ones queued behind it.
-    const run = this.#queue.then(() => this.#run(config, values))
+    const run = this.#queue.then(() => queriesObserved() ? traceQuery(this.tenantId, config, () => this.#run(config, values)) : this.#run(config, values))
     this.#queue = run.catch(() => {})
     return run
   }
@@ -215,17 +224,30 @@ export class TenantTransaction implements Queryable {
   async #run (rawConfig: unknown, values?: unknown[]): Promise<QueryResult> {
     if (this.#finishing !== undefined) throw new TransactionClosedError()
     const config = oneStatement(rawConfig)
+    const kind = classifyRouteStatement(config.text)
     // Never sent: it would commit what the transaction did so far without the pre-commit check.
-    if (endsTransaction(config.text)) throw new TransactionControlRefusedError()
+    if (kind === 'ends-transaction') throw new TransactionControlRefusedError()
+    const firstOther = kind === 'other' && !this.#sentOther
+    if (kind === 'other') this.#sentOther = true
     let carried: Promise<QueryResult> | undefined
     // Every query awaits the one open: if it failed (connection refused, wrong role, set_config
     // refused), so does every later query, even when route code caught the first error.
-    const client = await (this.#opening ??= this.#open(config, values, (result) => { carried = result }))
+    const client = await (this.#opening ??= this.#open(config, values, firstOther, (result) => { carried = result }))
     // The first query usually travels with the open: it ran inside the transaction, whatever came after.
     if (carried !== undefined) return carried
     // A rollback (client gone, app closing) may have started while this query waited for the open.
     if (this.#finishing !== undefined || this.#endedByRoute) throw new TransactionClosedError()
+    if (firstOther && this.#catalogWrites === undefined) return this.#countThenRun(client, config, values)
     return client.query(config as pg.QueryConfig, values)
+  }
+
+  // The first 'other' statement after the opening: the role catalogs' writes so far are counted in
+  // the same round trip, just before it (if the count fails, PostgreSQL skips the statement).
+  async #countThenRun (client: PoolClient, config: object, values: unknown[] | undefined): Promise<QueryResult> {
+    const counted = sendOpening(client, [{ text: CATALOG_WRITES_SQL }], config, values)
+    const [row] = await counted.opened
+    this.#catalogWrites = row?.[0] ?? undefined
+    return counted.result ?? client.query(config as pg.QueryConfig, values)
   }
 
   /** Commits (after checking the tenant context is intact), or throws a mapped error having rolled back. */
@@ -235,32 +257,38 @@ export class TenantTransaction implements Queryable {
     if (outcome !== 'committed') throw new TransactionClosedError()
   }
 
-  /** Rolls back if open and releases the connection. Safe to call any number of times, on any path. */
-  async rollback (): Promise<void> {
+  /**
+   * Rolls back if open and releases the connection. Safe to call any number of times, on any path.
+   * `reason` and `errorCode` say why, in the finish event (diagnostics.ts), when this call finishes it.
+   */
+  async rollback (reason?: string, errorCode?: string): Promise<void> {
     // After a failed commit the finish promise holds the commit's error, and that commit has
     // already rolled back; the caller of commit() got the error, so it is not thrown twice.
-    await this.#finish(false).catch(() => {})
+    await this.#finish(false, reason, errorCode).catch(() => {})
   }
 
-  #finish (commit: boolean): Promise<TransactionOutcome> {
+  #finish (commit: boolean, reason?: string, errorCode?: string): Promise<TransactionOutcome> {
     if (this.#finishing === undefined && this.#opening === undefined) {
       // Never opened, so nothing to send: finish at once (the common case of a route that never
       // touched the database), and refuse any query from now on.
       this.#finishing = Promise.resolve(commit ? 'committed' : 'rolled back')
       this.#hooks.onFinish?.(this)
     }
-    this.#finishing ??= this.#settle(commit)
+    this.#finishing ??= traceFinish(this.#settle(commit), this.tenantId, this.#heldSince, reason, errorCode)
     return this.#finishing
   }
 
   /** Takes a connection and opens the transaction, sending the first query along when it can ride. */
-  async #open (config: unknown, values: unknown[] | undefined, carry: (result: Promise<QueryResult>) => void): Promise<PoolClient> {
+  async #open (config: unknown, values: unknown[] | undefined, counting: boolean, carry: (result: Promise<QueryResult>) => void): Promise<PoolClient> {
     let client: PoolClient
+    const askedAt = openTimer()
     try {
       client = await this.#pool.connect()
     } catch (error) {
+      publishOpen(this.tenantId, this.#pool, askedAt, false)
       throw unavailable(error)
     }
+    this.#heldSince = publishOpen(this.tenantId, this.#pool, askedAt, true)
     // A checked-out pg client that loses its server emits 'error'; unheard, that kills the process.
     client.on('error', this.#onClientError)
     connectionOf(client).on('readyForQuery', this.#onReadyForQuery)
@@ -273,12 +301,13 @@ export class TenantTransaction implements Queryable {
     const lockTimeout = String(this.#hooks.lockTimeout ?? DEFAULT_LOCK_TIMEOUT)
     const opening = sendOpening(client, [
       { text: 'BEGIN' },
-      { text: OPENING_SQL, values: [this.#setting, this.tenantId, 'lock_timeout', lockTimeout] }
+      { text: OPENING_SQL, values: [this.#setting, this.tenantId, 'lock_timeout', lockTimeout] },
+      ...(counting ? [{ text: CATALOG_WRITES_SQL }] : [])
     ], config, values)
     if (opening.result !== undefined) carry(opening.result)
-    const [, row] = await opening.opened
+    const [, row, counted] = await opening.opened
+    if (counting) this.#catalogWrites = counted?.[0] ?? undefined
     const role = String(row?.[1])
-    this.#catalogWrites = row?.[3] ?? '0'
     const expected = this.#hooks.expectedRole
     // The first query already ran as `role`; throwing here discards its result, and the rollback
     // that follows undoes its effects and destroys the connection (its role differs from #role).
@@ -287,13 +316,14 @@ export class TenantTransaction implements Queryable {
     return client
   }
 
-  #commitStatements (role: string): PipelinedStatement[] {
-    return [
-      ...BEFORE_CHECK,
-      { text: PRE_COMMIT_CHECK_SQL, values: [this.#setting, this.tenantId, role, CONTEXT_CHANGED_MARKER, ROLE_ALTERED_MARKER, this.#catalogWrites] },
-      { text: 'COMMIT' },
-      ...this.#sessionStatements()
-    ]
+  /** The pre-commit check and COMMIT, then the session statements; also the position of the session read. */
+  #commitStatements (role: string): { statements: PipelinedStatement[], readAt: number } {
+    const context = [this.#setting, this.tenantId, role, CONTEXT_CHANGED_MARKER]
+    const upToCommit: PipelinedStatement[] = this.#sentOther
+      // No count (the count itself failed) never compares equal: fail closed.
+      ? [...BEFORE_CHECK, { text: PRE_COMMIT_CHECK_AFTER_OTHER_SQL, values: [...context, ROLE_ALTERED_MARKER, this.#catalogWrites ?? '-1'] }, { text: 'COMMIT' }]
+      : [{ text: PRE_COMMIT_CHECK_SQL, values: context }, { text: 'COMMIT' }]
+    return { statements: [...upToCommit, ...this.#sessionStatements()], readAt: upToCommit.length }
   }
 
   // Sent right after COMMIT or ROLLBACK, in the same message. ROLLBACK alone is not enough: a route
@@ -303,13 +333,13 @@ export class TenantTransaction implements Queryable {
   // then cleans the server connection itself, which behind PgBouncer outlives the client
   // connection the plugin destroys.
   #sessionStatements (): PipelinedStatement[] {
-    return [{ text: SESSION_READ_SQL, values: [this.#setting] }, ...SESSION_RESET]
+    return [{ text: this.#sentOther ? SESSION_READ_AFTER_OTHER_SQL : SESSION_READ_SQL, values: [this.#setting] }, ...SESSION_RESET]
   }
 
   /** What the session read found that must not reach the next user of the connection, if anything. */
   async #leftover (client: PoolClient, row: Array<string | null> | undefined): Promise<string | undefined> {
     if (row === undefined) return 'the session could not be read'
-    const [setting, role, deallocate, protocolPrepared] = row
+    const [setting, role, , deallocate, protocolPrepared] = row
     if (setting !== null && setting !== '') return 'a session-level tenant setting'
     if (role !== this.#role) return 'a session-level role'
     if (typeof deallocate === 'string') {
@@ -317,7 +347,7 @@ export class TenantTransaction implements Queryable {
       await client.query(deallocate).catch(() => {})
       return 'an SQL-level prepared statement (PREPARE)'
     }
-    if (Number(protocolPrepared) < preparedStatementCount(client)) return 'a deallocated protocol-level prepared statement (DEALLOCATE)'
+    if (protocolPrepared !== undefined && Number(protocolPrepared) < preparedStatementCount(client)) return 'a deallocated protocol-level prepared statement (DEALLOCATE)'
     return undefined
   }
 
@@ -354,15 +384,16 @@ export class TenantTransaction implements Queryable {
       await this.#rollbackAndRelease(client)
       throw commitError(new TransactionClosedError())
     }
-    const outcome = await sendStatements(client, this.#commitStatements(this.#role))
-    if (outcome.completed < STATEMENTS_UP_TO_COMMIT) {
+    const { statements, readAt } = this.#commitStatements(this.#role)
+    const outcome = await sendStatements(client, statements)
+    if (outcome.completed < readAt) {
       // The check or the COMMIT failed (or the connection went before COMMIT answered): nothing is kept.
       await this.#rollbackAndRelease(client)
       throw commitError(outcome.error)
     }
     // Committed. A failure in the session reset after COMMIT must not turn the reply into an error
     // (a client would retry work that was kept); it only means the connection cannot be trusted.
-    this.#release(client, outcome.error !== undefined ? 'the session reset after COMMIT failed' : await this.#leftover(client, outcome.rows[STATEMENTS_UP_TO_COMMIT]))
+    this.#release(client, outcome.error !== undefined ? 'the session reset after COMMIT failed' : await this.#leftover(client, outcome.rows[readAt]))
     return 'committed'
   }
 

@@ -55,7 +55,7 @@ export async function runWithTenant<TSchema extends Record<string, unknown>, TRe
     return result
   } finally {
     // After a commit this is a no-op; after a throw (from the work or from COMMIT) it rolls back.
-    await transaction.rollback()
+    await transaction.rollback('work threw')
     untrack?.()
   }
 }

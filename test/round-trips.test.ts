@@ -30,6 +30,16 @@ const app = await buildApp(t, {
       return { results: results.length }
     })
     app.get('/no-database', async (request) => ({ tenant: request.tenantId }))
+    app.get('/other-first', async (request) => {
+      await request.db.execute(sql.raw('DO $$ BEGIN END $$'))
+      return 'done'
+    })
+    app.get('/other-second', async (request) => {
+      await request.db.select({ name: projects.name }).from(projects)
+      await request.db.execute(sql.raw('DO $$ BEGIN END $$'))
+      await request.db.execute(sql.raw('DO $$ BEGIN END $$'))
+      return 'done'
+    })
     app.get('/prepared', async (request) => {
       const byName = request.db.select({ name: projects.name }).from(projects).where(eq(projects.name, sql.placeholder('name'))).prepare('by_name')
       return (await byName.execute({ name: 'a-1' })).map((row) => row.name)
@@ -49,9 +59,27 @@ t.test('a one-query request takes two round trips: open + query, then check + CO
   t.equal(seen.roundTrips, 2)
   t.same(seen.commands, [
     'BEGIN', 'SELECT 1', 'SELECT 2',
+    'SELECT 1', 'COMMIT',
+    'SELECT 1', 'CLOSE CURSOR ALL', 'SET', 'RESET', 'UNLISTEN', 'DISCARD TEMP', 'DISCARD SEQUENCES'
+  ], 'twelve statements, in this order')
+})
+
+t.test('a statement other than a plain query (a DO block) makes the closing check more, still in two round trips', async (t) => {
+  t.equal((await app.inject({ url: '/other-first', headers: asA })).statusCode, 200)
+  const seen = traffic.read()
+  t.equal(seen.roundTrips, 2)
+  t.same(seen.commands, [
+    'BEGIN', 'SELECT 1', 'SELECT 1', 'DO',
     'CLOSE CURSOR ALL', 'SET CONSTRAINTS', 'SELECT 1', 'COMMIT',
     'SELECT 1', 'CLOSE CURSOR ALL', 'SET', 'RESET', 'UNLISTEN', 'DISCARD TEMP', 'DISCARD SEQUENCES'
-  ], 'fourteen statements, in this order')
+  ], 'the role catalogs counted before the DO; cursors closed and deferred triggers fired before the check')
+})
+
+t.test('the count before the first other statement rides with it; later ones add nothing', async (t) => {
+  t.equal((await app.inject({ url: '/other-second', headers: asA })).statusCode, 200)
+  const seen = traffic.read()
+  t.equal(seen.roundTrips, 4, 'open + select, count + DO, DO, close')
+  t.same(seen.commands.slice(0, 6), ['BEGIN', 'SELECT 1', 'SELECT 2', 'SELECT 1', 'DO', 'DO'])
 })
 
 t.test('a parameterless single-statement first query rides along too', async (t) => {

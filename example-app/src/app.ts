@@ -5,6 +5,8 @@ import Fastify from 'fastify'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import fastifyTenantRls from 'fastify-tenant-rls'
 import type pg from 'pg'
+import { registerMetrics } from './metrics.js'
+import type { MetricsOptions } from './metrics.js'
 import { projectRoutes } from './routes/projects.js'
 import { taskRoutes } from './routes/tasks.js'
 import * as schema from './schema.js'
@@ -17,6 +19,8 @@ export interface ExampleAppOptions {
   jwtSecret: string
   /** Fastify's own options (logger, ...). */
   fastify?: FastifyServerOptions
+  /** GET /metrics: how many tenants get a label of their own (see metrics.ts). */
+  metrics?: MetricsOptions
 }
 
 /** The example API, ready to listen or inject. */
@@ -25,6 +29,7 @@ export async function buildApp (options: ExampleAppOptions): Promise<FastifyInst
   await app.register(fastifyJwt, { secret: options.jwtSecret })
   // The tenant comes from the token's tenant_id claim (the plugin's default).
   await app.register(fastifyTenantRls, { pool: options.pool, schema })
+  registerMetrics(app, options.metrics)
   app.get('/health', { config: { tenant: false }, schema: { response: { 200: { type: 'object', properties: { ok: { type: 'boolean' } } } } } }, async function health () {
     return { ok: true }
   })
