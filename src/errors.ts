@@ -149,10 +149,10 @@ export const QueryFailedError = createError(
   500
 )
 
-/** request.db was read on a route that opted out of tenancy (config.tenant === false). */
+/** request.db was read on a route without a tenant: opted out, public, or outside the plugin's scope. */
 export const NoTenantContextError = createError(
   'FST_TENANT_RLS_NO_TENANT_CONTEXT',
-  'request.db is not available on a route with config.tenant === false',
+  'request.db is only available on tenant-scoped routes, not on routes with config.tenant === false, public routes (publicRoutes) or routes outside the plugin\'s scope',
   500
 )
 

@@ -13,6 +13,7 @@ export type { RegisteredSchema, TenantDatabase, TenantRequestDatabase, TenantRls
 export type { TenantWork, WithTenantCallOptions, WithTenantOptions } from './with-tenant.js'
 export type { IsolationLevel, ReadOnlyDefault, TenantRouteOptions } from './transaction-mode.js'
 export type { SettingsResolver, TransactionSettings } from './transaction-settings.js'
+export type { PublicRouteCandidate, PublicRoutesOptions } from './public-routes.js'
 export { withTenant } from './with-tenant.js'
 export { normalizeTenantId } from './tenant-id.js'
 export type { TenantIdType } from './tenant-id.js'
@@ -30,7 +31,7 @@ export * as errors from './errors.js'
 declare module 'fastify' {
   // `request.db`, or the decorator name registered in TenantRlsRegister (see TenantRequestDatabase).
   interface FastifyRequest extends TenantRequestDatabase {
-    /** The verified tenant of this request, in canonical form (a lower-case UUID by default); null on routes with `config.tenant === false`. Read-only. */
+    /** The verified tenant of this request, in canonical form (a lower-case UUID by default); null on opted-out, public and out-of-scope routes. Read-only. */
     readonly tenantId: string | null
   }
   interface FastifyInstance {

@@ -8,6 +8,8 @@ import { createOwnedPool } from './owned-pool.js'
 import type { OwnedPoolConfig } from './owned-pool.js'
 import { validateTenantIdType } from './tenant-id.js'
 import type { TenantIdType } from './tenant-id.js'
+import { validatePublicRoutes } from './public-routes.js'
+import type { PublicRoutePredicate, PublicRoutesOptions } from './public-routes.js'
 import { DEFAULT_LOCK_TIMEOUT } from './tenant-transaction.js'
 import { resolvePluginMode, validateTimeout } from './transaction-mode.js'
 import type { IsolationLevel, ReadOnlyDefault, RouteMode } from './transaction-mode.js'
@@ -87,6 +89,11 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
   statementTimeout?: number
   /** `idle_in_transaction_session_timeout` of every tenant transaction in milliseconds (0: none). Default: the server's. */
   idleInTransactionSessionTimeout?: number
+  /**
+   * Routes that answer without a token, decided once per route at startup: by URL prefix, by a
+   * predicate, or both. Routes with only the OPTIONS method (CORS preflights) are always public.
+   */
+  publicRoutes?: PublicRoutesOptions
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
@@ -106,6 +113,7 @@ export interface ResolvedOptions {
   tenantIdType: TenantIdType
   /** Transaction modes of routes that do not override them (and the defaults of app.withTenant). */
   routeMode: RouteMode
+  isPublicRoute: PublicRoutePredicate
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
@@ -121,7 +129,7 @@ const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'decorator',
-  'tenantIdType', 'settings', 'readOnly', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout'])
+  'tenantIdType', 'settings', 'readOnly', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes'])
 
 function fail (message: string): never {
   throw new InvalidOptionError(message)
@@ -228,7 +236,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
   const unknown = Object.keys(given).filter((key) => !KNOWN_OPTIONS.has(key))
   if (unknown.length > 0) fail(`unknown option(s) ${unknown.join(', ')}; known options are ${[...KNOWN_OPTIONS].join(', ')}`)
 
-  const { pool, connectionString, poolConfig, schema, claim = DEFAULT_CLAIM, resolveTenant, verify, jwtNamespace, setting = DEFAULT_SETTING, lockTimeout = DEFAULT_LOCK_TIMEOUT, decorator = DEFAULT_DECORATOR } = given
+  const { pool, connectionString, poolConfig, schema, claim = DEFAULT_CLAIM, resolveTenant, verify, jwtNamespace, setting = DEFAULT_SETTING, lockTimeout = DEFAULT_LOCK_TIMEOUT, decorator = DEFAULT_DECORATOR, publicRoutes } = given
   if (resolveTenant !== undefined && typeof resolveTenant !== 'function') {
     fail('resolveTenant must be a function (request) => tenantId | null, sync or async')
   }
@@ -250,7 +258,8 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     decorator: validateDecorator(decorator),
     settings: given.settings as SettingsResolver | undefined,
     tenantIdType: validateTenantIdType(given.tenantIdType),
-    routeMode: resolvePluginMode(given, checkedLockTimeout)
+    routeMode: resolvePluginMode(given, checkedLockTimeout),
+    isPublicRoute: validatePublicRoutes(publicRoutes)
   }
   // Created last, once every other option is known to be good (creating one connects nowhere yet).
   return { ...resolved, ownsPool, pool: validatePool(ownsPool ? createOwnedPool(connectionString as string, poolConfig) : pool) }

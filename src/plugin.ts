@@ -1,7 +1,7 @@
 // The Fastify side: decorators and hook wiring. No SQL here; every transaction statement lives in
 // tenant-transaction.ts.
 //
-// One tenant-scoped request:
+// One tenant-scoped request (public routes, decided once per route, skip all of it):
 //   onRequest  verify the JWT or run `verify` (401), resolve the tenant (403) and its extra settings;
 //              nothing else is allocated.
 //   handler    first use of request.db creates the TenantTransaction; its first query takes a
@@ -18,6 +18,7 @@ import { createAuthenticator } from './authentication.js'
 import { explainConnectionFailure } from './connection-failure.js'
 import { InvalidOptionError, NoTenantContextError } from './errors.js'
 import { presentDatabaseError } from './error-presentation.js'
+import { rootOf, runOnSendHookLast } from './fastify-internals.js'
 import { resolveOptions } from './options.js'
 import { unwritableReplyError } from './reply-writability.js'
 import { createPoolExhaustionLog } from './pool-exhaustion.js'
@@ -34,39 +35,80 @@ import type { SettingPairs } from './transaction-settings.js'
 import { runWithTenant, withTenantCallOptions } from './with-tenant.js'
 import type { WithTenantCallOptions } from './with-tenant.js'
 
-const kTenant = Symbol('fastify-tenant-rls.tenant')
-const kReply = Symbol('fastify-tenant-rls.reply')
-const kTransaction = Symbol('fastify-tenant-rls.transaction')
-const kDatabase = Symbol('fastify-tenant-rls.database')
-const kSettled = Symbol('fastify-tenant-rls.settled')
+const kState = Symbol('fastify-tenant-rls.state')
 const kFinishedByRoute = Symbol('fastify-tenant-rls.finished-by-route')
-const kSettings = Symbol('fastify-tenant-rls.settings')
+const kPublicRoute = Symbol('fastify-tenant-rls.public-route')
 const kRouteMode = Symbol('fastify-tenant-rls.route-mode')
 
+/** Set by onRequest once the tenant is verified; absent on public, opted-out and unmatched routes. */
 interface TenantRequestState {
   /** The verified tenant; private, so route code cannot change the tenant a transaction opens for. */
-  [kTenant]: string | null
-  [kReply]: FastifyReply | null
-  /** Created on first use of request.db: a route that never touches it allocates nothing. */
-  [kTransaction]: TenantTransaction | null
-  [kDatabase]: TenantDatabase<Record<string, unknown>> | null
-  /** Set once the reply is decided (onSend or onError): no transaction may begin after that. */
-  [kSettled]: boolean
+  readonly tenantId: string
+  readonly reply: FastifyReply
   /** The route carries the plugin's own onSend hook (added at onRoute), so the instance's stands aside. */
-  [kFinishedByRoute]: boolean
+  readonly finishedByRoute: boolean
   /** The extra settings the `settings` option returned for this request (null without the option). */
-  [kSettings]: SettingPairs | null
+  readonly settings: SettingPairs | null
+  /** The registration that verified the request builds its handle (its pool, its schema). */
+  readonly openDatabase: (request: FastifyRequest, state: TenantRequestState) => TenantDatabase<Record<string, unknown>>
+  /** Created on first use of request.db: a route that never touches it allocates nothing. */
+  transaction: TenantTransaction | null
+  database: TenantDatabase<Record<string, unknown>> | null
+  /** Set once the reply is decided (onSend or onError): no transaction may begin after that. */
+  settled: boolean
 }
 
 /** What onRoute adds to the config of every route it sees. */
 interface RouteMark {
   [kFinishedByRoute]?: true
+  /** Decided once per route: public routes skip authentication entirely. */
+  [kPublicRoute]?: boolean
   /** The route's transaction options over the plugin's, validated when the route was added. */
-  [kRouteMode]?: RouteMode
+  [kRouteMode]?: RouteMode | undefined
 }
 
-function stateOf (request: FastifyRequest): TenantRequestState {
-  return request as unknown as TenantRequestState
+type RequestWithState = Record<typeof kState, TenantRequestState | null | undefined>
+
+function stateOf (request: FastifyRequest): TenantRequestState | null {
+  // Contexts created before the plugin copied the request defaults without ours: undefined there.
+  return (request as unknown as RequestWithState)[kState] ?? null
+}
+
+function tenantIdOf (this: FastifyRequest): string | null {
+  return stateOf(this)?.tenantId ?? null
+}
+
+function databaseOf (this: FastifyRequest): TenantDatabase {
+  const state = stateOf(this)
+  // Public, opted-out and out-of-scope routes: a clear error, never an undefined typed as present.
+  if (state === null) throw new NoTenantContextError()
+  // Built on first use: a route that never touches request.db pays for no drizzle object.
+  state.database ??= state.openDatabase(this, state)
+  return state.database as unknown as TenantDatabase
+}
+
+/** The database decorator names this plugin has put on each app's root. */
+const decoratedApps = new WeakMap<FastifyInstance, Set<string>>()
+
+// On the root, once per app and name, so every route has request.db (or the configured name),
+// whichever context it was declared in and whenever; state lives on the request, so one pair of
+// getters serves every registration.
+function decorateEveryRequest (fastify: FastifyInstance, decorator: string): void {
+  const root = rootOf(fastify)
+  let names = decoratedApps.get(root)
+  if (names === undefined) {
+    names = new Set()
+    decoratedApps.set(root, names)
+    root.decorateRequest(kState, null)
+    root.decorateRequest('tenantId', { getter: tenantIdOf })
+  }
+  if (names.has(decorator)) return
+  // Fastify's own collision error would not say which option avoids it.
+  if (fastify.hasRequestDecorator(decorator) || root.hasRequestDecorator(decorator)) {
+    throw new InvalidOptionError(`request.${decorator} is already taken (by another plugin, Fastify itself or request.tenantId); set the decorator option to a free name, e.g. decorator: 'tenantDb'`)
+  }
+  root.decorateRequest(decorator, { getter: databaseOf })
+  names.add(decorator)
 }
 
 /** Route-level onSend hooks, as an array, whichever of the accepted shapes the route used. */
@@ -92,30 +134,23 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     })
   }
 
-  fastify.decorateRequest(kTenant, null)
-  fastify.decorateRequest(kReply, null)
-  fastify.decorateRequest(kTransaction, null)
-  fastify.decorateRequest(kDatabase, null)
-  fastify.decorateRequest(kSettled, false)
-  fastify.decorateRequest(kFinishedByRoute, false)
-  fastify.decorateRequest(kSettings, null)
-  fastify.decorateRequest('tenantId', {
-    getter (this: FastifyRequest) {
-      return stateOf(this)[kTenant]
-    }
-  })
-  // Fastify's own collision error would not say which option avoids it.
-  if (fastify.hasRequestDecorator(options.decorator)) {
-    throw new InvalidOptionError(`request.${options.decorator} is already taken (by another plugin, Fastify itself or request.tenantId); set the decorator option to a free name, e.g. decorator: 'tenantDb'`)
+  decorateEveryRequest(fastify, options.decorator)
+
+  function openDatabase (request: FastifyRequest, state: TenantRequestState): TenantDatabase<Record<string, unknown>> {
+    return createDatabase(warningWhenRefused(request, transactionOf(state)))
   }
-  fastify.decorateRequest(options.decorator, {
-    getter (this: FastifyRequest) {
-      const state = stateOf(this)
-      // Built on first use: a route that never touches request.db pays for no drizzle object.
-      state[kDatabase] ??= createDatabase(warningWhenRefused(this, transactionOf(state)))
-      return state[kDatabase] as unknown as TenantDatabase
+
+  // Routes onRoute never saw (declared before the plugin): decided on their first request, once.
+  const verdictsOfUnseenRoutes = new WeakMap<object, boolean>()
+  function isPublicUnseenRoute (request: FastifyRequest): boolean {
+    const route = request.routeOptions
+    let verdict = verdictsOfUnseenRoutes.get(route.config)
+    if (verdict === undefined) {
+      verdict = options.isPublicRoute({ method: route.method, url: route.url ?? '' })
+      verdictsOfUnseenRoutes.set(route.config, verdict)
     }
-  })
+    return verdict
+  }
 
   // A query on a finished transaction is refused. After the reply (route code that replies first
   // and writes afterwards) nobody would hear of it: the client has its answer and route code often
@@ -136,13 +171,11 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   }
 
   function transactionOf (state: TenantRequestState): TenantTransaction {
-    if (state[kTransaction] !== null) return state[kTransaction]
-    const tenantId = state[kTenant]
-    const reply = state[kReply]
-    if (tenantId === null || reply === null) throw new NoTenantContextError()
-    const transaction = new TenantTransaction(options.pool, tenantId, options.setting, {
+    if (state.transaction !== null) return state.transaction
+    const reply = state.reply
+    const transaction = new TenantTransaction(options.pool, state.tenantId, options.setting, {
       ...transactionModeOf(reply.request),
-      settings: state[kSettings] ?? undefined,
+      settings: state.settings ?? undefined,
       expectedRole,
       onDiscard (reason) {
         // The route left something on its session: worth a look, as the next tenant never sees it.
@@ -159,15 +192,15 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       }
     })
     // After the reply is decided, a first use gets a handle that refuses every query.
-    if (state[kSettled]) transaction.rollback().catch(() => {})
-    state[kTransaction] = transaction
+    if (state.settled) transaction.rollback().catch(() => {})
+    state.transaction = transaction
     return transaction
   }
 
   // Routes onRoute never saw (registered before the plugin) are resolved here, on each transaction.
   function transactionModeOf (request: FastifyRequest): TransactionMode {
-    const config = request.routeOptions.config
-    const mode = (config as RouteMark)[kRouteMode] ?? resolveRouteMode(config.tenant, options.routeMode, `${request.method} ${request.routeOptions.url}`)
+    const config: RouteMark & typeof request.routeOptions.config = request.routeOptions.config
+    const mode = config[kRouteMode] ?? resolveRouteMode(config.tenant, options.routeMode, `${request.method} ${request.routeOptions.url}`)
     return transactionModeFor(mode, request.method)
   }
 
@@ -198,15 +231,14 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   // Route-level hooks run after every hook of the instance chain, so a hook added here finishes the
   // transaction after the onSend hooks of the app, of child contexts and of the route itself.
   fastify.addHook('onRoute', function finishAfterEveryOnSendHook (routeOptions) {
+    const config = routeOptions.config
+    const open = config?.tenant === false || options.isPublicRoute({ method: routeOptions.method, url: routeOptions.url })
     // Read in onRequest (where the route config is read anyway) so the instance hook stands aside.
     // The route's transaction options are checked now: a wrong one fails the route's registration.
-    const route = `${String(routeOptions.method)} ${routeOptions.url}`
-    const marked: RouteMark & typeof routeOptions.config = {
-      ...routeOptions.config,
-      [kFinishedByRoute]: true,
-      [kRouteMode]: resolveRouteMode(routeOptions.config?.tenant, options.routeMode, route)
-    }
+    const mode = open ? undefined : resolveRouteMode(config?.tenant, options.routeMode, `${String(routeOptions.method)} ${routeOptions.url}`)
+    const marked: RouteMark & typeof config = { ...config, [kFinishedByRoute]: true, [kPublicRoute]: open, [kRouteMode]: mode }
     routeOptions.config = marked
+    if (open) return
     // Other plugins' onRoute hooks run after this one and may append onSend hooks of their own.
     // Fastify reads a route's hooks only when the app gets ready, after every after() callback, so
     // placing the hook here puts it last once all onRoute hooks have run. No parameter: avvio then
@@ -218,18 +250,19 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   })
 
   fastify.addHook('onRequest', async function authenticateTenant (request: FastifyRequest, reply: FastifyReply) {
-    const config = request.routeOptions.config
+    const config: RouteMark & typeof request.routeOptions.config = request.routeOptions.config
     // Unmatched URLs have nothing to protect; the not-found handler runs without a tenant.
-    if (config.tenant === false || request.is404) return
+    if (request.is404 || config.tenant === false || (config[kPublicRoute] ?? isPublicUnseenRoute(request))) return
     const claims = await authenticate(request)
     const tenantId = await resolveTenantId(request, claims, options)
-    const state = stateOf(request)
-    state[kTenant] = tenantId
     // Resolved with the tenant, before the body is read: a request its policies could not serve
     // is refused here, holding nothing.
-    if (options.settings !== undefined) state[kSettings] = await resolveSettings(request, options.settings, options.setting)
-    state[kReply] = reply
-    state[kFinishedByRoute] = (config as RouteMark)[kFinishedByRoute] === true
+    const settings = options.settings === undefined ? null : await resolveSettings(request, options.settings, options.setting)
+    const finishedByRoute = config[kFinishedByRoute] === true
+    // Declared before the plugin: the instance hook must still run after the route's own onSend hooks.
+    if (!finishedByRoute) runOnSendHookLast(request, finishRouteRegisteredEarlier.name)
+    const state: TenantRequestState = { tenantId, reply, finishedByRoute, settings, openDatabase, transaction: null, database: null, settled: false }
+    ;(request as unknown as RequestWithState)[kState] = state
     request.log = request.log.child({ tenantId })
     reply.log = request.log
   })
@@ -237,26 +270,31 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   fastify.addHook('onError', async function rollBackFailedRequest (request: FastifyRequest, _reply: FastifyReply, error: Error) {
     presentDatabaseError(error)
     const state = stateOf(request)
+    if (state === null) return
     // Rolled back here, and any later first use refused: by onSend, a failed request has no
     // transaction left to commit.
-    state[kSettled] = true
+    state.settled = true
     const code = (error as { code?: unknown }).code
     if (code === 'FST_TENANT_RLS_DATABASE_UNAVAILABLE') poolExhaustion.unavailable(request.log, error)
-    await state[kTransaction]?.rollback('error', typeof code === 'string' ? code : undefined)
+    await state.transaction?.rollback('error', typeof code === 'string' ? code : undefined)
   })
 
-  // Routes that onRoute never saw (registered on the root before the plugin) are finished by the
-  // instance hook instead; there, onSend hooks added to the root after the plugin run after it.
-  fastify.addHook('onSend', function finishRouteRegisteredEarlier (request, reply, payload, done) {
-    if (stateOf(request)[kFinishedByRoute]) return done(null, payload)
+  // Routes that onRoute never saw (declared before the plugin, on the root or in a context created
+  // earlier: Fastify adds instance hooks to existing contexts, not onRoute hooks) are finished by
+  // the instance hook instead, which onRequest moves after the route's other onSend hooks.
+  function finishRouteRegisteredEarlier (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (error: Error | null, payload?: unknown) => void): void {
+    const state = stateOf(request)
+    if (state === null || state.finishedByRoute) return done(null, payload)
     finishTenantTransaction(request, reply, payload, done)
-  })
+  }
+  fastify.addHook('onSend', finishRouteRegisteredEarlier)
 
   // Callback style, so that the common case (no transaction, or one never opened) allocates no promise.
   function finishTenantTransaction (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (error: Error | null, payload?: unknown) => void): void {
     const state = stateOf(request)
-    state[kSettled] = true
-    const transaction = state[kTransaction]
+    if (state === null) return done(null, payload)
+    state.settled = true
+    const transaction = state.transaction
     if (transaction === null || transaction.finished) return done(null, payload)
     if (!transaction.opened) {
       // Nothing was sent: this finishes synchronously, and refuses any later use of request.db.
