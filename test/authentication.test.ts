@@ -11,7 +11,7 @@ import type { FastifyInstance } from 'fastify'
 import t from 'tap'
 import type { Test } from 'tap'
 import fastifyTenantRls from 'fastify-tenant-rls'
-import type { FastifyTenantRlsOptions } from 'fastify-tenant-rls'
+import type { FastifyTenantRlsSettings } from 'fastify-tenant-rls'
 import { createTestDatabase } from './helpers/database.js'
 import { JWT_SECRET, bearer, buildApp, createProjectsTable, projects, schema } from './helpers/fixture.js'
 
@@ -47,7 +47,7 @@ function logCapture (): { stream: Writable, lines: Array<Record<string, unknown>
 }
 
 /** An app with the given @fastify/jwt registrations (none, one, namespaced), then the plugin and a /whoami route. */
-async function appWith (t: Test, jwt: FastifyJWTOptions[], options: Partial<FastifyTenantRlsOptions>, stream?: Writable): Promise<FastifyInstance> {
+async function appWith (t: Test, jwt: FastifyJWTOptions[], options: Partial<FastifyTenantRlsSettings>, stream?: Writable): Promise<FastifyInstance> {
   const app = Fastify(stream === undefined ? {} : { logger: { level: 'info', stream } })
   t.teardown(() => app.close())
   for (const jwtOptions of jwt) await app.register(fastifyJwt, jwtOptions)
@@ -271,7 +271,7 @@ t.test('@fastify/jwt namespace, decoratorName and formatUser', async (t) => {
 })
 
 t.test('a verifier that cannot work fails register, with what to change', async (t) => {
-  const refusals: Array<[string, FastifyJWTOptions[], Partial<FastifyTenantRlsOptions>, RegExp]> = [
+  const refusals: Array<[string, FastifyJWTOptions[], Partial<FastifyTenantRlsSettings>, RegExp]> = [
     ['no @fastify/jwt and no verify', [], {}, /request\.jwtVerify does not exist: register @fastify\/jwt before fastify-tenant-rls, or pass verify/],
     ['@fastify/jwt under a namespace, jwtNamespace not set', [{ secret: JWT_SECRET, namespace: 'api' }], {}, /namespace\(s\) api, so request\.jwtVerify does not exist: set jwtNamespace: 'api'/],
     ['jwtNamespace that was never registered', [{ secret: JWT_SECRET, namespace: 'api' }], { jwtNamespace: 'admin' }, /jwtNamespace 'admin' has no request\.adminJwtVerify.*namespaces registered: api/],

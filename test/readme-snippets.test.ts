@@ -37,6 +37,10 @@ declare global {
   const adminPool: pg.Pool
   /** The app of the Usage section, in the sections that add routes to it. */
   const app: FastifyInstance
+  /** The Usage section's application pool, JWT secret and routes plugin, in the recipes that reuse them. */
+  const pool: pg.Pool
+  const secret: string
+  const routes: (app: FastifyInstance) => Promise<void>
 }
 `
 
