@@ -13,16 +13,9 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import t from 'tap'
 import type { Test } from 'tap'
 import fastifyTenantRls from 'fastify-tenant-rls'
-import { createTestDatabase } from './helpers/database.js'
-import { bearer, committedNames, createProjectsTable, JWT_SECRET, projects, schema } from './helpers/fixture.js'
+import { bearer, committedNames, JWT_SECRET, projects, schema, projectsWorld } from './helpers/fixture.js'
 
-const db = await createTestDatabase(t)
-const { tenantA, tenantB } = await createProjectsTable(db)
-const pool = db.appPool({ max: 2 })
-t.afterEach(async (t) => {
-  await db.assertNoLeaks(t, pool)
-  await db.admin.query("DELETE FROM projects WHERE name NOT IN ('a-1', 'a-2', 'b-1')")
-})
+const { db, pool, tenantA, tenantB } = await projectsWorld(t, 2)
 
 async function insert (request: FastifyRequest, name: string): Promise<{ ok: true }> {
   await request.db.insert(projects).values({ name, tenantId: String(request.tenantId) })
@@ -64,6 +57,9 @@ t.test('swagger + swagger-ui: /documentation open, tenant routes still 401', asy
   t.same(await committedNames(db, tenantA), ['a-1', 'a-2', 'documented'])
 })
 
+/** A browser's CORS preflight for a POST to a tenant route: no token. */
+const PREFLIGHT = { method: 'OPTIONS', url: '/projects/x', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' } } as const
+
 t.test('@fastify/cors registered first: preflights pass, a 401 carries the CORS headers', async (t) => {
   const app = newApp(t)
   await app.register(fastifyCors, { origin: 'https://app.example' })
@@ -71,11 +67,7 @@ t.test('@fastify/cors registered first: preflights pass, a 401 carries the CORS 
   await app.register(fastifyTenantRls, { pool, schema })
   await app.register(projectsRoutes)
   await app.ready()
-  const preflight = await app.inject({
-    method: 'OPTIONS',
-    url: '/projects/x',
-    headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' }
-  })
+  const preflight = await app.inject(PREFLIGHT)
   t.equal(preflight.statusCode, 204, 'preflight without a token')
   t.equal(preflight.headers['access-control-allow-origin'], 'https://app.example')
   const denied = await app.inject({ method: 'POST', url: '/projects/x', headers: { origin: 'https://app.example' } })
@@ -93,11 +85,7 @@ t.test('@fastify/cors registered after the plugin: its OPTIONS route is public, 
   await app.register(fastifyCors, { origin: 'https://app.example' })
   await app.register(projectsRoutes)
   await app.ready()
-  const preflight = await app.inject({
-    method: 'OPTIONS',
-    url: '/projects/x',
-    headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' }
-  })
+  const preflight = await app.inject(PREFLIGHT)
   t.equal(preflight.statusCode, 204)
   t.equal(preflight.headers['access-control-allow-origin'], 'https://app.example')
   // The README's reason to register cors first: the plugin refused before cors's hook ran.

@@ -7,16 +7,9 @@ import type { FastifyInstance } from 'fastify'
 import t from 'tap'
 import fastifyTenantRls from 'fastify-tenant-rls'
 import type { PublicRouteCandidate } from 'fastify-tenant-rls'
-import { createTestDatabase } from './helpers/database.js'
-import { bearer, buildApp, committedNames, createProjectsTable, JWT_SECRET, projects, schema } from './helpers/fixture.js'
+import { bearer, buildApp, committedNames, JWT_SECRET, projects, schema, projectsWorld } from './helpers/fixture.js'
 
-const db = await createTestDatabase(t)
-const { tenantA } = await createProjectsTable(db)
-const pool = db.appPool({ max: 2 })
-t.afterEach(async (t) => {
-  await db.assertNoLeaks(t, pool)
-  await db.admin.query("DELETE FROM projects WHERE name NOT IN ('a-1', 'a-2', 'b-1')")
-})
+const { db, pool, tenantA } = await projectsWorld(t, 2)
 
 function report (app: FastifyInstance, url: string): void {
   app.get(url, async (request) => {

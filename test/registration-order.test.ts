@@ -11,16 +11,9 @@ import fp from 'fastify-plugin'
 import t from 'tap'
 import type { Test } from 'tap'
 import fastifyTenantRls from 'fastify-tenant-rls'
-import { createTestDatabase } from './helpers/database.js'
-import { bearer, committedNames, createProjectsTable, JWT_SECRET, projects, schema } from './helpers/fixture.js'
+import { bearer, committedNames, JWT_SECRET, projects, schema, projectsWorld } from './helpers/fixture.js'
 
-const db = await createTestDatabase(t)
-const { tenantA, tenantB } = await createProjectsTable(db)
-const pool = db.appPool({ max: 2 })
-t.afterEach(async (t) => {
-  await db.assertNoLeaks(t, pool)
-  await db.admin.query("DELETE FROM projects WHERE name NOT IN ('a-1', 'a-2', 'b-1')")
-})
+const { db, pool, tenantA, tenantB } = await projectsWorld(t, 2)
 
 const SEEDED = ['a-1', 'a-2']
 

@@ -10,17 +10,11 @@ import fp from 'fastify-plugin'
 import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, RouteOptions } from 'fastify'
 import t from 'tap'
 import fastifyTenantRls from 'fastify-tenant-rls'
-import { createTestDatabase, eventually } from '../helpers/database.js'
+import { eventually } from '../helpers/database.js'
 import { gate } from '../helpers/gate.js'
-import { bearer, buildApp, committedNames, createProjectsTable, JWT_SECRET, projects, schema } from '../helpers/fixture.js'
+import { bearer, buildApp, committedNames, JWT_SECRET, projects, schema, projectsWorld } from '../helpers/fixture.js'
 
-const db = await createTestDatabase(t)
-const { tenantA } = await createProjectsTable(db)
-const pool = db.appPool({ max: 1 })
-t.afterEach(async (t) => {
-  await db.assertNoLeaks(t, pool)
-  await db.admin.query("DELETE FROM projects WHERE name NOT IN ('a-1', 'a-2', 'b-1')")
-})
+const { db, pool, tenantA } = await projectsWorld(t, 1)
 
 const SEEDED = ['a-1', 'a-2']
 

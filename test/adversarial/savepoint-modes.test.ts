@@ -8,16 +8,9 @@ import type { NodePgQueryResultHKT } from 'drizzle-orm/node-postgres'
 import type { PgDatabase, PgTransactionConfig } from 'drizzle-orm/pg-core'
 import type { FastifyRequest } from 'fastify'
 import t from 'tap'
-import { createTestDatabase } from '../helpers/database.js'
-import { bearer, buildApp, committedNames, createProjectsTable, projects } from '../helpers/fixture.js'
+import { bearer, buildApp, committedNames, projects, projectsWorld } from '../helpers/fixture.js'
 
-const db = await createTestDatabase(t)
-const { tenantA } = await createProjectsTable(db)
-const pool = db.appPool({ max: 1 })
-t.afterEach(async (t) => {
-  await db.assertNoLeaks(t, pool)
-  await db.admin.query("DELETE FROM projects WHERE name NOT IN ('a-1', 'a-2', 'b-1')")
-})
+const { db, pool, tenantA } = await projectsWorld(t, 1)
 
 const CODE = 'FST_TENANT_RLS_TRANSACTION_CONFIG_UNSUPPORTED'
 

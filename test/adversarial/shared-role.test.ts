@@ -6,7 +6,7 @@
 // what really happened read back through the superuser connection.
 import { randomUUID } from 'node:crypto'
 import { sql } from 'drizzle-orm'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t from 'tap'
 import type { Test } from 'tap'
 import { sharedRoleSuperuserHardeningSql } from 'fastify-tenant-rls/schema'
@@ -91,6 +91,17 @@ async function signalHeldRequest (app: FastifyInstance, signal: 'terminate' | 'c
 
 const largeObjects = async (): Promise<number> => (await db.admin.query<{ count: number }>('SELECT count(*)::int AS count FROM pg_largeobject_metadata')).rows[0]?.count ?? -1
 
+/** What A's /activity route reads while B's request is held inside its write. */
+async function activitySeenWhileBWrites (app: FastifyInstance): Promise<LightMyRequestResponse> {
+  held = { pid: gate(), release: gate() }
+  const bWriting = app.inject({ method: 'POST', url: '/held', headers: asB(app) })
+  await held.pid.promise
+  const watched = await app.inject({ url: '/activity', headers: asA(app) })
+  held.release.open()
+  await bWriting
+  return watched
+}
+
 t.test('the owner\'s hardening alone (managed PostgreSQL): the plugin warns, and each channel is open', async (t) => {
   const app = await attackApp(t)
 
@@ -108,12 +119,7 @@ t.test('the owner\'s hardening alone (managed PostgreSQL): the plugin warns, and
   t.equal(read.body, 'a secret from A', 'B reads it: large objects have no RLS and the role owns them for every tenant')
   await db.admin.query('SELECT lo_unlink($1::oid)', [Number(put.body)])
 
-  held = { pid: gate(), release: gate() }
-  const bWriting = app.inject({ method: 'POST', url: '/held', headers: asB(app) })
-  await held.pid.promise
-  const watched = await app.inject({ url: '/activity', headers: asA(app) })
-  held.release.open()
-  await bWriting
+  const watched = await activitySeenWhileBWrites(app)
   t.match(watched.json(), [/insert into "projects"/i], 'A reads the query text of B\'s request in pg_stat_activity')
 
   const counted = Number((await app.inject({ url: '/counters', headers: asA(app) })).body)
@@ -146,12 +152,7 @@ t.test('after the superuser\'s hardening each channel is closed', async (t) => {
   const read = await app.inject({ url: `/large-object?oid=${kept?.oid}`, headers: asB(app) })
   t.equal(read.statusCode, 500, 'nor read one the role already owns')
 
-  held = { pid: gate(), release: gate() }
-  const bWriting = app.inject({ method: 'POST', url: '/held', headers: asB(app) })
-  await held.pid.promise
-  const watched = await app.inject({ url: '/activity', headers: asA(app) })
-  held.release.open()
-  await bWriting
+  const watched = await activitySeenWhileBWrites(app)
   t.equal(watched.statusCode, 500, 'pg_stat_activity is closed to the app role')
   t.equal((await app.inject({ url: '/counters', headers: asA(app) })).statusCode, 500, 'so is pg_stat_user_tables')
   const { rows: [direct] } = await db.admin.query<{ allowed: boolean }>(

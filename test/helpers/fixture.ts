@@ -8,6 +8,7 @@ import type pg from 'pg'
 import type { Test } from 'tap'
 import fastifyTenantRls from 'fastify-tenant-rls'
 import type { FastifyTenantRlsSettings } from 'fastify-tenant-rls'
+import { createTestDatabase } from './database.js'
 import type { TestDatabase } from './database.js'
 
 export const JWT_SECRET = 'a-test-secret-that-is-long-enough-for-hs256'
@@ -43,6 +44,21 @@ export async function createProjectsTable (db: TestDatabase): Promise<{ tenantA:
   await db.admin.query("INSERT INTO tenants (id, name) VALUES ($1, 'A'), ($2, 'B')", [tenantA, tenantB])
   await db.admin.query("INSERT INTO projects (tenant_id, name) VALUES ($1, 'a-1'), ($1, 'a-2'), ($2, 'b-1')", [tenantA, tenantB])
   return { tenantA, tenantB }
+}
+
+/**
+ * A test file's database with the projects table and its two tenants, and an app pool of `max`
+ * connections; after every test, no leak and only the seed rows left.
+ */
+export async function projectsWorld (t: Test, max: number): Promise<{ db: TestDatabase, pool: pg.Pool, tenantA: string, tenantB: string }> {
+  const db = await createTestDatabase(t)
+  const { tenantA, tenantB } = await createProjectsTable(db)
+  const pool = db.appPool({ max })
+  t.afterEach(async (t) => {
+    await db.assertNoLeaks(t, pool)
+    await db.admin.query("DELETE FROM projects WHERE name NOT IN ('a-1', 'a-2', 'b-1')")
+  })
+  return { db, pool, tenantA, tenantB }
 }
 
 /** Committed rows of a tenant, read through the superuser connection (RLS does not apply to it). */
