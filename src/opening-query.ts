@@ -6,7 +6,10 @@
 //   query never runs outside the opened transaction, not even when the failure comes before BEGIN
 //   took effect (a cancel, a statement timeout);
 // - the closing (check, COMMIT or ROLLBACK, session reset): a failed check skips the COMMIT.
-// The SQL itself belongs to tenant-transaction.ts.
+// A sequence can be sent prepared: each statement then becomes a named statement of the connection
+// on first use (one name per text, the same on every connection) and is only bound after that, so
+// PostgreSQL parses and analyses it once per connection instead of once per request. The session
+// reset never drops them (it has no DEALLOCATE). The SQL itself belongs to tenant-transaction.ts.
 import pg from 'pg'
 import type { PoolClient, QueryResult } from 'pg'
 
@@ -30,15 +33,34 @@ export interface Opening {
 // The parts of pg's Connection and Query used here. pg documents custom query objects (pg-cursor
 // and pg-query-stream are built the same way); the typings just do not describe these members.
 interface Connection {
-  parse (message: { text: string }): void
-  bind (message: { values: readonly string[] }): void
+  parse (message: { name: string, text: string }): void
+  bind (message: { statement: string, values: readonly string[] }): void
   execute (message: Record<string, never>): void
   sync (): void
   stream: { cork?: () => void, uncork?: () => void }
   /** Named statements this connection has prepared, and those whose Parse is on its way, by name. */
   parsedStatements: Record<string, string | undefined>
   submittedNamedStatements: Record<string, string | undefined>
+  on (event: 'parseComplete', listener: () => void): void
+  off (event: 'parseComplete', listener: () => void): void
 }
+
+// The plugin's own named statements: one name per text, shared by every connection.
+const statementNames = new Map<string, string>()
+
+function nameOf (text: string): string {
+  let name = statementNames.get(text)
+  if (name === undefined) {
+    name = `fastify_tenant_rls_${statementNames.size + 1}`
+    statementNames.set(text, name)
+  }
+  return name
+}
+
+// Which of those each connection has prepared: a name is added when its ParseComplete arrives, so a
+// sequence that failed before or after a Parse leaves exactly the truth (a prepared statement
+// survives the failure of the transaction it was made in).
+const preparedOn = new WeakMap<Connection, Set<string>>()
 
 interface QueryInternals {
   text: unknown
@@ -50,6 +72,7 @@ interface QueryInternals {
   handleDataRow (message: { fields: Array<string | null> }): void
   handleCommandComplete (message: unknown, connection: Connection): void
   handleError (error: Error, connection: Connection): void
+  handleReadyForQuery (connection: Connection): void
 }
 
 type Callback = (error: Error | null | undefined, result: QueryResult) => void
@@ -66,9 +89,15 @@ class OpeningQuery extends Query {
   /** The route query's statement name, when this connection has not prepared it yet. */
   #unpreparedName: string | undefined
 
-  constructor (statements: readonly PipelinedStatement[], config: unknown, values: unknown, callback: Callback) {
+  readonly #prepare: boolean
+  /** The names (or '' for unnamed) whose ParseComplete is still to come, in order. */
+  readonly #parsing: string[] = []
+  #connection: Connection | undefined
+
+  constructor (statements: readonly PipelinedStatement[], config: unknown, values: unknown, callback: Callback, prepare: boolean) {
     super(config, values, callback)
     this.#statements = statements
+    this.#prepare = prepare
     this.#pending = statements.length
     this.carries = this.#canCarry()
     this.opened = new Promise((resolve, reject) => { this.#settle = { resolve, reject } })
@@ -90,11 +119,22 @@ class OpeningQuery extends Query {
       if (previous !== undefined && previous !== this.text) return super.submit(connection)
       if (connection.parsedStatements[this.name] === undefined) this.#unpreparedName = this.name
     }
+    let prepared = preparedOn.get(connection)
+    if (prepared === undefined) {
+      prepared = new Set()
+      preparedOn.set(connection, prepared)
+    }
+    this.#connection = connection
+    connection.on('parseComplete', this.#onParseComplete)
     connection.stream.cork?.()
     try {
       for (const statement of this.#statements) {
-        connection.parse({ text: statement.text })
-        connection.bind({ values: statement.values ?? [] })
+        const name = this.#prepare ? nameOf(statement.text) : ''
+        if (name === '' || !prepared.has(name)) {
+          connection.parse({ name, text: statement.text })
+          this.#parsing.push(name)
+        }
+        connection.bind({ statement: name, values: statement.values ?? [] })
         connection.execute({})
       }
       if (this.carries) return super.submit(connection)
@@ -128,7 +168,25 @@ class OpeningQuery extends Query {
     this.#settle?.resolve(this.#rows)
   }
 
+  // ParseCompletes arrive in the order of the Parses; those of this sequence come first (a carried
+  // query's own Parse comes after them, and pg records that one itself).
+  readonly #onParseComplete = (): void => {
+    const name = this.#parsing.shift()
+    if (name !== undefined && name !== '' && this.#connection !== undefined) preparedOn.get(this.#connection)?.add(name)
+  }
+
+  #stopListening (): void {
+    this.#connection?.off('parseComplete', this.#onParseComplete)
+  }
+
+  override handleReadyForQuery (connection: Connection): void {
+    this.#stopListening()
+    super.handleReadyForQuery(connection)
+  }
+
   override handleError (error: Error, connection: Connection): void {
+    // After an error PostgreSQL skips every message up to the Sync: no more ParseComplete.
+    this.#stopListening()
     // An error before the opening completed stops the whole sequence: the first query did not run.
     if (this.#pending > 0) {
       this.#forgetOpeningParses(connection)
@@ -149,8 +207,8 @@ class OpeningQuery extends Query {
  * Sends `statements` on `client`, followed in the same sequence by the first query when it can
  * ride along (see `result`).
  */
-export function sendOpening (client: PoolClient, statements: readonly PipelinedStatement[], config: unknown, values: unknown): Opening {
-  const { query, done } = submit(client, statements, config, values)
+export function sendOpening (client: PoolClient, statements: readonly PipelinedStatement[], config: unknown, values: unknown, prepare = false): Opening {
+  const { query, done } = submit(client, statements, config, values, prepare)
   return { opened: query.opened, result: query.carries ? done : undefined }
 }
 
@@ -168,10 +226,10 @@ export interface SequenceOutcome {
  * next query, with what they did. It does not reject on a failed statement: which statements
  * completed before it (a COMMIT, say) is what the caller needs to know.
  */
-export async function sendStatements (client: PoolClient, statements: readonly PipelinedStatement[]): Promise<SequenceOutcome> {
+export async function sendStatements (client: PoolClient, statements: readonly PipelinedStatement[], prepare = false): Promise<SequenceOutcome> {
   let query: OpeningQuery | undefined
   try {
-    const submitted = submit(client, statements, {}, undefined)
+    const submitted = submit(client, statements, {}, undefined, prepare)
     query = submitted.query
     await submitted.done
     return { rows: query.firstRows, completed: statements.length }
@@ -180,12 +238,12 @@ export async function sendStatements (client: PoolClient, statements: readonly P
   }
 }
 
-function submit (client: PoolClient, statements: readonly PipelinedStatement[], config: unknown, values: unknown): { query: OpeningQuery, done: Promise<QueryResult> } {
+function submit (client: PoolClient, statements: readonly PipelinedStatement[], config: unknown, values: unknown, prepare: boolean): { query: OpeningQuery, done: Promise<QueryResult> } {
   let settle: Callback = () => {}
   const done = new Promise<QueryResult>((resolve, reject) => {
     settle = (error, result) => { error ? reject(error) : resolve(result) }
   })
-  const query = new OpeningQuery(statements, config, values, settle)
+  const query = new OpeningQuery(statements, config, values, settle, prepare)
   // Whoever awaits `opened` sees an opening failure; these branches only keep it from being unhandled.
   done.catch(() => {})
   query.opened.catch(() => {})
@@ -198,5 +256,6 @@ function submit (client: PoolClient, statements: readonly PipelinedStatement[], 
  * DEALLOCATE can remove them behind pg's back, and pg would then fail every later use of the name.
  */
 export function preparedStatementCount (client: PoolClient): number {
-  return Object.keys((client as unknown as { connection: Connection }).connection.parsedStatements).length
+  const connection = (client as unknown as { connection: Connection }).connection
+  return Object.keys(connection.parsedStatements).length + (preparedOn.get(connection)?.size ?? 0)
 }

@@ -72,6 +72,13 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    */
   lockTimeout?: number
   /**
+   * Keep the plugin's own statements (the opening, the check, the session reset) as named prepared
+   * statements of each connection, parsed once per connection instead of once per request.
+   * Default true. Set false behind PgBouncer before 1.21 in transaction mode, which cannot keep
+   * named statements (1.21+ can, with `max_prepared_statements`).
+   */
+  preparedStatements?: boolean
+  /**
    * Name of the request decorator that holds the tenant database. Default `'db'`. Change it when
    * another plugin already decorates `request.db`, and register the same name in
    * `TenantRlsRegister` (`decorator: 'tenantDb'`) so TypeScript knows it.
@@ -108,6 +115,7 @@ export interface ResolvedOptions {
   jwtNamespace: string | undefined
   setting: string
   lockTimeout: number
+  preparedStatements: boolean
   decorator: string
   settings: SettingsResolver | undefined
   tenantIdType: TenantIdType
@@ -128,7 +136,7 @@ const CLAIM_SEGMENT = /^[A-Za-z0-9_:$-]+$/
 const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
-const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'decorator',
+const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'decorator',
   'tenantIdType', 'settings', 'readOnly', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes'])
 
 function fail (message: string): never {
@@ -141,6 +149,12 @@ export function validateSetting (setting: unknown): string {
     fail(`setting must be a custom PostgreSQL setting such as '${DEFAULT_SETTING}' (lower-case identifiers joined by dots), got ${JSON.stringify(setting)}`)
   }
   return setting
+}
+
+/** Checks the preparedStatements switch; shared with `withTenant`, which takes the same option. */
+export function validatePreparedStatements (preparedStatements: unknown): boolean {
+  if (typeof preparedStatements !== 'boolean') fail(`preparedStatements must be true or false, got ${JSON.stringify(preparedStatements)}`)
+  return preparedStatements
 }
 
 /** Checks the plugin-wide lock timeout in milliseconds. */
@@ -255,6 +269,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     ...validateVerifier(verify, jwtNamespace),
     setting: validateSetting(setting),
     lockTimeout: checkedLockTimeout,
+    preparedStatements: validatePreparedStatements(given.preparedStatements ?? true),
     decorator: validateDecorator(decorator),
     settings: given.settings as SettingsResolver | undefined,
     tenantIdType: validateTenantIdType(given.tenantIdType),

@@ -176,6 +176,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     const transaction = new TenantTransaction(options.pool, state.tenantId, options.setting, {
       ...transactionModeOf(reply.request),
       settings: state.settings ?? undefined,
+      preparedStatements: options.preparedStatements,
       expectedRole,
       onDiscard (reason) {
         // The route left something on its session: worth a look, as the next tenant never sees it.
@@ -209,6 +210,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     return runWithTenant(options.pool, options.setting, createDatabase, tenantId, work, () => expectedRole, {
       ...withTenantCallOptions(callOptions, options.routeMode, options.setting),
       tenantIdType: options.tenantIdType,
+      preparedStatements: options.preparedStatements,
       onDiscard (reason) {
         fastify.log.warn({ tenantId, reason }, 'fastify-tenant-rls: connection discarded, withTenant work left session state on it')
       },

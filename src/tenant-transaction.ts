@@ -176,6 +176,11 @@ export interface Queryable {
 export interface TenantTransactionOptions {
   /** `lock_timeout` of the transaction in milliseconds (0: wait forever). Default 5000. */
   lockTimeout?: number | undefined
+  /**
+   * Keep the plugin's own statements as named prepared statements of each connection (default
+   * true). Turn off behind a pooler that cannot keep them (PgBouncer before 1.21 in transaction mode).
+   */
+  preparedStatements?: boolean | undefined
   /** Opens the transaction READ ONLY. */
   readOnly?: boolean | undefined
   /** Isolation level of the transaction; the server's default when undefined. */
@@ -332,7 +337,7 @@ export class TenantTransaction implements Queryable {
     const opening = sendOpening(client, [
       ...this.#openingStatements(),
       ...(counting ? [{ text: CATALOG_WRITES_SQL }] : [])
-    ], config, values)
+    ], config, values, this.#prepared(false))
     if (opening.result !== undefined) carry(opening.result)
     const [, row, counted] = await opening.opened
     if (counting) this.#catalogWrites = counted?.[0] ?? undefined
@@ -356,6 +361,12 @@ export class TenantTransaction implements Queryable {
     if (idleInTransactionSessionTimeout !== undefined) values.push('idle_in_transaction_session_timeout', String(idleInTransactionSessionTimeout))
     for (const [name, value] of settings) values.push(name, value)
     return [{ text: begin }, { text: openingSql(values.length / 2 - 2), values }]
+  }
+
+  // Whether a sequence goes as named statements. Not after other statements: one of them may have
+  // deallocated the plugin's statements (the closing then notices and discards the connection).
+  #prepared (afterOther: boolean): boolean {
+    return this.#hooks.preparedStatements !== false && !afterOther
   }
 
   /** The pre-commit check and COMMIT, then the session statements; also the position of the session read. */
@@ -427,7 +438,7 @@ export class TenantTransaction implements Queryable {
       throw commitError(new TransactionClosedError())
     }
     const { statements, readAt } = this.#commitStatements(this.#role)
-    const outcome = await sendStatements(client, statements)
+    const outcome = await sendStatements(client, statements, this.#prepared(this.#sentOther))
     if (outcome.completed < readAt) {
       // The check or the COMMIT failed (or the connection went before COMMIT answered): nothing is kept.
       await this.#rollbackAndRelease(client)
@@ -442,7 +453,7 @@ export class TenantTransaction implements Queryable {
   async #rollbackAndRelease (client: PoolClient): Promise<void> {
     let leftover: string | undefined
     if (!this.#broken) {
-      const outcome = await sendStatements(client, [{ text: 'ROLLBACK' }, ...this.#sessionStatements()])
+      const outcome = await sendStatements(client, [{ text: 'ROLLBACK' }, ...this.#sessionStatements()], this.#prepared(this.#sentOther))
       leftover = outcome.error !== undefined ? 'the closing statements failed' : await this.#leftover(client, outcome.rows[1])
     }
     this.#release(client, leftover)

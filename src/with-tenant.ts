@@ -3,7 +3,7 @@
 // resolves, roll back when it throws, the connection released exactly once either way.
 import type { Pool } from 'pg'
 import { InvalidOptionError, TenantInvalidError } from './errors.js'
-import { DEFAULT_SETTING, validatePool, validateSchema, validateSetting } from './options.js'
+import { DEFAULT_SETTING, validatePool, validatePreparedStatements, validateSchema, validateSetting } from './options.js'
 import { createDatabaseFactory } from './tenant-database.js'
 import type { DatabaseFactory, RegisteredSchema, TenantDatabase } from './tenant-database.js'
 import { checkPoolRole } from './safety-checks.js'
@@ -32,6 +32,8 @@ export interface WithTenantOptions<TSchema extends Record<string, unknown>> exte
   tenantIdType?: TenantIdType
   /** Called when the connection is destroyed because `work` left session state on it (e.g. to log it). */
   onDiscard?: (reason: string) => void
+  /** The plugin's own statements as named prepared statements (default true; false behind PgBouncer before 1.21). */
+  preparedStatements?: boolean
 }
 
 /** How `runWithTenant` runs its transaction, beyond the tenant and the work. */
@@ -85,7 +87,7 @@ export async function withTenant<TSchema extends Record<string, unknown> = Regis
   work: TenantWork<TSchema, TResult>,
   options: WithTenantOptions<TSchema> = {}
 ): Promise<TResult> {
-  const { schema, setting: givenSetting, onDiscard, tenantIdType, ...callOptions } = options
+  const { schema, setting: givenSetting, onDiscard, tenantIdType, preparedStatements = true, ...callOptions } = options
   const setting = validateSetting(givenSetting ?? DEFAULT_SETTING)
   const idType = validateTenantIdType(tenantIdType)
   const checked = validatePool(pool)
@@ -93,6 +95,7 @@ export async function withTenant<TSchema extends Record<string, unknown> = Regis
   return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(schema)), tenantId, work, () => checkedRoleOf(checked), {
     ...withTenantCallOptions(callOptions, STANDALONE_DEFAULTS, setting),
     tenantIdType: idType,
+    preparedStatements: validatePreparedStatements(preparedStatements),
     onDiscard
   })
 }

@@ -3,6 +3,7 @@
 // never uses request.db takes no connection, and a failed open stops the first query before it runs.
 import { eq, sql } from 'drizzle-orm'
 import t from 'tap'
+import type { Test } from 'tap'
 import { withTenant } from 'fastify-tenant-rls'
 import { createTestDatabase } from './helpers/database.js'
 import { bearer, buildApp, createProjectsTable, projects } from './helpers/fixture.js'
@@ -208,5 +209,72 @@ t.test('extra settings, read-only, isolation level and timeouts ride in the same
   t.same(seen.commands.slice(0, 3), ['BEGIN', 'SELECT 1', 'SELECT 2'], 'BEGIN, one opening statement, the query')
   t.same(texts.filter((text) => text.includes(userId) || text.includes('editor')), [], 'setting values travel only as bound parameters')
   t.ok(texts.includes('BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY'), 'the modes are part of BEGIN')
+  await db.assertNoLeaks(t, watched)
+})
+
+/** An app on a fresh one-connection pool whose Parse messages are recorded (every statement text pg parses). */
+async function parsesOf (t: Test, options: Record<string, unknown>): Promise<{ parses: Array<{ name: string, text: string }>, run: () => Promise<number> }> {
+  const watched = db.appPool({ max: 1 })
+  const parses: Array<{ name: string, text: string }> = []
+  watched.on('connect', (client) => {
+    const connection = (client as unknown as { connection: { parse (message: { name?: string, text: string }): void } }).connection
+    const parse = connection.parse.bind(connection)
+    connection.parse = (message) => { parses.push({ name: message.name ?? '', text: message.text }); parse(message) }
+  })
+  const counted = await buildApp(t, {
+    pool: watched,
+    options,
+    routes (app) {
+      app.get('/names', async (request) => (await request.db.select({ name: projects.name }).from(projects)).length)
+    }
+  })
+  t.teardown(() => db.assertNoLeaks(t, watched))
+  // What the startup check parsed is not a request's.
+  parses.length = 0
+  return {
+    parses,
+    run: async () => (await counted.inject({ url: '/names', headers: bearer(counted, { tenant_id: tenantA }) })).statusCode
+  }
+}
+
+t.test('the plugin\'s own statements are parsed once per connection, then only bound', async (t) => {
+  const { parses, run } = await parsesOf(t, {})
+  t.equal(await run(), 200)
+  const first = parses.splice(0)
+  t.equal(first.filter((parse) => parse.name.startsWith('fastify_tenant_rls_')).length, 11, 'BEGIN, the opening, the check, COMMIT, the session read and six resets, each named')
+  t.equal(await run(), 200)
+  t.equal(await run(), 200)
+  t.same(parses.map((parse) => parse.name), ['', ''], 'later requests parse only their own (unnamed) query')
+  const { rows } = await db.admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1 AND state = 'idle'", [db.appRole])
+  t.ok((rows[0] as { n: number }).n >= 1, 'the connection stayed in the pool')
+})
+
+t.test('preparedStatements: false sends every statement of the plugin unnamed (PgBouncer before 1.21)', async (t) => {
+  const { parses, run } = await parsesOf(t, { preparedStatements: false })
+  t.equal(await run(), 200)
+  t.equal(await run(), 200)
+  t.equal(parses.filter((parse) => parse.name !== '').length, 0)
+  t.equal(parses.length, 2 * 12, 'twelve statements parsed on every request')
+})
+
+t.test('after a statement other than a plain query the closing is sent unnamed: a route\'s DEALLOCATE ALL cannot break it', async (t) => {
+  const watched = db.appPool({ max: 1 })
+  const reasons: unknown[] = []
+  const app = await buildApp(t, {
+    pool: watched,
+    routes (app) {
+      app.get('/plain', async (request) => (await request.db.select({ name: projects.name }).from(projects)).length)
+      app.get('/deallocate', async (request) => {
+        request.log.warn = ((object: { reason?: unknown }) => { reasons.push(object.reason) }) as typeof request.log.warn
+        await request.db.execute(sql.raw('DEALLOCATE ALL'))
+        return 'gone'
+      })
+    }
+  })
+  const asTenant = bearer(app, { tenant_id: tenantA })
+  t.equal((await app.inject({ url: '/plain', headers: asTenant })).statusCode, 200, 'the named statements exist now')
+  t.equal((await app.inject({ url: '/deallocate', headers: asTenant })).statusCode, 200, 'the request itself commits')
+  t.same(reasons, ['a deallocated protocol-level prepared statement (DEALLOCATE)'], 'and its connection is discarded')
+  t.equal((await app.inject({ url: '/plain', headers: asTenant })).statusCode, 200, 'the next request, on a new connection, prepares them again')
   await db.assertNoLeaks(t, watched)
 })

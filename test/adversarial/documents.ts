@@ -12,6 +12,7 @@ import type { Test } from 'tap'
 import type { FastifyTenantRlsSettings } from 'fastify-tenant-rls'
 import type { TestDatabase } from '../helpers/database.js'
 import { bearer, buildApp } from '../helpers/fixture.js'
+import { pluginOptionsFor } from './targets.js'
 
 export const documents = pgTable('documents', {
   tenantId: uuid('tenant_id').notNull(),
@@ -136,7 +137,7 @@ export async function attackApp (t: Test, pool: pg.Pool, attacks: Record<string,
   const sqlStates: string[] = []
   const app = await buildApp(t, {
     pool,
-    options: { schema: documentSchema, ...options },
+    options: { schema: documentSchema, ...pluginOptionsFor(pool), ...options },
     routes (app) {
       app.addHook('onError', async function recordSqlState (_request, _reply, error) {
         const state = sqlStateIn(error)

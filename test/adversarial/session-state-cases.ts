@@ -14,6 +14,7 @@ import type { Test } from 'tap'
 import type { TestDatabase } from '../helpers/database.js'
 import { attackApp, callAs, documents, documentSchema, gate } from './documents.js'
 import type { World } from './documents.js'
+import { pluginOptionsFor } from './targets.js'
 import type { Target } from './targets.js'
 
 type DocumentDatabase = TenantDatabase<typeof documentSchema>
@@ -529,7 +530,7 @@ export async function runSessionStateCases (t: Test, db: TestDatabase, world: Wo
         look: (request) => look(dbOf(request), probe, b, code)
       })
       // The standalone withTenant checks the pool's role on its first call: before TEMP is granted.
-      await withTenant(pool, b, async () => {}, { schema: documentSchema })
+      await withTenant(pool, b, async () => {}, { schema: documentSchema, ...pluginOptionsFor(pool) })
       if (attack.temp === true) {
         // The startup check refuses a role that may create temporary objects; the reset must hold
         // even where a grant came later, so it is granted once the app is running.
@@ -573,7 +574,7 @@ async function lookAs (app: FastifyInstance, pool: pg.Pool, tenant: string, vari
     const response = await callAs(app, tenant, 'look')
     return { status: response.statusCode, body: response.json() }
   }
-  return withTenant(pool, tenant, (database) => look(database, probe, tenant, code), { schema: documentSchema })
+  return withTenant(pool, tenant, (database) => look(database, probe, tenant, code), { schema: documentSchema, ...pluginOptionsFor(pool) })
     .then((body) => ({ status: 200, body: asJson(body) as Look }), (error: unknown) => ({ status: 500, body: { probe: { sqlState: sqlStateOf(error) }, documents: [] } }))
 }
 

@@ -15,6 +15,14 @@ export interface Target {
   namedStatements: boolean
 }
 
+// Pools through PgBouncer 1.18, which cannot keep the plugin's named statements between transactions.
+const bouncedPools = new WeakSet<pg.Pool>()
+
+/** The plugin (and withTenant) options a pool of a target needs: named statements off behind PgBouncer 1.18. */
+export function pluginOptionsFor (pool: pg.Pool): { preparedStatements?: false } {
+  return bouncedPools.has(pool) ? { preparedStatements: false } : {}
+}
+
 function endedWith (t: Test, pool: pg.Pool): pg.Pool {
   t.teardown(() => pool.ending ? undefined : pool.end())
   return pool
@@ -40,7 +48,11 @@ export async function pgBouncerTarget (t: Test, db: TestDatabase, poolSize = 2, 
   if (bouncer === undefined) return undefined
   return {
     name: 'pgbouncer',
-    pool: (t, config) => endedWith(t, db.appPool({ connectionString: bouncer.route(db.url()), ...config })),
+    pool (t, config) {
+      const pool = endedWith(t, db.appPool({ connectionString: bouncer.route(db.url()), ...config }))
+      bouncedPools.add(pool)
+      return pool
+    },
     namedStatements: false
   }
 }
