@@ -42,7 +42,9 @@ t.test('bad options fail register with a message that says what to change', asyn
     ['claim and resolver together', { pool, claim: 'org', resolveTenant: () => null }, /either claim or resolveTenant/],
     ['a setting without a dot', { pool, setting: 'tenant' }, /setting must be a custom PostgreSQL setting/],
     ['a setting with quotes', { pool, setting: "app.x'; DROP TABLE projects; --" }, /setting must be a custom PostgreSQL setting/],
-    ['a schema that is not an object', { pool, schema: 'public' }, /schema must be the object of drizzle tables/]
+    ['a schema that is not an object', { pool, schema: 'public' }, /schema must be the object of drizzle tables/],
+    ['a lock timeout that is not a whole number', { pool, lockTimeout: 1.5 }, /lockTimeout must be/],
+    ['preparedStatements that is not a boolean', { pool, preparedStatements: 'no' }, /preparedStatements must be true or false/]
   ]
   for (const [name, options, message] of cases) {
     const error = await registerWith(options) as { code?: string, message?: string } | null
