@@ -60,17 +60,19 @@ const CATALOG_WRITES_SQL = `SELECT ${SHARED_CATALOG_WRITES}`
 // all bound: the text depends only on how many there are, never on a name or value.
 const openingTexts: string[] = [OPENING_SQL]
 // Texts are kept for the usual handful of pairs; a longer list (settings spread from a token's
-// claims, say) is built each time rather than letting a client grow the cache.
+// claims, say) is built each time, and sent unnamed, rather than letting a client grow the cache
+// or the named statements of every connection.
 const CACHED_OPENINGS = 16
 
-function openingSql (extraPairs: number): string {
+function openingSql (extraPairs: number): { text: string, cached: boolean } {
+  const cached = extraPairs <= CACHED_OPENINGS
   let text = openingTexts[extraPairs]
   if (text === undefined) {
     const calls = Array.from({ length: extraPairs }, (_, i) => `pg_catalog.set_config($${5 + 2 * i}, $${6 + 2 * i}, true)`)
     text = [OPENING_SQL, ...calls].join(', ')
-    if (extraPairs <= CACHED_OPENINGS) openingTexts[extraPairs] = text
+    if (cached) openingTexts[extraPairs] = text
   }
-  return text
+  return { text, cached }
 }
 
 // BEGIN's own transaction modes, the only words of the opening not sent as parameters (BEGIN takes
@@ -334,10 +336,11 @@ export class TenantTransaction implements Queryable {
     if (this.#finishing !== undefined) return client
     // Bound parameters, and no round trip of its own: see opening-query.ts for why a failed open
     // can never let the first query run outside the transaction.
+    const { statements, cached } = this.#openingStatements()
     const opening = sendOpening(client, [
-      ...this.#openingStatements(),
+      ...statements,
       ...(counting ? [{ text: CATALOG_WRITES_SQL }] : [])
-    ], config, values, this.#prepared(false))
+    ], config, values, this.#prepared(false) && cached)
     if (opening.result !== undefined) carry(opening.result)
     const [, row, counted] = await opening.opened
     if (counting) this.#catalogWrites = counted?.[0] ?? undefined
@@ -353,14 +356,15 @@ export class TenantTransaction implements Queryable {
   // The transaction modes go into BEGIN itself, which PostgreSQL applies before any statement of
   // the transaction runs: a route can no more turn a READ ONLY transaction read-write afterwards
   // (25006 once a query has run) than start it at another isolation level.
-  #openingStatements (): PipelinedStatement[] {
+  #openingStatements (): { statements: PipelinedStatement[], cached: boolean } {
     const { readOnly, isolationLevel, statementTimeout, idleInTransactionSessionTimeout, settings = [] } = this.#hooks
     const begin = 'BEGIN' + (isolationLevel === undefined ? '' : ISOLATION_SQL[isolationLevel]) + (readOnly === true ? ' READ ONLY' : '')
     const values = [this.#setting, this.tenantId, 'lock_timeout', String(this.#hooks.lockTimeout ?? DEFAULT_LOCK_TIMEOUT)]
     if (statementTimeout !== undefined) values.push('statement_timeout', String(statementTimeout))
     if (idleInTransactionSessionTimeout !== undefined) values.push('idle_in_transaction_session_timeout', String(idleInTransactionSessionTimeout))
     for (const [name, value] of settings) values.push(name, value)
-    return [{ text: begin }, { text: openingSql(values.length / 2 - 2), values }]
+    const { text, cached } = openingSql(values.length / 2 - 2)
+    return { statements: [{ text: begin }, { text, values }], cached }
   }
 
   // Whether a sequence goes as named statements. Not after other statements: one of them may have

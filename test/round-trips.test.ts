@@ -278,3 +278,13 @@ t.test('after a statement other than a plain query the closing is sent unnamed: 
   t.equal((await app.inject({ url: '/plain', headers: asTenant })).statusCode, 200, 'the next request, on a new connection, prepares them again')
   await db.assertNoLeaks(t, watched)
 })
+
+t.test('an opening with more extra settings than the cached texts is sent unnamed: no client grows the named statements', async (t) => {
+  const many = Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`app.extra_${i}`, 'x']))
+  const { parses, run } = await parsesOf(t, { settings: () => many })
+  t.equal(await run(), 200)
+  parses.splice(0)
+  t.equal(await run(), 200)
+  t.same(parses.map((parse) => parse.name), ['', '', ''], 'BEGIN and the opening go unnamed, with the route query; the closing stays bound by name')
+  t.match(parses[1]?.text, /set_config\(\$37, \$38, true\)/)
+})
