@@ -8,7 +8,7 @@
 // really decorated when the plugin registers, so a setup that cannot work fails `register`
 // instead of answering 401 to every request.
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { InvalidOptionError, UnauthenticatedError } from './errors.js'
+import { failOption, UnauthenticatedError } from './errors.js'
 import type { RequestVerifier, ResolvedOptions } from './options.js'
 
 /** Why a request is not authenticated; each cause has one fixed sentence for the client. */
@@ -72,10 +72,6 @@ function namespacesOf (fastify: FastifyInstance): string[] {
   return Object.keys(jwt)
 }
 
-function fail (message: string): never {
-  throw new InvalidOptionError(message)
-}
-
 /** The @fastify/jwt request method to call, checked against what is decorated now (register time). */
 function jwtVerifier (fastify: FastifyInstance, namespace: string | undefined): RequestVerifier {
   // @fastify/jwt names its method `${namespace}JwtVerify`; its `jwtVerify` option can rename it,
@@ -84,13 +80,13 @@ function jwtVerifier (fastify: FastifyInstance, namespace: string | undefined): 
   if (!fastify.hasRequestDecorator(method)) {
     const namespaces = namespacesOf(fastify)
     if (namespace !== undefined) {
-      fail(`jwtNamespace '${namespace}' has no request.${method}: register @fastify/jwt with namespace: '${namespace}' before fastify-tenant-rls` +
+      failOption(`jwtNamespace '${namespace}' has no request.${method}: register @fastify/jwt with namespace: '${namespace}' before fastify-tenant-rls` +
         `${namespaces.length > 0 ? ` (namespaces registered: ${namespaces.join(', ')})` : ''}, or pass verify: (request) => request.<its verify method>()`)
     }
     if (namespaces.length > 0) {
-      fail(`@fastify/jwt is registered with namespace(s) ${namespaces.join(', ')}, so request.jwtVerify does not exist: set jwtNamespace: '${namespaces[0]}' (or pass verify)`)
+      failOption(`@fastify/jwt is registered with namespace(s) ${namespaces.join(', ')}, so request.jwtVerify does not exist: set jwtNamespace: '${namespaces[0]}' (or pass verify)`)
     }
-    fail('request.jwtVerify does not exist: register @fastify/jwt before fastify-tenant-rls, or pass verify: async (request) => claims to authenticate requests your own way')
+    failOption('request.jwtVerify does not exist: register @fastify/jwt before fastify-tenant-rls, or pass verify: async (request) => claims to authenticate requests your own way')
   }
   const decodeMethod = namespace === undefined ? 'jwtDecode' : `${namespace}JwtDecode`
   const call = (request: FastifyRequest, name: string): Promise<unknown> =>
@@ -121,6 +117,9 @@ export function createAuthenticator (fastify: FastifyInstance, options: Resolved
     }
     // Nothing verified is nobody: never a request without an identity.
     if (claims === undefined || claims === null) throw refuse(request, 'missing', new Error('the verifier returned no claims'))
+    // Only claims are an identity: a `verify` answering true or false (a yes/no check) must not let
+    // a request through to a resolveTenant that reads the tenant from somewhere the client controls.
+    if (typeof claims !== 'object') throw refuse(request, 'rejected', new Error(`the verifier returned ${typeof claims}, not the request's claims`))
     return claims
   }
 }

@@ -32,7 +32,7 @@ import { resolveRouteMode, transactionModeFor } from './transaction-mode.js'
 import type { RouteMode, TransactionMode } from './transaction-mode.js'
 import { resolveSettings } from './transaction-settings.js'
 import type { SettingPairs } from './transaction-settings.js'
-import { runWithTenant, withTenantCallOptions } from './with-tenant.js'
+import { checkedPoolRole, runWithTenant, withTenantCallOptions } from './with-tenant.js'
 import type { WithTenantCallOptions } from './with-tenant.js'
 
 const kState = Symbol('fastify-tenant-rls.state')
@@ -48,7 +48,7 @@ interface TenantRequestState {
   /** The route carries the plugin's own onSend hook (added at onRoute), so the instance's stands aside. */
   readonly finishedByRoute: boolean
   /** The extra settings the `settings` option returned for this request (null without the option). */
-  readonly settings: SettingPairs | null
+  settings: SettingPairs | null
   /** The registration that verified the request builds its handle (its pool, its schema). */
   readonly openDatabase: (request: FastifyRequest, state: TenantRequestState) => TenantDatabase<Record<string, unknown>>
   /** Created on first use of request.db: a route that never touches it allocates nothing. */
@@ -207,7 +207,8 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
 
   // async: a bad per-call option rejects, like every other failure of withTenant, rather than throwing.
   fastify.decorate('withTenant', async function withTenant<TResult> (tenantId: string, work: (db: TenantDatabase) => Promise<TResult>, callOptions?: WithTenantCallOptions) {
-    return runWithTenant(options.pool, options.setting, createDatabase, tenantId, work, () => expectedRole, {
+    // Before app.ready() the startup check has not run: check the pool now, as the standalone withTenant does.
+    return runWithTenant(options.pool, options.setting, createDatabase, tenantId, work, () => expectedRole ?? checkedPoolRole(options.pool), {
       ...withTenantCallOptions(callOptions, options.routeMode, options.setting),
       tenantIdType: options.tenantIdType,
       preparedStatements: options.preparedStatements,
@@ -257,16 +258,16 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     if (request.is404 || config.tenant === false || (config[kPublicRoute] ?? isPublicUnseenRoute(request))) return
     const claims = await authenticate(request)
     const tenantId = await resolveTenantId(request, claims, options)
-    // Resolved with the tenant, before the body is read: a request its policies could not serve
-    // is refused here, holding nothing.
-    const settings = options.settings === undefined ? null : await resolveSettings(request, options.settings, options.setting)
     const finishedByRoute = config[kFinishedByRoute] === true
     // Declared before the plugin: the instance hook must still run after the route's own onSend hooks.
     if (!finishedByRoute) runOnSendHookLast(request, finishRouteRegisteredEarlier.name)
-    const state: TenantRequestState = { tenantId, reply, finishedByRoute, settings, openDatabase, transaction: null, database: null, settled: false }
+    const state: TenantRequestState = { tenantId, reply, finishedByRoute, settings: null, openDatabase, transaction: null, database: null, settled: false }
     ;(request as unknown as RequestWithState)[kState] = state
     request.log = request.log.child({ tenantId })
     reply.log = request.log
+    // Resolved with the tenant set (request.tenantId reads it), before the body is read: a request
+    // its policies could not serve is refused here, holding nothing.
+    if (options.settings !== undefined) state.settings = await resolveSettings(request, options.settings, options.setting)
   })
 
   fastify.addHook('onError', async function rollBackFailedRequest (request: FastifyRequest, _reply: FastifyReply, error: Error) {

@@ -11,7 +11,7 @@ import { normalizeTenantId, validateTenantIdType } from './tenant-id.js'
 import type { TenantIdType } from './tenant-id.js'
 import { DEFAULT_LOCK_TIMEOUT, TenantTransaction } from './tenant-transaction.js'
 import type { TenantTransactionOptions } from './tenant-transaction.js'
-import { overrideMode } from './transaction-mode.js'
+import { overrideMode, resolvePluginMode } from './transaction-mode.js'
 import type { RouteMode, TenantRouteOptions } from './transaction-mode.js'
 import { settingsProblem } from './transaction-settings.js'
 import type { TransactionSettings } from './transaction-settings.js'
@@ -92,7 +92,7 @@ export async function withTenant<TSchema extends Record<string, unknown> = Regis
   const idType = validateTenantIdType(tenantIdType)
   const checked = validatePool(pool)
   if (onDiscard !== undefined && typeof onDiscard !== 'function') throw new InvalidOptionError('onDiscard must be a function (reason) => void')
-  return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(schema)), tenantId, work, () => checkedRoleOf(checked), {
+  return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(schema)), tenantId, work, () => checkedPoolRole(checked), {
     ...withTenantCallOptions(callOptions, STANDALONE_DEFAULTS, setting),
     tenantIdType: idType,
     preparedStatements: validatePreparedStatements(preparedStatements),
@@ -101,13 +101,7 @@ export async function withTenant<TSchema extends Record<string, unknown> = Regis
 }
 
 // The standalone function has no plugin options: the server's defaults, and the plugin's lock_timeout.
-const STANDALONE_DEFAULTS: RouteMode = {
-  readOnly: false,
-  isolationLevel: undefined,
-  statementTimeout: undefined,
-  lockTimeout: DEFAULT_LOCK_TIMEOUT,
-  idleInTransactionSessionTimeout: undefined
-}
+const STANDALONE_DEFAULTS: RouteMode = resolvePluginMode({}, DEFAULT_LOCK_TIMEOUT)
 
 /**
  * Validates per-call options over `defaults` (a bad one throws FST_TENANT_RLS_INVALID_OPTION before
@@ -130,7 +124,8 @@ export function withTenantCallOptions (given: WithTenantCallOptions | undefined,
 // a role fixed in the database is accepted on the next call.
 const checkedRoles = new WeakMap<Pool, Promise<string>>()
 
-function checkedRoleOf (pool: Pool): Promise<string> {
+/** The checked role of `pool`, checking it on first use (shared with app.withTenant before ready). */
+export function checkedPoolRole (pool: Pool): Promise<string> {
   let role = checkedRoles.get(pool)
   if (role === undefined) {
     role = checkPoolRole(pool)

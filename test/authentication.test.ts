@@ -311,3 +311,15 @@ t.test('the request log carries the tenant id', async (t) => {
 })
 
 t.afterEach(async (t) => { await db.assertNoLeaks(t, pool) })
+
+t.test('a verify that answers yes or no instead of claims is refused: only claims are an identity', async (t) => {
+  for (const answer of [true, false, 0, 'yes']) {
+    const app = await appWith(t, [], {
+      verify: async () => answer,
+      // Reads the tenant from where the client points: only safe behind a real identity.
+      resolveTenant: (request) => String(request.headers['x-tenant'])
+    })
+    const reply = await app.inject({ url: '/whoami', headers: { 'x-tenant': tenantA } })
+    t.same([reply.statusCode, reply.json().code, reply.json().message], [401, 'FST_TENANT_RLS_UNAUTHENTICATED', 'Authentication failed: the credentials were not accepted'], `verify answered ${JSON.stringify(answer)}`)
+  }
+})

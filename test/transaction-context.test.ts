@@ -43,6 +43,20 @@ async function modeOf (request: FastifyRequest): Promise<unknown> {
   return rows.rows[0]
 }
 
+t.test('settings runs with the tenant already set: request.tenantId is the verified tenant there', async (t) => {
+  const seen: unknown[] = []
+  const app = await buildApp(t, {
+    pool,
+    options: { settings: (request) => { seen.push(request.tenantId); return { 'app.tenant_seen': String(request.tenantId) } } },
+    routes (app) {
+      app.get('/seen', async (request) => (await request.db.execute<{ seen: string }>(sql`SELECT current_setting('app.tenant_seen') AS seen`)).rows[0])
+    }
+  })
+  const reply = await app.inject({ url: '/seen', headers: bearer(app, { tenant_id: tenantA, sub: 'ann' }) })
+  t.same(reply.json(), { seen: tenantA })
+  t.same(seen, [tenantA])
+})
+
 t.test('settings: extra transaction-local settings make per-user policies inside a tenant', async (t) => {
   const app = await buildApp(t, {
     pool,

@@ -1,11 +1,13 @@
 // withTenant for work outside HTTP (the standalone function for workers, app.withTenant inside the
 // app): same tenant rules, commit on resolve, roll back on throw, connection released either way.
+import fastifyJwt from '@fastify/jwt'
 import { sql } from 'drizzle-orm'
+import Fastify from 'fastify'
 import pg from 'pg'
 import t from 'tap'
-import { withTenant } from 'fastify-tenant-rls'
+import fastifyTenantRls, { withTenant } from 'fastify-tenant-rls'
 import { createTestDatabase } from './helpers/database.js'
-import { buildApp, committedNames, createProjectsTable, projects, schema } from './helpers/fixture.js'
+import { JWT_SECRET, buildApp, committedNames, createProjectsTable, projects, schema } from './helpers/fixture.js'
 import { gate } from './helpers/gate.js'
 
 const db = await createTestDatabase(t)
@@ -103,4 +105,18 @@ t.test('app.withTenant uses the plugin options, and app.close() rolls back work 
   closed.open()
   t.equal(await outcome, 'FST_TENANT_RLS_TRANSACTION_CLOSED')
   t.same(await committedNames(db, tenantA), ['a-1', 'a-2'])
+})
+
+t.test('app.withTenant before app.ready() checks the pool itself: a superuser pool is refused', async (t) => {
+  const superuser = new pg.Pool({ connectionString: db.adminUrl, connectionTimeoutMillis: 2000 })
+  t.teardown(() => superuser.end())
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifyJwt, { secret: JWT_SECRET })
+  await app.register(fastifyTenantRls, { pool: superuser, schema })
+  let ran = false
+  const error = await app.withTenant(tenantA, async (db) => { ran = true; return db.select().from(projects) })
+    .then(() => undefined, (failure: { code?: string }) => failure)
+  t.equal(error?.code, 'FST_TENANT_RLS_UNSAFE_ROLE')
+  t.notOk(ran, 'the work never ran')
 })
