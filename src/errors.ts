@@ -55,7 +55,7 @@ export const TransactionControlRefusedError = createError(
   500
 )
 
-/** Route code changed the tenant setting inside the transaction; nothing was committed. */
+/** Route code changed the tenant setting or the role inside the transaction; nothing was committed. */
 export const TenantContextChangedError = createError(
   'FST_TENANT_RLS_TENANT_CONTEXT_CHANGED',
   'The tenant context changed during the transaction; nothing was committed',
@@ -176,3 +176,8 @@ export const ConnectionFailedError = createError(
   'fastify-tenant-rls could not connect to PostgreSQL: %s',
   500
 )
+
+/** Throws FST_TENANT_RLS_INVALID_OPTION: the one way every register-time check refuses an option. */
+export function failOption (message: string): never {
+  throw new InvalidOptionError(message)
+}

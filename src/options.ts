@@ -3,7 +3,7 @@
 // surfaces later as a request error.
 import type { FastifyRequest } from 'fastify'
 import type { Pool } from 'pg'
-import { InvalidOptionError } from './errors.js'
+import { failOption } from './errors.js'
 import { createOwnedPool } from './owned-pool.js'
 import type { OwnedPoolConfig } from './owned-pool.js'
 import { validateTenantIdType } from './tenant-id.js'
@@ -139,21 +139,17 @@ const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'decorator',
   'tenantIdType', 'settings', 'readOnly', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes'])
 
-function fail (message: string): never {
-  throw new InvalidOptionError(message)
-}
-
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
 export function validateSetting (setting: unknown): string {
   if (typeof setting !== 'string' || !SETTING_NAME.test(setting)) {
-    fail(`setting must be a custom PostgreSQL setting such as '${DEFAULT_SETTING}' (lower-case identifiers joined by dots), got ${JSON.stringify(setting)}`)
+    failOption(`setting must be a custom PostgreSQL setting such as '${DEFAULT_SETTING}' (lower-case identifiers joined by dots), got ${JSON.stringify(setting)}`)
   }
   return setting
 }
 
 /** Checks the preparedStatements switch; shared with `withTenant`, which takes the same option. */
 export function validatePreparedStatements (preparedStatements: unknown): boolean {
-  if (typeof preparedStatements !== 'boolean') fail(`preparedStatements must be true or false, got ${JSON.stringify(preparedStatements)}`)
+  if (typeof preparedStatements !== 'boolean') failOption(`preparedStatements must be true or false, got ${JSON.stringify(preparedStatements)}`)
   return preparedStatements
 }
 
@@ -165,12 +161,12 @@ export function validateLockTimeout (lockTimeout: unknown): number {
 /** Checks that `pool` is a pg.Pool that cannot make a request wait forever. */
 export function validatePool (pool: unknown): Pool {
   if (pool === null || typeof pool !== 'object' || typeof (pool as Pool).connect !== 'function') {
-    fail('pool is required and must be a pg.Pool for the application role')
+    failOption('pool is required and must be a pg.Pool for the application role')
   }
   const timeout = (pool as Pool).options?.connectionTimeoutMillis
   // pg's default of 0 waits for a free connection forever: an exhausted pool would hang requests.
   if (typeof timeout !== 'number' || !(timeout > 0)) {
-    fail('pool must set connectionTimeoutMillis (for example 5000), so an exhausted pool answers 503 instead of hanging')
+    failOption('pool must set connectionTimeoutMillis (for example 5000), so an exhausted pool answers 503 instead of hanging')
   }
   return pool as Pool
 }
@@ -178,7 +174,7 @@ export function validatePool (pool: unknown): Pool {
 /** Checks the name of the request decorator; whether it is free is for the plugin to see at register. */
 export function validateDecorator (decorator: unknown): string {
   if (typeof decorator !== 'string' || !DECORATOR_NAME.test(decorator)) {
-    fail(`decorator must be a property name such as 'tenantDb' (letters, digits, _ and $), got ${JSON.stringify(decorator)}`)
+    failOption(`decorator must be a property name such as 'tenantDb' (letters, digits, _ and $), got ${JSON.stringify(decorator)}`)
   }
   return decorator
 }
@@ -189,23 +185,23 @@ export function validateDecorator (decorator: unknown): string {
  */
 export function validatePoolSource (pool: unknown, connectionString: unknown, poolConfig: unknown): boolean {
   if (pool !== undefined && connectionString !== undefined) {
-    fail('give either pool (a pg.Pool you create and end) or connectionString (the plugin creates, checks and ends the pool), not both')
+    failOption('give either pool (a pg.Pool you create and end) or connectionString (the plugin creates, checks and ends the pool), not both')
   }
   if (pool !== undefined) {
-    if (poolConfig !== undefined) fail('poolConfig applies only to the pool the plugin creates from connectionString; set those options on your own pool')
+    if (poolConfig !== undefined) failOption('poolConfig applies only to the pool the plugin creates from connectionString; set those options on your own pool')
     return false
   }
   if (connectionString === undefined) {
-    fail('pool or connectionString is required: a pg.Pool of the application role, or its connection string')
+    failOption('pool or connectionString is required: a pg.Pool of the application role, or its connection string')
   }
   if (typeof connectionString !== 'string' || connectionString === '') {
-    fail('connectionString must be the non-empty connection string of the application role, e.g. postgres://app_login:secret@db:5432/app')
+    failOption('connectionString must be the non-empty connection string of the application role, e.g. postgres://app_login:secret@db:5432/app')
   }
   if (poolConfig !== undefined) {
     if (poolConfig === null || typeof poolConfig !== 'object' || Array.isArray(poolConfig)) {
-      fail('poolConfig must be an object of pg pool settings such as { max: 20, connectionTimeoutMillis: 5000 }')
+      failOption('poolConfig must be an object of pg pool settings such as { max: 20, connectionTimeoutMillis: 5000 }')
     }
-    if ('connectionString' in poolConfig) fail('poolConfig must not carry a connectionString: give it as the connectionString option')
+    if ('connectionString' in poolConfig) failOption('poolConfig must not carry a connectionString: give it as the connectionString option')
   }
   return true
 }
@@ -214,7 +210,7 @@ export function validatePoolSource (pool: unknown, connectionString: unknown, po
 export function validateSchema (schema: unknown): Record<string, unknown> | undefined {
   if (schema === undefined) return undefined
   if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) {
-    fail('schema must be the object of drizzle tables and relations, e.g. `import * as schema from "./schema.js"`')
+    failOption('schema must be the object of drizzle tables and relations, e.g. `import * as schema from "./schema.js"`')
   }
   return schema as Record<string, unknown>
 }
@@ -222,43 +218,43 @@ export function validateSchema (schema: unknown): Record<string, unknown> | unde
 /** Checks the choice of verifier; whether it exists on the instance is checked by authentication.ts. */
 function validateVerifier (verify: unknown, jwtNamespace: unknown): Pick<ResolvedOptions, 'verify' | 'jwtNamespace'> {
   if (verify !== undefined && typeof verify !== 'function') {
-    fail('verify must be a function async (request) => claims, resolving to null/undefined (or throwing) when the request is not authenticated')
+    failOption('verify must be a function async (request) => claims, resolving to null/undefined (or throwing) when the request is not authenticated')
   }
   if (jwtNamespace !== undefined && (typeof jwtNamespace !== 'string' || !JWT_NAMESPACE.test(jwtNamespace))) {
-    fail(`jwtNamespace must be the namespace given to @fastify/jwt, such as 'api', got ${JSON.stringify(jwtNamespace)}`)
+    failOption(`jwtNamespace must be the namespace given to @fastify/jwt, such as 'api', got ${JSON.stringify(jwtNamespace)}`)
   }
   if (verify !== undefined && jwtNamespace !== undefined) {
-    fail('give either verify or jwtNamespace, not both: verify replaces @fastify/jwt')
+    failOption('give either verify or jwtNamespace, not both: verify replaces @fastify/jwt')
   }
   return { verify: verify as RequestVerifier | undefined, jwtNamespace: jwtNamespace as string | undefined }
 }
 
 function parseClaimPath (claim: unknown): readonly string[] {
-  if (typeof claim !== 'string') fail(`claim must be a string such as 'tenant_id' or 'org.id', got ${typeof claim}`)
+  if (typeof claim !== 'string') failOption(`claim must be a string such as 'tenant_id' or 'org.id', got ${typeof claim}`)
   const path = claim.split('.')
   if (!path.every((segment) => CLAIM_SEGMENT.test(segment))) {
-    fail(`claim must be a claim name or a dotted path of names such as 'org.id', got ${JSON.stringify(claim)}`)
+    failOption(`claim must be a claim name or a dotted path of names such as 'org.id', got ${JSON.stringify(claim)}`)
   }
   return path
 }
 
 /** Validates the user's options once, at register time, and fills in the defaults. */
 export function resolveOptions (options: unknown): ResolvedOptions {
-  if (options === null || typeof options !== 'object') fail('options must be an object with `pool` or `connectionString`')
+  if (options === null || typeof options !== 'object') failOption('options must be an object with `pool` or `connectionString`')
   const given = options as Record<string, unknown>
   // A misspelt option (say `claims`) would otherwise be ignored and a default used silently.
   const unknown = Object.keys(given).filter((key) => !KNOWN_OPTIONS.has(key))
-  if (unknown.length > 0) fail(`unknown option(s) ${unknown.join(', ')}; known options are ${[...KNOWN_OPTIONS].join(', ')}`)
+  if (unknown.length > 0) failOption(`unknown option(s) ${unknown.join(', ')}; known options are ${[...KNOWN_OPTIONS].join(', ')}`)
 
   const { pool, connectionString, poolConfig, schema, claim = DEFAULT_CLAIM, resolveTenant, verify, jwtNamespace, setting = DEFAULT_SETTING, lockTimeout = DEFAULT_LOCK_TIMEOUT, decorator = DEFAULT_DECORATOR, publicRoutes } = given
   if (resolveTenant !== undefined && typeof resolveTenant !== 'function') {
-    fail('resolveTenant must be a function (request) => tenantId | null, sync or async')
+    failOption('resolveTenant must be a function (request) => tenantId | null, sync or async')
   }
   if (resolveTenant !== undefined && given.claim !== undefined) {
-    fail('give either claim or resolveTenant, not both: resolveTenant replaces claim')
+    failOption('give either claim or resolveTenant, not both: resolveTenant replaces claim')
   }
   if (given.settings !== undefined && typeof given.settings !== 'function') {
-    fail("settings must be a function (request) => ({ 'app.user_id': … }), sync or async")
+    failOption("settings must be a function (request) => ({ 'app.user_id': … }), sync or async")
   }
   const checkedLockTimeout = validateLockTimeout(lockTimeout)
   const ownsPool = validatePoolSource(pool, connectionString, poolConfig)

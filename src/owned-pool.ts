@@ -11,5 +11,7 @@ export type OwnedPoolConfig = Omit<PoolConfig, 'connectionString'>
 export const DEFAULT_OWNED_CONNECTION_TIMEOUT = 5000
 
 export function createOwnedPool (connectionString: string, config: unknown): Pool {
-  return new pg.Pool({ connectionTimeoutMillis: DEFAULT_OWNED_CONNECTION_TIMEOUT, ...(config as OwnedPoolConfig | undefined), connectionString })
+  // A key given as undefined (`{ connectionTimeoutMillis: undefined }`) keeps the default.
+  const given = Object.entries((config ?? {}) as OwnedPoolConfig).filter(([, value]) => value !== undefined)
+  return new pg.Pool({ connectionTimeoutMillis: DEFAULT_OWNED_CONNECTION_TIMEOUT, ...Object.fromEntries(given), connectionString })
 }

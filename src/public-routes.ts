@@ -2,7 +2,7 @@
 // one predicate. The plugin asks it once per route (at onRoute, or on the first request of a route
 // declared before the plugin), never per request. A public route gets no tenant and no
 // transaction: request.db throws there, so declaring a route public can never widen what it reads.
-import { InvalidOptionError } from './errors.js'
+import { failOption } from './errors.js'
 
 /** What the `publicRoutes.match` predicate is shown of a route. */
 export interface PublicRouteCandidate {
@@ -22,17 +22,13 @@ export interface PublicRoutesOptions {
 
 export type PublicRoutePredicate = (route: PublicRouteCandidate) => boolean
 
-function fail (message: string): never {
-  throw new InvalidOptionError(message)
-}
-
 function validatePrefix (prefix: unknown): string {
   if (typeof prefix !== 'string' || !prefix.startsWith('/') || /[*:?\s]/.test(prefix)) {
-    fail(`publicRoutes.prefixes must hold URL paths such as '/documentation' (no wildcards or parameters), got ${JSON.stringify(prefix)}`)
+    failOption(`publicRoutes.prefixes must hold URL paths such as '/documentation' (no wildcards or parameters), got ${JSON.stringify(prefix)}`)
   }
   const base = prefix.replace(/\/+$/, '')
   // '/' would open every route: secure-by-default must stay the default.
-  if (base === '') fail("publicRoutes.prefixes cannot contain '/': it would make every route public; list the public prefixes, or set config: { tenant: false } on single routes")
+  if (base === '') failOption("publicRoutes.prefixes cannot contain '/': it would make every route public; list the public prefixes, or set config: { tenant: false } on single routes")
   return base
 }
 
@@ -46,13 +42,13 @@ function isOptionsOnly (method: string | readonly string[]): boolean {
 export function validatePublicRoutes (publicRoutes: unknown): PublicRoutePredicate {
   if (publicRoutes === undefined) return function isPublicRoute (route) { return isOptionsOnly(route.method) }
   if (publicRoutes === null || typeof publicRoutes !== 'object' || Array.isArray(publicRoutes)) {
-    fail("publicRoutes must be an object such as { prefixes: ['/documentation'] } or { match: (route) => boolean }")
+    failOption("publicRoutes must be an object such as { prefixes: ['/documentation'] } or { match: (route) => boolean }")
   }
   const { prefixes = [], match, ...rest } = publicRoutes as Record<string, unknown>
   const unknown = Object.keys(rest)
-  if (unknown.length > 0) fail(`unknown publicRoutes option(s) ${unknown.join(', ')}; known are prefixes, match`)
-  if (!Array.isArray(prefixes)) fail(`publicRoutes.prefixes must be an array of URL paths such as ['/documentation'], got ${JSON.stringify(prefixes)}`)
-  if (match !== undefined && typeof match !== 'function') fail('publicRoutes.match must be a function (route) => boolean')
+  if (unknown.length > 0) failOption(`unknown publicRoutes option(s) ${unknown.join(', ')}; known are prefixes, match`)
+  if (!Array.isArray(prefixes)) failOption(`publicRoutes.prefixes must be an array of URL paths such as ['/documentation'], got ${JSON.stringify(prefixes)}`)
+  if (match !== undefined && typeof match !== 'function') failOption('publicRoutes.match must be a function (route) => boolean')
   const bases = prefixes.map(validatePrefix)
   const matches = match as PublicRoutePredicate | undefined
   return function isPublicRoute (route) {
@@ -63,7 +59,7 @@ export function validatePublicRoutes (publicRoutes: unknown): PublicRoutePredica
     try {
       verdict = matches(route)
     } catch (error) {
-      fail(`publicRoutes.match threw for ${String(route.method)} ${route.url}: ${(error as Error).message}`)
+      failOption(`publicRoutes.match threw for ${String(route.method)} ${route.url}: ${(error as Error).message}`)
     }
     // Only a literal true opens a route: a predicate returning a truthy object by mistake stays closed.
     return verdict === true

@@ -22,7 +22,7 @@ import type {
   UniqueConstraintBuilder,
   UpdateDeleteAction
 } from 'drizzle-orm/pg-core'
-import { InvalidOptionError } from './errors.js'
+import { failOption } from './errors.js'
 import { DEFAULT_SETTING, validateSetting } from './options.js'
 import { validateTenantIdType } from './tenant-id.js'
 import type { TenantIdType } from './tenant-id.js'
@@ -109,16 +109,12 @@ export type TenantTableFn<TType extends TenantIdType = 'uuid'> = <TTableName ext
   dialect: 'pg'
 }>
 
-function fail (message: string): never {
-  throw new InvalidOptionError(message)
-}
-
 // Column-level shortcuts that would break isolation are refused when the table is declared, not
 // discovered in production: a global unique key, or a primary key on id alone.
 function refuseUnscopedKeys (name: string, table: PgTable): void {
   for (const column of Object.values(getTableColumns(table))) {
-    if (column.primary) fail(`tenant table "${name}": remove .primaryKey() from "${column.name}"; the primary key is (tenant_id, id)`)
-    if (column.isUnique) fail(`tenant table "${name}": "${column.name}" is unique across all tenants (it tells one tenant what another has); use tenantUnique(t.${column.name}) instead of .unique()`)
+    if (column.primary) failOption(`tenant table "${name}": remove .primaryKey() from "${column.name}"; the primary key is (tenant_id, id)`)
+    if (column.isUnique) failOption(`tenant table "${name}": "${column.name}" is unique across all tenants (it tells one tenant what another has); use tenantUnique(t.${column.name}) instead of .unique()`)
   }
 }
 
@@ -137,7 +133,7 @@ export function createTenantTable<TType extends TenantIdType = 'uuid'> (options:
   const { tenants, setting = DEFAULT_SETTING } = options
   const tenantIdType = validateTenantIdType(options.tenantIdType) as TType
   if (!is(tenants, PgColumn)) {
-    fail('createTenantTable needs `tenants`: the tenants table\'s key column, for example tenants.id')
+    failOption('createTenantTable needs `tenants`: the tenants table\'s key column, for example tenants.id')
   }
   // Wrapped in (select …): evaluated once per statement rather than per row, and the planner can
   // compare the index's leading tenant_id column with it.
@@ -167,7 +163,7 @@ export function isTenantTable (value: unknown): value is AnyTenantTable {
 
 function tenantColumnOf (column: PgColumn): PgColumn {
   const tenantColumn = Object.values(getTableColumns(column.table)).find((candidate) => candidate.name === TENANT_ID_COLUMN)
-  if (tenantColumn === undefined) fail(`table "${getTableName(column.table)}" has no ${TENANT_ID_COLUMN} column; declare it with tenantTable`)
+  if (tenantColumn === undefined) failOption(`table "${getTableName(column.table)}" has no ${TENANT_ID_COLUMN} column; declare it with tenantTable`)
   return tenantColumn
 }
 
@@ -183,9 +179,9 @@ export function tenantUnique (...columns: [PgColumn, ...PgColumn[]]): UniqueCons
  * `onDelete` defaults to 'cascade'; 'set null' is refused, as it would null tenant_id too.
  */
 export function tenantForeignKey (column: PgColumn, parent: AnyTenantTable, onDelete: Exclude<UpdateDeleteAction, 'set null' | 'set default'> = 'cascade'): ForeignKeyBuilder {
-  if (!isTenantTable(parent)) fail(`tenantForeignKey: "${getTableName(parent)}" is not a tenant table; declare it with tenantTable`)
+  if (!isTenantTable(parent)) failOption(`tenantForeignKey: "${getTableName(parent)}" is not a tenant table; declare it with tenantTable`)
   if (onDelete !== 'cascade' && onDelete !== 'restrict' && onDelete !== 'no action') {
-    fail(`tenantForeignKey: onDelete must be 'cascade', 'restrict' or 'no action', got ${JSON.stringify(onDelete)}`)
+    failOption(`tenantForeignKey: onDelete must be 'cascade', 'restrict' or 'no action', got ${JSON.stringify(onDelete)}`)
   }
   const childTenant = tenantColumnOf(column)
   const builder = foreignKey({
@@ -219,10 +215,10 @@ function quoteIdentifier (name: string): string {
 export function tenantTablesSql (schema: Record<string, unknown>, options: TenantTablesSqlOptions): string {
   const { role } = options
   if (typeof role !== 'string' || !ROLE_NAME.test(role)) {
-    fail(`tenantTablesSql: role must be a plain lower-case role name, got ${JSON.stringify(role)}`)
+    failOption(`tenantTablesSql: role must be a plain lower-case role name, got ${JSON.stringify(role)}`)
   }
   const tables = Object.values(schema).filter(isTenantTable)
-  if (tables.length === 0) fail('tenantTablesSql: the schema has no table declared with tenantTable')
+  if (tables.length === 0) failOption('tenantTablesSql: the schema has no table declared with tenantTable')
   const statements = tables.flatMap((table) => {
     const config = getTableConfig(table)
     const name = config.schema === undefined ? quoteIdentifier(config.name) : `${quoteIdentifier(config.schema)}.${quoteIdentifier(config.name)}`

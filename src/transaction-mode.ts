@@ -3,7 +3,7 @@
 // `config: { tenant: { ... } }`; both are validated once (at register, and at onRoute for each
 // route), so a request only picks between values already checked. Every one of them is applied by
 // the opening that rides with the first query (tenant-transaction.ts): no round trip of its own.
-import { InvalidOptionError } from './errors.js'
+import { failOption } from './errors.js'
 
 /** Isolation levels, spelt as drizzle spells them. PostgreSQL runs READ UNCOMMITTED as READ COMMITTED, so it is not offered. */
 export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable'
@@ -46,14 +46,10 @@ const ROUTE_KEYS: ReadonlySet<string> = new Set(['readOnly', 'isolationLevel', '
 // PostgreSQL's own limit for a timeout setting is INT_MAX milliseconds.
 const MAX_TIMEOUT = 2147483647
 
-function fail (message: string): never {
-  throw new InvalidOptionError(message)
-}
-
 /** Checks a timeout in milliseconds, named `name` in the message. */
 export function validateTimeout (name: string, value: unknown, zero: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_TIMEOUT) {
-    fail(`${name} must be a whole number of milliseconds (${zero}), got ${JSON.stringify(value)}`)
+    failOption(`${name} must be a whole number of milliseconds (${zero}), got ${JSON.stringify(value)}`)
   }
   return value
 }
@@ -65,14 +61,14 @@ function optionalTimeout (name: string, value: unknown): number | undefined {
 function validateIsolationLevel (where: string, value: unknown): IsolationLevel | undefined {
   if (value === undefined) return undefined
   if (typeof value !== 'string' || !ISOLATION_LEVELS.has(value)) {
-    fail(`${where}isolationLevel must be one of ${[...ISOLATION_LEVELS].map((level) => `'${level}'`).join(', ')}, got ${JSON.stringify(value)}`)
+    failOption(`${where}isolationLevel must be one of ${[...ISOLATION_LEVELS].map((level) => `'${level}'`).join(', ')}, got ${JSON.stringify(value)}`)
   }
   return value as IsolationLevel
 }
 
 function validateReadOnly (where: string, value: unknown, allowSafeMethods: boolean): ReadOnlyDefault {
   if (typeof value === 'boolean' || (allowSafeMethods && value === 'safe-methods')) return value
-  fail(`${where}readOnly must be ${allowSafeMethods ? "true, false or 'safe-methods'" : 'true or false'}, got ${JSON.stringify(value)}`)
+  failOption(`${where}readOnly must be ${allowSafeMethods ? "true, false or 'safe-methods'" : 'true or false'}, got ${JSON.stringify(value)}`)
 }
 
 /** The plugin-wide defaults, from the register options (lockTimeout already validated). */
@@ -98,10 +94,10 @@ export function resolveRouteMode (tenant: unknown, defaults: RouteMode, route: s
 /** `given` (an object of TenantRouteOptions, unknown keys refused) over `defaults`; `name` names it in messages. */
 export function overrideMode (given: unknown, defaults: RouteMode, name: string, otherwise = ''): RouteMode {
   if (given === null || typeof given !== 'object' || Array.isArray(given)) {
-    fail(`${name} must be an object of transaction options (${[...ROUTE_KEYS].join(', ')})${otherwise}, got ${JSON.stringify(given)}`)
+    failOption(`${name} must be an object of transaction options (${[...ROUTE_KEYS].join(', ')})${otherwise}, got ${JSON.stringify(given)}`)
   }
   const unknown = Object.keys(given).filter((key) => !ROUTE_KEYS.has(key))
-  if (unknown.length > 0) fail(`${name} has unknown key(s) ${unknown.join(', ')}; known keys are ${[...ROUTE_KEYS].join(', ')}`)
+  if (unknown.length > 0) failOption(`${name} has unknown key(s) ${unknown.join(', ')}; known keys are ${[...ROUTE_KEYS].join(', ')}`)
   return withOverrides(given as Record<string, unknown>, defaults, `${name}.`)
 }
 
