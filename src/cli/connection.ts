@@ -1,0 +1,25 @@
+// How a subcommand reaches the database: `--database-url`, else the DATABASE_URL environment
+// variable, one client for the whole command, always closed.
+import pg from 'pg'
+import { UsageError } from './command.js'
+
+/** The `--database-url` option every database subcommand declares. */
+export const DATABASE_URL_OPTION = { 'database-url': { type: 'string' } } as const
+
+export function databaseUrlFrom (values: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env): string {
+  const given = values['database-url']
+  if (typeof given === 'string' && given !== '') return given
+  if (env.DATABASE_URL !== undefined && env.DATABASE_URL !== '') return env.DATABASE_URL
+  throw new UsageError('give --database-url <url> (or set DATABASE_URL)')
+}
+
+/** Connects one client, runs `work`, and closes the client whatever happened. */
+export async function withDatabaseClient<T> (connectionString: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString, application_name: 'fastify-tenant-rls cli' })
+  await client.connect()
+  try {
+    return await work(client)
+  } finally {
+    await client.end()
+  }
+}
