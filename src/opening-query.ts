@@ -39,6 +39,7 @@ interface Connection {
   sync (): void
   stream: { cork?: () => void, uncork?: () => void }
   /** Named statements this connection has prepared, and those whose Parse is on its way, by name. */
+  close (message: { type: 'S', name: string }): void
   parsedStatements: Record<string, string | undefined>
   submittedNamedStatements: Record<string, string | undefined>
   on (event: 'parseComplete', listener: () => void): void
@@ -90,14 +91,17 @@ class OpeningQuery extends Query {
   #unpreparedName: string | undefined
 
   readonly #prepare: boolean
+  /** A route query name to close before anything else is sent (route-query-names.ts). */
+  readonly #evicted: string | undefined
   /** The names (or '' for unnamed) whose ParseComplete is still to come, in order. */
   readonly #parsing: string[] = []
   #connection: Connection | undefined
 
-  constructor (statements: readonly PipelinedStatement[], config: unknown, values: unknown, callback: Callback, prepare: boolean) {
+  constructor (statements: readonly PipelinedStatement[], config: unknown, values: unknown, callback: Callback, prepare: boolean, evicted?: string) {
     super(config, values, callback)
     this.#statements = statements
     this.#prepare = prepare
+    this.#evicted = evicted
     this.#pending = statements.length
     this.carries = this.#canCarry()
     this.opened = new Promise((resolve, reject) => { this.#settle = { resolve, reject } })
@@ -128,6 +132,7 @@ class OpeningQuery extends Query {
     connection.on('parseComplete', this.#onParseComplete)
     connection.stream.cork?.()
     try {
+      if (this.#evicted !== undefined) closeStatement(connection, this.#evicted)
       for (const statement of this.#statements) {
         const name = this.#prepare ? nameOf(statement.text) : ''
         if (name === '' || !prepared.has(name)) {
@@ -203,13 +208,48 @@ class OpeningQuery extends Query {
   }
 }
 
+// Closes a named statement in front of whatever follows in the same message. Closing a name the
+// server does not know is not an error, so a statement whose Parse failed is closed harmlessly.
+function closeStatement (connection: Connection, name: string): void {
+  connection.close({ type: 'S', name })
+  delete connection.parsedStatements[name]
+}
+
+// A route query sent after the opening that first closes the statement its name evicted.
+class EvictingQuery extends Query {
+  readonly #evicted: string
+
+  constructor (config: unknown, values: unknown, callback: Callback, evicted: string) {
+    super(config, values, callback)
+    this.#evicted = evicted
+  }
+
+  override submit (connection: Connection): Error | null {
+    connection.stream.cork?.()
+    try {
+      closeStatement(connection, this.#evicted)
+      return super.submit(connection)
+    } finally {
+      connection.stream.uncork?.()
+    }
+  }
+}
+
 /**
  * Sends `statements` on `client`, followed in the same sequence by the first query when it can
- * ride along (see `result`).
+ * ride along (see `result`). `evicted` names a route query statement to close first.
  */
-export function sendOpening (client: PoolClient, statements: readonly PipelinedStatement[], config: unknown, values: unknown, prepare = false): Opening {
-  const { query, done } = submit(client, statements, config, values, prepare)
+export function sendOpening (client: PoolClient, statements: readonly PipelinedStatement[], config: unknown, values: unknown, prepare = false, evicted?: string): Opening {
+  const { query, done } = submit(client, statements, config, values, prepare, evicted)
   return { opened: query.opened, result: query.carries ? done : undefined }
+}
+
+/** Sends a route query after the opening, first closing the statement `evicted` names, if any. */
+export function sendRouteQuery (client: PoolClient, config: unknown, values: unknown, evicted: string | undefined): Promise<QueryResult> {
+  if (evicted === undefined) return client.query(config as pg.QueryConfig, values as unknown[] | undefined)
+  return new Promise((resolve, reject) => {
+    client.query(new EvictingQuery(config, values, (error, result) => { error ? reject(error) : resolve(result) }, evicted) as unknown as pg.Query)
+  })
 }
 
 /** What a sequence of statements did: each one's first row, and the failure that stopped it, if any. */
@@ -238,12 +278,12 @@ export async function sendStatements (client: PoolClient, statements: readonly P
   }
 }
 
-function submit (client: PoolClient, statements: readonly PipelinedStatement[], config: unknown, values: unknown, prepare: boolean): { query: OpeningQuery, done: Promise<QueryResult> } {
+function submit (client: PoolClient, statements: readonly PipelinedStatement[], config: unknown, values: unknown, prepare: boolean, evicted?: string): { query: OpeningQuery, done: Promise<QueryResult> } {
   let settle: Callback = () => {}
   const done = new Promise<QueryResult>((resolve, reject) => {
     settle = (error, result) => { error ? reject(error) : resolve(result) }
   })
-  const query = new OpeningQuery(statements, config, values, settle, prepare)
+  const query = new OpeningQuery(statements, config, values, settle, prepare, evicted)
   // Whoever awaits `opened` sees an opening failure; these branches only keep it from being unhandled.
   done.catch(() => {})
   query.opened.catch(() => {})

@@ -11,6 +11,7 @@ import type { TenantIdType } from './tenant-id.js'
 import { validatePublicRoutes } from './public-routes.js'
 import type { PublicRoutePredicate, PublicRoutesOptions } from './public-routes.js'
 import { DEFAULT_LOCK_TIMEOUT } from './tenant-transaction.js'
+import { DEFAULT_PREPARED_ROUTE_QUERIES } from './route-query-names.js'
 import { resolvePluginMode, validateTimeout } from './transaction-mode.js'
 import type { IsolationLevel, ReadOnlyDefault, RouteMode } from './transaction-mode.js'
 import type { SettingsResolver } from './transaction-settings.js'
@@ -79,6 +80,13 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    */
   preparedStatements?: boolean
   /**
+   * How many distinct route query texts (SELECT, INSERT, UPDATE, DELETE, MERGE, WITH, VALUES, TABLE)
+   * each connection keeps as prepared statements, named automatically: PostgreSQL then parses each
+   * text once per connection and can reuse its plan. The least recently used is closed to make
+   * room. 0 sends route queries unnamed. Default 100; 0, and only 0, when `preparedStatements` is false.
+   */
+  preparedRouteQueries?: number
+  /**
    * Name of the request decorator that holds the tenant database. Default `'db'`. Change it when
    * another plugin already decorates `request.db`, and register the same name in
    * `TenantRlsRegister` (`decorator: 'tenantDb'`) so TypeScript knows it.
@@ -116,6 +124,7 @@ export interface ResolvedOptions {
   setting: string
   lockTimeout: number
   preparedStatements: boolean
+  preparedRouteQueries: number
   decorator: string
   settings: SettingsResolver | undefined
   tenantIdType: TenantIdType
@@ -136,7 +145,7 @@ const CLAIM_SEGMENT = /^[A-Za-z0-9_:$-]+$/
 const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
-const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'decorator',
+const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'decorator',
   'tenantIdType', 'settings', 'readOnly', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
@@ -147,10 +156,23 @@ export function validateSetting (setting: unknown): string {
   return setting
 }
 
-/** Checks the preparedStatements switch; shared with `withTenant`, which takes the same option. */
-export function validatePreparedStatements (preparedStatements: unknown): boolean {
+/** The most route query texts a connection may keep prepared: each costs server memory per connection. */
+export const MAX_PREPARED_ROUTE_QUERIES = 10000
+
+/**
+ * Checks the two prepared-statement options together; shared with `withTenant`, which takes the
+ * same. Route queries cannot be named where the plugin's own statements cannot (a pooler without
+ * prepared statements), so asking for both is refused rather than quietly ignored.
+ */
+export function validatePreparation (given: { preparedStatements?: unknown, preparedRouteQueries?: unknown }): { preparedStatements: boolean, preparedRouteQueries: number } {
+  const { preparedStatements = true, preparedRouteQueries } = given
   if (typeof preparedStatements !== 'boolean') failOption(`preparedStatements must be true or false, got ${JSON.stringify(preparedStatements)}`)
-  return preparedStatements
+  if (preparedRouteQueries === undefined) return { preparedStatements, preparedRouteQueries: preparedStatements ? DEFAULT_PREPARED_ROUTE_QUERIES : 0 }
+  if (typeof preparedRouteQueries !== 'number' || !Number.isInteger(preparedRouteQueries) || preparedRouteQueries < 0 || preparedRouteQueries > MAX_PREPARED_ROUTE_QUERIES) {
+    failOption(`preparedRouteQueries must be an integer from 0 (off) to ${MAX_PREPARED_ROUTE_QUERIES}, got ${JSON.stringify(preparedRouteQueries)}`)
+  }
+  if (!preparedStatements && preparedRouteQueries > 0) failOption('preparedRouteQueries needs preparedStatements: with preparedStatements false (a pooler without prepared statements) it must be 0 or left out')
+  return { preparedStatements, preparedRouteQueries }
 }
 
 /** Checks the plugin-wide lock timeout in milliseconds. */
@@ -265,7 +287,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     ...validateVerifier(verify, jwtNamespace),
     setting: validateSetting(setting),
     lockTimeout: checkedLockTimeout,
-    preparedStatements: validatePreparedStatements(given.preparedStatements ?? true),
+    ...validatePreparation(given),
     decorator: validateDecorator(decorator),
     settings: given.settings as SettingsResolver | undefined,
     tenantIdType: validateTenantIdType(given.tenantIdType),

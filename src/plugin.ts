@@ -177,6 +177,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       ...transactionModeOf(reply.request),
       settings: state.settings ?? undefined,
       preparedStatements: options.preparedStatements,
+      preparedRouteQueries: options.preparedRouteQueries,
       expectedRole,
       onDiscard (reason) {
         // The route left something on its session: worth a look, as the next tenant never sees it.
@@ -212,6 +213,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       ...withTenantCallOptions(callOptions, options.routeMode, options.setting),
       tenantIdType: options.tenantIdType,
       preparedStatements: options.preparedStatements,
+      preparedRouteQueries: options.preparedRouteQueries,
       onDiscard (reason) {
         fastify.log.warn({ tenantId, reason }, 'fastify-tenant-rls: connection discarded, withTenant work left session state on it')
       },

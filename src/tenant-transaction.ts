@@ -16,8 +16,11 @@ import {
   UnexpectedRoleError
 } from './errors.js'
 import { openTimer, publishOpen, queriesObserved, traceFinish, traceQuery } from './diagnostics.js'
-import { preparedStatementCount, sendOpening, sendStatements } from './opening-query.js'
+import { preparedStatementCount, sendOpening, sendRouteQuery, sendStatements } from './opening-query.js'
+import { DEFAULT_PREPARED_ROUTE_QUERIES, nameRouteQuery } from './route-query-names.js'
+import type { RouteQueryName } from './route-query-names.js'
 import { classifyRouteStatement } from './route-statement.js'
+import type { RouteStatementKind } from './route-statement.js'
 import { errorForSqlState } from './sql-state-errors.js'
 import type { PipelinedStatement } from './opening-query.js'
 import type { IsolationLevel } from './transaction-mode.js'
@@ -164,11 +167,13 @@ function connectionOf (client: PoolClient): EventEmitter {
 // one statement per query (42601 otherwise). Over the simple protocol a raw query could stack
 // `COMMIT; SET app.current_tenant_id = …; INSERT …` and run the tail outside the transaction,
 // where no check of the plugin's can stop it.
-function oneStatement (config: unknown): { text: string, queryMode: 'extended' } {
+function oneStatement (config: unknown): { text: string, name?: unknown, queryMode: 'extended' } {
   return typeof config === 'string'
     ? { text: config, queryMode: 'extended' }
     : { ...(config as { text: string }), queryMode: 'extended' }
 }
+
+type RouteQueryConfig = ReturnType<typeof oneStatement>
 
 /** Something that can run a query: the shape drizzle's node-postgres session calls. */
 export interface Queryable {
@@ -183,6 +188,11 @@ export interface TenantTransactionOptions {
    * true). Turn off behind a pooler that cannot keep them (PgBouncer before 1.21 in transaction mode).
    */
   preparedStatements?: boolean | undefined
+  /**
+   * How many route query texts each connection keeps as prepared statements (route-query-names.ts);
+   * 0 sends them unnamed. Default 100, and 0 when `preparedStatements` is false.
+   */
+  preparedRouteQueries?: number | undefined
   /** Opens the transaction READ ONLY. */
   readOnly?: boolean | undefined
   /** Isolation level of the transaction; the server's default when undefined. */
@@ -270,13 +280,21 @@ export class TenantTransaction implements Queryable {
     let carried: Promise<QueryResult> | undefined
     // Every query awaits the one open: if it failed (connection refused, wrong role, set_config
     // refused), so does every later query, even when route code caught the first error.
-    const client = await (this.#opening ??= this.#open(config, values, firstOther, (result) => { carried = result }))
+    const client = await (this.#opening ??= this.#open(config, kind, values, firstOther, (result) => { carried = result }))
     // The first query usually travels with the open: it ran inside the transaction, whatever came after.
     if (carried !== undefined) return carried
     // A rollback (client gone, app closing) may have started while this query waited for the open.
     if (this.#finishing !== undefined || this.#endedByRoute) throw new TransactionClosedError()
     if (firstOther && this.#catalogWrites === undefined) return this.#countThenRun(client, config, values)
-    return client.query(config as pg.QueryConfig, values)
+    const named = this.#nameOf(client, config, kind)
+    return sendRouteQuery(client, named === undefined ? config : { ...config, name: named.name }, values, named?.evicted)
+  }
+
+  // A query the route did not name itself gets its connection's name for its text (route-query-names.ts).
+  #nameOf (client: PoolClient, config: RouteQueryConfig, kind: RouteStatementKind): RouteQueryName | undefined {
+    if (kind !== 'query' || config.name !== undefined) return undefined
+    const capacity = this.#hooks.preparedRouteQueries ?? (this.#hooks.preparedStatements === false ? 0 : DEFAULT_PREPARED_ROUTE_QUERIES)
+    return nameRouteQuery(client, config.text, capacity)
   }
 
   // The first 'other' statement after the opening: the role catalogs' writes so far are counted in
@@ -317,7 +335,7 @@ export class TenantTransaction implements Queryable {
   }
 
   /** Takes a connection and opens the transaction, sending the first query along when it can ride. */
-  async #open (config: unknown, values: unknown[] | undefined, counting: boolean, carry: (result: Promise<QueryResult>) => void): Promise<PoolClient> {
+  async #open (config: RouteQueryConfig, kind: RouteStatementKind, values: unknown[] | undefined, counting: boolean, carry: (result: Promise<QueryResult>) => void): Promise<PoolClient> {
     let client: PoolClient
     const askedAt = openTimer()
     try {
@@ -337,10 +355,11 @@ export class TenantTransaction implements Queryable {
     // Bound parameters, and no round trip of its own: see opening-query.ts for why a failed open
     // can never let the first query run outside the transaction.
     const { statements, cached } = this.#openingStatements()
+    const named = this.#nameOf(client, config, kind)
     const opening = sendOpening(client, [
       ...statements,
       ...(counting ? [{ text: CATALOG_WRITES_SQL }] : [])
-    ], config, values, this.#prepared(false) && cached)
+    ], named === undefined ? config : { ...config, name: named.name }, values, this.#prepared(false) && cached, named?.evicted)
     if (opening.result !== undefined) carry(opening.result)
     const [, row, counted] = await opening.opened
     if (counting) this.#catalogWrites = counted?.[0] ?? undefined

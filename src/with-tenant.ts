@@ -3,7 +3,7 @@
 // resolves, roll back when it throws, the connection released exactly once either way.
 import type { Pool } from 'pg'
 import { InvalidOptionError, TenantInvalidError } from './errors.js'
-import { DEFAULT_SETTING, validatePool, validatePreparedStatements, validateSchema, validateSetting } from './options.js'
+import { DEFAULT_SETTING, validatePool, validatePreparation, validateSchema, validateSetting } from './options.js'
 import { createDatabaseFactory } from './tenant-database.js'
 import type { DatabaseFactory, RegisteredSchema, TenantDatabase } from './tenant-database.js'
 import { checkPoolRole } from './safety-checks.js'
@@ -34,6 +34,8 @@ export interface WithTenantOptions<TSchema extends Record<string, unknown>> exte
   onDiscard?: (reason: string) => void
   /** The plugin's own statements as named prepared statements (default true; false behind PgBouncer before 1.21). */
   preparedStatements?: boolean
+  /** Route query texts each connection keeps prepared, as the plugin's option (default 100; 0 off). */
+  preparedRouteQueries?: number
 }
 
 /** How `runWithTenant` runs its transaction, beyond the tenant and the work. */
@@ -87,7 +89,7 @@ export async function withTenant<TSchema extends Record<string, unknown> = Regis
   work: TenantWork<TSchema, TResult>,
   options: WithTenantOptions<TSchema> = {}
 ): Promise<TResult> {
-  const { schema, setting: givenSetting, onDiscard, tenantIdType, preparedStatements = true, ...callOptions } = options
+  const { schema, setting: givenSetting, onDiscard, tenantIdType, preparedStatements, preparedRouteQueries, ...callOptions } = options
   const setting = validateSetting(givenSetting ?? DEFAULT_SETTING)
   const idType = validateTenantIdType(tenantIdType)
   const checked = validatePool(pool)
@@ -95,7 +97,7 @@ export async function withTenant<TSchema extends Record<string, unknown> = Regis
   return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(schema)), tenantId, work, () => checkedPoolRole(checked), {
     ...withTenantCallOptions(callOptions, STANDALONE_DEFAULTS, setting),
     tenantIdType: idType,
-    preparedStatements: validatePreparedStatements(preparedStatements),
+    ...validatePreparation({ preparedStatements, preparedRouteQueries }),
     onDiscard
   })
 }
