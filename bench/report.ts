@@ -6,7 +6,7 @@ import type { DrizzleCost } from './drizzle-cost.js'
 import type { SqlFigure } from './sql-figure.js'
 import type { StatementProfile } from './statement-profile.js'
 import type { ComparisonSummary, Measurement, TargetSummary } from './summary.js'
-import { APP_LABELS } from './targets.js'
+import { APP_LABELS, isPluginApp } from './targets.js'
 
 export interface Machine {
   cpus: number
@@ -81,7 +81,10 @@ export function markdown (results: Results): string {
     `drizzle construction per request (${results.drizzle.iterations} iterations): the plugin's request.db ${fixed(results.drizzle.pluginRequestDb / 1000, 2)} µs; ` +
       `drizzle(pool) ${fixed(results.drizzle.drizzlePerRequest / 1000, 2)} µs; drizzle(pool, { schema }) ${fixed(results.drizzle.drizzleWithSchemaPerRequest / 1000, 2)} µs.`,
     '',
-    `Variants: ${Object.values(APP_LABELS).join('; ')}.`
+    `Variants: ${Object.values(APP_LABELS).join('; ')}.`,
+    '',
+    "B4's checkouts and connection hold time are n/a: postgres.js queues (and pipelines) queries onto its connections, with no checkout; " +
+      'its round trips and statements are counted from the messages its sockets receive.'
   )
   return lines.join('\n') + '\n'
 }
@@ -115,7 +118,7 @@ export function chart (results: Results): string {
   const rows = targets.map((target, index) => {
     const y = top + index * rowHeight
     const length = Number.isFinite(target.requestsPerSecond) ? (target.requestsPerSecond / max) * barWidth : 0
-    const colour = target.app === 'plugin' ? '#2b6cb0' : '#a0aec0'
+    const colour = isPluginApp(target.app) ? '#2b6cb0' : '#a0aec0'
     return [
       `<text x="${labelWidth - 8}" y="${y + 15}" text-anchor="end">${escapeXml(`${target.workload} ${target.label}`)}</text>`,
       `<rect x="${labelWidth}" y="${y + 3}" width="${length.toFixed(1)}" height="${rowHeight - 6}" fill="${colour}"/>`,
