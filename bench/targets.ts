@@ -101,3 +101,6 @@ export const COMPARISONS: readonly Comparison[] = [
   { subject: 'W4-plugin', baseline: 'W4-b3', metric: 'throughput' },
   { subject: 'W4-plugin', baseline: 'W4-b4', metric: 'throughput' }
 ]
+
+/** SQL level: the RLS query's planning + execution at most this multiple of the manual WHERE's, both prepared. */
+export const SQL_PREPARED_TARGET = 1.02
