@@ -123,7 +123,9 @@ async function fastifyPostgresTransact (settings: AppSettings, observer: AppObse
 // drizzle sends each query through postgres.js's unsafe() with `prepare: false` unless the route
 // called .prepare(), whereas postgres.js prepares its own tagged-template queries by default (each
 // distinct text becomes a named statement on each connection, parsed once there). This gives
-// drizzle's queries postgres.js's default, which is the baseline the comparison is after.
+// drizzle's queries postgres.js's default, which is the baseline the comparison is after. It saves
+// the parsing, not the planning: drizzle binds W1's LIMIT as a parameter, and PostgreSQL keeps
+// choosing a custom plan for it (pg_prepared_statements: custom_plans only).
 function preparingEveryQuery (client: postgres.Sql): postgres.Sql {
   const unsafe: postgres.Sql['unsafe'] = (text, parameters, options) => client.unsafe(text, parameters, { ...options, prepare: true })
   return new Proxy(client, {
