@@ -76,6 +76,13 @@ export const UnexpectedRoleError = createError(
   500
 )
 
+/** A route in single-round-trip mode sent a statement that is not a query (SET, a savepoint, DO, …); it was not sent. */
+export const SingleRoundTripRefusedError = createError(
+  'FST_TENANT_RLS_SINGLE_ROUND_TRIP_REFUSED',
+  'A single-round-trip route can only send queries (SELECT, WITH, VALUES, TABLE), each its own read-only transaction; this statement was not sent. Turn singleRoundTrip off for the route',
+  500
+)
+
 /** A unique, foreign-key or exclusion constraint refused a write (SQLSTATE 23505, 23503, 23P01), in a query or at COMMIT. */
 export const ConflictError = createError(
   'FST_TENANT_RLS_CONFLICT',

@@ -98,6 +98,12 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
   settings?: SettingsResolver
   /** Open tenant transactions READ ONLY: always, never, or for GET/HEAD/OPTIONS/TRACE (`'safe-methods'`). Default false. */
   readOnly?: ReadOnlyDefault
+  /**
+   * Send each query of a route alone, in one round trip, as its own READ ONLY transaction (see the
+   * route option `singleRoundTrip`): always, never, or for GET/HEAD/OPTIONS/TRACE (`'safe-methods'`).
+   * Routes can turn it off with `config: { tenant: { singleRoundTrip: false } }`. Default false.
+   */
+  singleRoundTrip?: ReadOnlyDefault
   /** Isolation level of every tenant transaction. Default: the server's (read committed). */
   isolationLevel?: IsolationLevel
   /** `statement_timeout` of every tenant transaction in milliseconds (0: none). Default: the server's. */
@@ -146,7 +152,7 @@ const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'decorator',
-  'tenantIdType', 'settings', 'readOnly', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes'])
+  'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
 export function validateSetting (setting: unknown): string {

@@ -17,7 +17,7 @@ import { settingsProblem } from './transaction-settings.js'
 import type { TransactionSettings } from './transaction-settings.js'
 
 /** Per-call options of `withTenant` and `app.withTenant`: the route options, plus extra settings. */
-export interface WithTenantCallOptions extends TenantRouteOptions {
+export interface WithTenantCallOptions extends Omit<TenantRouteOptions, 'singleRoundTrip'> {
   /** Extra transaction-local settings, e.g. `{ 'app.user_id': userId }` (see the plugin's `settings`). */
   settings?: TransactionSettings
 }
@@ -110,8 +110,10 @@ const STANDALONE_DEFAULTS: RouteMode = resolvePluginMode({}, DEFAULT_LOCK_TIMEOU
  * anything is sent). There is no request method here: a plugin-wide `'safe-methods'` reads as false.
  */
 export function withTenantCallOptions (given: WithTenantCallOptions | undefined, defaults: RouteMode, tenantSetting: string): RunOptions {
-  if (given === undefined) return { ...defaults, readOnly: defaults.readOnly === true }
+  // The work gets one transaction for all it does: the plugin's singleRoundTrip is for routes only.
+  if (given === undefined) return { ...defaults, readOnly: defaults.readOnly === true, singleRoundTrip: false }
   const { settings, ...modeOptions } = given
+  if ('singleRoundTrip' in modeOptions) throw new InvalidOptionError('withTenant options: singleRoundTrip is for routes; withTenant work always runs in one transaction')
   const mode = overrideMode(modeOptions, defaults, 'withTenant options')
   let pairs
   if (settings !== undefined) {
@@ -119,7 +121,7 @@ export function withTenantCallOptions (given: WithTenantCallOptions | undefined,
     if (problem !== undefined) throw new InvalidOptionError(`withTenant options: ${problem}`)
     pairs = Object.entries(settings)
   }
-  return { ...mode, readOnly: mode.readOnly === true, settings: pairs }
+  return { ...mode, readOnly: mode.readOnly === true, singleRoundTrip: false, settings: pairs }
 }
 
 // One role check per pool, shared by every withTenant call on it. A failed check is not kept, so

@@ -48,6 +48,8 @@ t.test('bad options fail register with a message that says what to change', asyn
     ['preparedRouteQueries that is negative', { pool, preparedRouteQueries: -1 }, /preparedRouteQueries must be an integer from 0/],
     ['preparedRouteQueries that is not whole', { pool, preparedRouteQueries: 2.5 }, /preparedRouteQueries must be an integer from 0/],
     ['preparedRouteQueries above the bound', { pool, preparedRouteQueries: 10001 }, /preparedRouteQueries must be an integer from 0/],
+    ['singleRoundTrip with readOnly false', { pool, singleRoundTrip: true, readOnly: false }, /singleRoundTrip runs every query READ ONLY/],
+    ['singleRoundTrip that is not a boolean', { pool, singleRoundTrip: 'yes' }, /singleRoundTrip must be true, false or 'safe-methods'/],
     ['preparedRouteQueries without preparedStatements', { pool, preparedStatements: false, preparedRouteQueries: 5 }, /preparedRouteQueries needs preparedStatements/]
   ]
   for (const [name, options, message] of cases) {
