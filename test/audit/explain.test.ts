@@ -74,7 +74,7 @@ t.test('a write for another tenant is still refused by the policy', async (t) =>
 })
 
 t.test('a second statement cannot commit or drop anything', async (t) => {
-  await t.rejects(explain("SELECT 1; INSERT INTO tenants (id) VALUES (gen_random_uuid()); COMMIT"), { code: '42601' })
+  await t.rejects(explain('SELECT 1; INSERT INTO tenants (id) VALUES (gen_random_uuid()); COMMIT'), { code: '42601' })
   await t.rejects(explain('SELECT 1; DROP TABLE items'), { code: '42601' })
   const { rows } = await db.admin.query("SELECT to_regclass('items') IS NOT NULL AS exists, (SELECT count(*)::int FROM tenants) AS tenants")
   t.same(rows[0], { exists: true, tenants: 20 })
