@@ -191,6 +191,13 @@ export const AuditSchemaNotFoundError = createError(
   500
 )
 
+/** The startup audit (`startupAudit: 'error'`) found error-level problems on the tables the registered schema declares; raised by app.ready(). */
+export const UnsafeSchemaError = createError(
+  'FST_TENANT_RLS_UNSAFE_SCHEMA',
+  'Refusing to start: %s',
+  500
+)
+
 /** The tenancy migration found rows whose tenant column is still NULL after the backfill; nothing was changed by the step. */
 export const BackfillIncompleteError = createError(
   'FST_TENANT_RLS_BACKFILL_INCOMPLETE',

@@ -14,6 +14,7 @@ import { DEFAULT_LOCK_TIMEOUT } from './tenant-transaction.js'
 import { resolvePluginMode, validateTimeout } from './transaction-mode.js'
 import type { IsolationLevel, ReadOnlyDefault, RouteMode } from './transaction-mode.js'
 import type { SettingsResolver } from './transaction-settings.js'
+import type { StartupAuditMode } from './audit/startup-audit.js'
 
 /**
  * Returns the tenant id for a verified request, or null/undefined when it has none. `claims` is
@@ -101,6 +102,12 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    * predicate, or both. Routes with only the OPTIONS method (CORS preflights) are always public.
    */
   publicRoutes?: PublicRoutesOptions
+  /**
+   * At `ready`, the audit's error-level table and key rules on the tables `schema` declares (see
+   * "Auditing a database"): `'warn'` logs each finding once, `'error'` refuses to start, `'off'`
+   * skips it. Default `'warn'`. The pool role's check refuses an unsafe role whatever this says.
+   */
+  startupAudit?: StartupAuditMode
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
@@ -122,6 +129,7 @@ export interface ResolvedOptions {
   /** Transaction modes of routes that do not override them (and the defaults of app.withTenant). */
   routeMode: RouteMode
   isPublicRoute: PublicRoutePredicate
+  startupAudit: StartupAuditMode
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
@@ -137,7 +145,7 @@ const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'decorator',
-  'tenantIdType', 'settings', 'readOnly', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes'])
+  'tenantIdType', 'settings', 'readOnly', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
 export function validateSetting (setting: unknown): string {
@@ -238,6 +246,11 @@ function parseClaimPath (claim: unknown): readonly string[] {
   return path
 }
 
+function validateStartupAudit (mode: unknown): StartupAuditMode {
+  if (mode !== 'error' && mode !== 'warn' && mode !== 'off') failOption(`startupAudit must be 'error', 'warn' or 'off', got ${JSON.stringify(mode)}`)
+  return mode
+}
+
 /** Validates the user's options once, at register time, and fills in the defaults. */
 export function resolveOptions (options: unknown): ResolvedOptions {
   if (options === null || typeof options !== 'object') failOption('options must be an object with `pool` or `connectionString`')
@@ -270,7 +283,8 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     settings: given.settings as SettingsResolver | undefined,
     tenantIdType: validateTenantIdType(given.tenantIdType),
     routeMode: resolvePluginMode(given, checkedLockTimeout),
-    isPublicRoute: validatePublicRoutes(publicRoutes)
+    isPublicRoute: validatePublicRoutes(publicRoutes),
+    startupAudit: validateStartupAudit(given.startupAudit ?? 'warn')
   }
   // Created last, once every other option is known to be good (creating one connects nowhere yet).
   return { ...resolved, ownsPool, pool: validatePool(ownsPool ? createOwnedPool(connectionString as string, poolConfig) : pool) }

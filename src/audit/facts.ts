@@ -40,7 +40,10 @@ export interface UniqueIndexFacts {
 }
 
 export interface TenantTableFacts {
+  /** As the catalog spells it for this connection (schema-qualified outside the search path). */
   name: string
+  /** The bare table name. */
+  relname: string
   rls: boolean
   forced: boolean
   columnType: string
@@ -128,7 +131,7 @@ WITH RECURSIVE app AS (
 ),
 target AS (SELECT n.oid FROM pg_catalog.pg_namespace n WHERE n.nspname = $3),
 tenant_tables AS (
-  SELECT c.oid, c.relowner, c.relrowsecurity, c.relforcerowsecurity, a.attnum, a.attnotnull,
+  SELECT c.oid, c.relname, c.relowner, c.relrowsecurity, c.relforcerowsecurity, a.attnum, a.attnotnull,
          pg_catalog.format_type(a.atttypid, a.atttypmod) AS type
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped
@@ -181,7 +184,7 @@ SELECT pg_catalog.current_setting('server_version_num')::int AS "serverVersionNu
     'createDatabase', pg_catalog.has_database_privilege(app.oid, pg_catalog.current_database(), 'CREATE'),
     'temporary', pg_catalog.has_database_privilege(app.oid, pg_catalog.current_database(), 'TEMPORARY')) FROM app) AS role,
   coalesce((SELECT pg_catalog.json_agg(pg_catalog.json_build_object(
-    'name', t.oid::pg_catalog.regclass::text, 'rls', t.relrowsecurity, 'forced', t.relforcerowsecurity,
+    'name', t.oid::pg_catalog.regclass::text, 'relname', t.relname, 'rls', t.relrowsecurity, 'forced', t.relforcerowsecurity,
     'columnType', t.type, 'notNull', t.attnotnull,
     'privileges', pg_catalog.json_build_object(
       'select', pg_catalog.has_table_privilege(app.oid, t.oid, 'SELECT'), 'insert', pg_catalog.has_table_privilege(app.oid, t.oid, 'INSERT'),
