@@ -103,7 +103,8 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    */
   publicRoutes?: PublicRoutesOptions
   /**
-   * At `ready`, the audit's error-level table and key rules on the tables `schema` declares (see
+   * At `ready`, the audit's error-level table and key rules on the tables `schema` declares with
+   * `tenantTable` (see
    * "Auditing a database"): `'warn'` logs each finding once, `'error'` refuses to start, `'off'`
    * skips it. Default `'warn'`. The pool role's check refuses an unsafe role whatever this says.
    */

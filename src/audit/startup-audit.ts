@@ -1,11 +1,11 @@
 // The plugin's startup audit: at `ready`, the error-level table and key rules of the audit, run on
-// the tables the registered drizzle schema declares (those with the tenant column), and nothing
-// else. The role's half of the audit is the startup check that already refuses an unsafe pool role
+// the tables the registered drizzle schema declares with `tenantTable` (fastify-tenant-rls/schema),
+// and nothing else: a hand-written pgTable is the CLI audit's, which sees the whole database. The role's half of the audit is the startup check that already refuses an unsafe pool role
 // (safety-checks.ts), whatever this option says. One catalog query per PostgreSQL schema.
-import { is } from 'drizzle-orm'
-import { getTableConfig, PgTable } from 'drizzle-orm/pg-core'
+import { getTableConfig } from 'drizzle-orm/pg-core'
 import type { Pool } from 'pg'
 import { UnsafeSchemaError } from '../errors.js'
+import { isTenantTable, TENANT_ID_COLUMN } from '../schema.js'
 import type { TenantIdType } from '../tenant-id.js'
 import { readAuditFacts } from './facts.js'
 import { keyFindings } from './key-rules.js'
@@ -25,16 +25,15 @@ export interface StartupAuditOptions {
   onFinding: (finding: AuditFinding) => void
 }
 
-const TENANT_COLUMN = 'tenant_id'
+const TENANT_COLUMN = TENANT_ID_COLUMN
 const COLUMN_TYPE: Readonly<Record<TenantIdType, string>> = { uuid: 'uuid', bigint: 'bigint', slug: 'text' }
 
-// Declared tables with the tenant column: bare names by PostgreSQL schema.
+// Tables declared with tenantTable: bare names by PostgreSQL schema.
 function declaredTenantTables (schema: Record<string, unknown>): Map<string, Set<string>> {
   const bySchema = new Map<string, Set<string>>()
   for (const value of Object.values(schema)) {
-    if (!is(value, PgTable)) continue
+    if (!isTenantTable(value)) continue
     const config = getTableConfig(value)
-    if (!config.columns.some((column) => column.name === TENANT_COLUMN)) continue
     const pgSchema = config.schema ?? 'public'
     const names = bySchema.get(pgSchema) ?? new Set<string>()
     names.add(config.name)

@@ -94,18 +94,18 @@ t.test('up completes: every row mapped, rows written after the backfill too, and
   await assertTenantIsolation({ appPool, adminPool: db.admin, tables: ['billing.invoices'], rows: { 'billing.invoices': () => ({ customer_id: 1 }) } })
   const { rows } = await db.admin.query("SELECT has_table_privilege($1, 'billing.invoices', 'TRUNCATE') AS truncate", [db.appRole])
   t.equal(rows[0].truncate, false, 'TRUNCATE, which ignores RLS, was taken away')
-  await migration.up(db.admin, { onProgress: () => t.fail('nothing left to do') })
+  await migration.up(db.admin, { onProgress: () => { t.fail('nothing left to do') } })
   await db.admin.query('DELETE FROM billing.invoices WHERE id IN (0, 5000)')
 })
 
 t.test('each step\'s down undoes it, down to the original table', async (t) => {
   const progress: string[] = []
-  await migration.down(db.admin, { to: 'backfill', onProgress: () => progress.push('x') })
+  await migration.down(db.admin, { to: 'backfill', onProgress: () => { progress.push('x') } })
   const { rows: [kept] } = await db.admin.query<{ rls: boolean, policies: number }>("SELECT relrowsecurity AS rls, (SELECT count(*)::int FROM pg_policy WHERE polrelid = c.oid) AS policies FROM pg_class c WHERE oid = 'billing.invoices'::regclass")
   t.same(kept, { rls: false, policies: 0 })
   t.same(await tenantsOf('billing'), { [tenantA]: 1250, [tenantB]: 1250 }, 'the backfill is kept')
   t.same(progress, [])
-  await migration.down(db.admin, { to: 'add-column', onProgress: () => progress.push('x') })
+  await migration.down(db.admin, { to: 'add-column', onProgress: () => { progress.push('x') } })
   t.same(await tenantsOf('billing'), { null: ROWS })
   t.equal(progress.length, 3, 'the unfill ran in batches')
   await migration.down(db.admin, { onProgress: () => {} })
