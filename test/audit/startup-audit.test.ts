@@ -56,3 +56,23 @@ t.test('only error-level rules run at startup, and only on tables declared with 
 t.test('a wrong value is refused at register', async (t) => {
   await t.rejects(ready('loud'), { code: 'FST_TENANT_RLS_INVALID_OPTION', message: /startupAudit must be 'error', 'warn' or 'off'/ })
 })
+
+t.test('ready with 200 declared tenant tables (the policy-setting check once failed there on pg_toast)', async (t) => {
+  const many: Record<string, unknown> = { tenants }
+  const statements: string[] = []
+  for (let i = 0; i < 200; i++) {
+    many[`t${i}`] = tenantTable(`t${i}`, { id: uuid('id').notNull(), label: text('label').notNull() })
+    statements.push(`CREATE TABLE t${i} (tenant_id uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE, id uuid NOT NULL, label text NOT NULL, PRIMARY KEY (tenant_id, id));
+      ALTER TABLE t${i} ENABLE ROW LEVEL SECURITY; ALTER TABLE t${i} FORCE ROW LEVEL SECURITY;
+      CREATE POLICY tenant_isolation ON t${i} USING (tenant_id = (select nullif(current_setting('app.current_tenant_id', true), '')::uuid)) WITH CHECK (tenant_id = (select nullif(current_setting('app.current_tenant_id', true), '')::uuid));
+      GRANT SELECT, INSERT, UPDATE, DELETE ON t${i} TO ${db.appRole}`)
+  }
+  await db.asOwner(statements.join(';\n'))
+  await db.asOwner('ALTER TABLE t7 NO FORCE ROW LEVEL SECURITY')
+  const lines: LogLine[] = []
+  const app = Fastify({ logger: { level: 'warn', stream: { write: (line: string) => { lines.push(JSON.parse(line) as LogLine) } } } })
+  t.teardown(() => app.close())
+  await app.register(fastifyTenantRls, { pool, schema: many, verify: async () => ({}) })
+  await app.ready()
+  t.same(lines.map((line) => `${line.rule} ${line.msg.split(': ')[1]}`), ['tables.rls-not-forced tables.rls-not-forced t7'], 'one finding among 200 tables')
+})
