@@ -184,6 +184,34 @@ export const ConnectionFailedError = createError(
   500
 )
 
+/** The audit (or EXPLAIN under a tenant) was given an application role that does not exist. */
+export const AuditRoleNotFoundError = createError(
+  'FST_TENANT_RLS_AUDIT_ROLE_NOT_FOUND',
+  'The role "%s" does not exist in this database; give the role the application connects as',
+  500
+)
+
+/** The audit was given a schema that does not exist: auditing nothing would report a clean database. */
+export const AuditSchemaNotFoundError = createError(
+  'FST_TENANT_RLS_AUDIT_SCHEMA_NOT_FOUND',
+  'The schema "%s" does not exist in this database',
+  500
+)
+
+/** The startup audit (`startupAudit: 'error'`) found error-level problems on the tables the registered schema declares; raised by app.ready(). */
+export const UnsafeSchemaError = createError(
+  'FST_TENANT_RLS_UNSAFE_SCHEMA',
+  'Refusing to start: %s',
+  500
+)
+
+/** The tenancy migration found rows whose tenant column is still NULL after the backfill; nothing was changed by the step. */
+export const BackfillIncompleteError = createError(
+  'FST_TENANT_RLS_BACKFILL_INCOMPLETE',
+  'The backfill left %s row(s) of %s without a tenant; map them (or delete them) and run the migration again',
+  500
+)
+
 /** Throws FST_TENANT_RLS_INVALID_OPTION: the one way every register-time check refuses an option. */
 export function failOption (message: string): never {
   throw new InvalidOptionError(message)

@@ -15,6 +15,7 @@ import { DEFAULT_PREPARED_ROUTE_QUERIES } from './route-query-names.js'
 import { resolvePluginMode, validateTimeout } from './transaction-mode.js'
 import type { IsolationLevel, ReadOnlyDefault, RouteMode } from './transaction-mode.js'
 import type { SettingsResolver } from './transaction-settings.js'
+import type { StartupAuditMode } from './audit/startup-audit.js'
 
 /**
  * Returns the tenant id for a verified request, or null/undefined when it has none. `claims` is
@@ -115,6 +116,13 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    * predicate, or both. Routes with only the OPTIONS method (CORS preflights) are always public.
    */
   publicRoutes?: PublicRoutesOptions
+  /**
+   * At `ready`, the audit's error-level table and key rules on the tables `schema` declares with
+   * `tenantTable` (see
+   * "Auditing a database"): `'warn'` logs each finding once, `'error'` refuses to start, `'off'`
+   * skips it. Default `'warn'`. The pool role's check refuses an unsafe role whatever this says.
+   */
+  startupAudit?: StartupAuditMode
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
@@ -137,6 +145,7 @@ export interface ResolvedOptions {
   /** Transaction modes of routes that do not override them (and the defaults of app.withTenant). */
   routeMode: RouteMode
   isPublicRoute: PublicRoutePredicate
+  startupAudit: StartupAuditMode
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
@@ -152,7 +161,7 @@ const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'decorator',
-  'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes'])
+  'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
 export function validateSetting (setting: unknown): string {
@@ -266,6 +275,11 @@ function parseClaimPath (claim: unknown): readonly string[] {
   return path
 }
 
+function validateStartupAudit (mode: unknown): StartupAuditMode {
+  if (mode !== 'error' && mode !== 'warn' && mode !== 'off') failOption(`startupAudit must be 'error', 'warn' or 'off', got ${JSON.stringify(mode)}`)
+  return mode
+}
+
 /** Validates the user's options once, at register time, and fills in the defaults. */
 export function resolveOptions (options: unknown): ResolvedOptions {
   if (options === null || typeof options !== 'object') failOption('options must be an object with `pool` or `connectionString`')
@@ -298,7 +312,8 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     settings: given.settings as SettingsResolver | undefined,
     tenantIdType: validateTenantIdType(given.tenantIdType),
     routeMode: resolvePluginMode(given, checkedLockTimeout),
-    isPublicRoute: validatePublicRoutes(publicRoutes)
+    isPublicRoute: validatePublicRoutes(publicRoutes),
+    startupAudit: validateStartupAudit(given.startupAudit ?? 'warn')
   }
   // Created last, once every other option is known to be good (creating one connects nowhere yet).
   return { ...resolved, ownsPool, pool: validatePool(ownsPool ? createOwnedPool(connectionString as string, poolConfig) : pool) }

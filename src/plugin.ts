@@ -22,6 +22,7 @@ import { rootOf, runOnSendHookLast } from './fastify-internals.js'
 import { resolveOptions } from './options.js'
 import { unwritableReplyError } from './reply-writability.js'
 import { createPoolExhaustionLog } from './pool-exhaustion.js'
+import { auditRegisteredTables } from './audit/startup-audit.js'
 import { checkPoolRole, describeRoleProblem, inspectPolicySetting } from './safety-checks.js'
 import { createDatabaseFactory } from './tenant-database.js'
 import type { TenantDatabase } from './tenant-database.js'
@@ -231,6 +232,16 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     }).catch(explainConnectionFailure)
     const unread = await inspectPolicySetting(options.pool, options.setting)
     if (unread !== undefined) fastify.log.warn({ setting: unread.setting, fix: unread.fix }, `fastify-tenant-rls: ${unread.problem}; fix: ${unread.fix}`)
+    if (options.schema !== undefined) {
+      await auditRegisteredTables(options.pool, {
+        schema: options.schema,
+        setting: options.setting,
+        tenantIdType: options.tenantIdType,
+        role: expectedRole,
+        mode: options.startupAudit,
+        onFinding: (finding) => { fastify.log.warn({ rule: finding.rule, object: finding.object, fix: finding.fix }, `fastify-tenant-rls: ${finding.rule} ${finding.object}: ${finding.message}`) }
+      })
+    }
   })
 
   // Route-level hooks run after every hook of the instance chain, so a hook added here finishes the
