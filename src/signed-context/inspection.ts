@@ -133,6 +133,8 @@ interface ProbeResult {
   knownPid: number | undefined
   skewMs: number
   verified: boolean[]
+  /** The error current_tenant() raised instead of answering (it never should: it denies by NULL). */
+  failure?: { code: string | undefined, message: string }
 }
 
 // The clock is read between two readings of this process's clock: the skew is the database's
@@ -142,11 +144,14 @@ async function probe (client: PoolClient, context: ResolvedSignedContext, settin
   const { rows: [clock] } = await client.query<{ pid: number, now: number }>('SELECT pg_backend_pid() AS pid, (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now')
   const after = Date.now()
   const backendPid = clock?.pid ?? 0
-  const result = { backendPid, knownPid: backendPidOf(client), skewMs: Math.round((clock?.now ?? 0) - (before + after) / 2), verified: [] as boolean[] }
+  const result: ProbeResult = { backendPid, knownPid: backendPidOf(client), skewMs: Math.round((clock?.now ?? 0) - (before + after) / 2), verified: [] }
   if (result.knownPid !== backendPid) return result
   await client.query('BEGIN')
   try {
     for (const key of context.keys) result.verified.push(await verifies(client, key, setting, backendPid, context.ttl))
+  } catch (error) {
+    const { code, message } = error as { code?: string, message: string }
+    result.failure = { code, message }
   } finally {
     await client.query('ROLLBACK')
   }
@@ -158,9 +163,13 @@ function probeVerdicts (result: ProbeResult, context: ResolvedSignedContext): Si
   const warnings: SignedContextProblem[] = []
   if (result.knownPid !== result.backendPid) {
     problems.push({
-      problem: `the connection reports backend pid ${String(result.knownPid)} but runs on backend ${result.backendPid}: a pooler (PgBouncer) sits in between, and a signature bound to a pid the plugin cannot know never verifies`,
+      problem: `the connection reports ${result.knownPid === undefined ? 'no valid backend pid' : `backend pid ${result.knownPid}`} but runs on backend ${result.backendPid}: a pooler (PgBouncer) sits in between, and a signature bound to a pid the plugin cannot know never verifies`,
       fix: 'connect the plugin\'s pool to PostgreSQL directly, or leave signedContext off behind a pooler'
     })
+    return { problems, warnings }
+  }
+  if (result.failure !== undefined) {
+    problems.push({ problem: `${CURRENT_TENANT_FUNCTION} raised ${result.failure.code ?? 'an error'} (${result.failure.message}) instead of answering`, fix: RERUN })
     return { problems, warnings }
   }
   if (Math.abs(result.skewMs) * 2 > context.ttl) {

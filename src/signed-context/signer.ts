@@ -40,8 +40,8 @@ export interface SignedSetting {
   value: string
 }
 
-/** The message the MAC covers; exported for the SQL side's tests, which must agree with it byte for byte. */
-export function signedMessage (keyId: string, backendPid: number, expiresAt: number, tenantId: string): string {
+// The message the MAC covers; current_tenant() (schema-sql.ts) builds the same bytes.
+function signedMessage (keyId: string, backendPid: number, expiresAt: number, tenantId: string): string {
   return `fastify-tenant-rls/${SIGNATURE_VERSION}\n${keyId}\n${backendPid}\n${expiresAt}\n${tenantId}`
 }
 
