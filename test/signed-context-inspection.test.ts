@@ -154,7 +154,7 @@ t.test('refused: a clock further from the database\'s than half the ttl', async 
   Date.now = () => realNow() - 20_000
   try {
     const inspection = await inspectSignedContext(pool, context, SETTING)
-    t.match(problemsOf(inspection), [/clock is 2\d{4} ms behind the database's, more than half the signature ttl \(10000 ms\)/, /does not accept signatures made with the signing key "k1"/])
+    t.match(problemsOf(inspection), [/clock is (19|20)\d{3} ms behind the database's, more than half the signature ttl \(10000 ms\)/, /does not accept signatures made with the signing key "k1"/])
   } finally {
     Date.now = realNow
   }
