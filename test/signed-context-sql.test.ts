@@ -77,6 +77,8 @@ const forgeries: Forgery[] = [
   { name: 'a made-up signature under the installed key id', statements: [`SELECT set_config('${SETTING}', '%B%', true), set_config('${SIGNATURE_SETTING}', 'v1.k1.99999999999999.' || repeat('ab', 32), true)`] },
   { name: 'a signature under a key id that is not installed', statements: [`SELECT set_config('${SETTING}', '%B%', true), set_config('${SIGNATURE_SETTING}', 'v1.nokey.99999999999999.' || repeat('ab', 32), true)`] },
   { name: 'a malformed signature (denied, no error)', statements: [`SELECT set_config('${SETTING}', '%B%', true), set_config('${SIGNATURE_SETTING}', 'v1..'' OR 1=1 --', true)`] },
+  { name: 'an expiry too long for a bigint (denied, no overflow error)', statements: [`SELECT set_config('${SETTING}', '%B%', true), set_config('${SIGNATURE_SETTING}', 'v1.k1.' || repeat('9', 20) || '.' || repeat('ab', 32), true)`] },
+  { name: 'a MAC that is not hex (denied, no decode error)', statements: [`SELECT set_config('${SETTING}', '%B%', true), set_config('${SIGNATURE_SETTING}', 'v1.k1.99999999999999.' || repeat('zz', 32), true)`] },
   { name: 'the signature reset to empty', statements: [`SELECT set_config('${SETTING}', '%B%', true)`, `RESET ${SIGNATURE_SETTING}`] }
 ]
 
