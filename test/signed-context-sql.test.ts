@@ -160,6 +160,13 @@ t.test('replay after expiry: a signature whose expiry has passed opens nothing',
   }
 })
 
+t.test('A\'s own valid signature with a field appended opens nothing: the format is exact', async (t) => {
+  await asA(async (client, signature) => {
+    await client.query('SELECT set_config($1, $2, true)', [SIGNATURE_SETTING, `${signature}.x`])
+    t.same(await visibleTenants(client, 'signed_notes'), [])
+  })
+})
+
 t.test('a signature for the right pid made with an unknown secret opens nothing', async (t) => {
   await asA(async (client) => {
     await openSigned(client, world, a, { key: resolvedKey({ id: 'k1', secret: randomBytes(48) }) })
