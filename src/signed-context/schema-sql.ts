@@ -70,24 +70,23 @@ SET search_path = pg_catalog, pg_temp
 AS $current_tenant$
 DECLARE
   tenant text := nullif(current_setting('${setting}', true), '');
-  signature text := coalesce(current_setting('${SIGNATURE_SETTING}', true), '');
-  key_id text := split_part(signature, '.', 2);
-  expiry text := split_part(signature, '.', 3);
-  mac text := split_part(signature, '.', 4);
+  field text[] := string_to_array(current_setting('${SIGNATURE_SETTING}', true), '.');
   pads record;
 BEGIN
-  IF tenant IS NULL OR split_part(signature, '.', 1) <> '${SIGNATURE_VERSION}' OR split_part(signature, '.', 5) <> ''
-     OR length(expiry) NOT BETWEEN 1 AND 16 OR ltrim(expiry, '0123456789') <> ''
-     OR length(mac) <> 64 OR ltrim(mac, '0123456789abcdef') <> ''
-     OR expiry::bigint <= (extract(epoch FROM now()) * 1000)::bigint THEN
+  -- In parentheses: plpgsql ends an IF condition at the first THEN outside them, the CASE's included.
+  IF tenant IS NULL OR NOT (CASE
+    WHEN cardinality(field) = 4 AND field[1] = '${SIGNATURE_VERSION}' AND length(field[3]) BETWEEN 1 AND 16 AND ltrim(field[3], '0123456789') = ''
+      AND length(field[4]) = 64 AND ltrim(field[4], '0123456789abcdef') = ''
+    THEN field[3]::bigint > (extract(epoch FROM now()) * 1000)::bigint
+    ELSE false END) THEN
     RETURN NULL;
   END IF;
-  SELECT k.inner_pad, k.outer_pad INTO pads FROM ${SIGNING_KEYS_TABLE} k WHERE k.id = key_id;
+  SELECT k.inner_pad, k.outer_pad INTO pads FROM ${SIGNING_KEYS_TABLE} k WHERE k.id = field[2];
   IF NOT FOUND THEN
     RETURN NULL;
   END IF;
-  IF sha256(pads.outer_pad || sha256(pads.inner_pad || convert_to(concat_ws(E'\\n', 'fastify-tenant-rls/${SIGNATURE_VERSION}', key_id, pg_backend_pid()::text, expiry, tenant), 'UTF8')))
-     = decode(mac, 'hex') THEN
+  IF sha256(pads.outer_pad || sha256(pads.inner_pad || convert_to(concat_ws(E'\\n', 'fastify-tenant-rls/${SIGNATURE_VERSION}', field[2], pg_backend_pid()::text, field[3], tenant), 'UTF8')))
+     = decode(field[4], 'hex') THEN
     RETURN tenant;
   END IF;
   RETURN NULL;
