@@ -94,7 +94,7 @@ function installationProblems (facts: SignedContextFacts): SignedContextProblem[
   if (!facts.securityDefiner) add(`${CURRENT_TENANT_FUNCTION} is not SECURITY DEFINER, so it cannot read the keys and verifies nothing`, RERUN)
   if (!facts.searchPathPinned) add(`${CURRENT_TENANT_FUNCTION} runs with the caller's search_path, which the caller can point at functions of its own`, `ALTER FUNCTION ${CURRENT_TENANT_FUNCTION} SET search_path = pg_catalog, pg_temp`)
   if (facts.ownerIsSuperuser) add(`${CURRENT_TENANT_FUNCTION} is owned by the superuser "${owner}" (a migration run as a superuser?): a flaw in it would run with every privilege`, reown)
-  if (facts.ownerBypassesRls) add(`${CURRENT_TENANT_FUNCTION} is owned by "${owner}", which has BYPASSRLS`, reown)
+  if (facts.ownerBypassesRls && !facts.ownerIsSuperuser) add(`${CURRENT_TENANT_FUNCTION} is owned by "${owner}", which has BYPASSRLS`, reown)
   if (facts.roleIsOwner) add(`role "${role}" is, or is a member of, "${owner}", the owner of ${CURRENT_TENANT_FUNCTION}: route SQL could read the keys and sign any tenant`, `let a role "${role}" is not a member of own schema ${SIGNED_CONTEXT_SCHEMA}, its table and functions`)
   if (facts.keysReachable) add(`role "${role}" holds privileges on ${SIGNING_KEYS_TABLE}: route SQL could read or plant keys`, `REVOKE ALL ON TABLE ${SIGNING_KEYS_TABLE} FROM PUBLIC, "${role}"`)
   if (facts.otherCallable.length > 0) add(`role "${role}" may execute ${facts.otherCallable.join(', ')}: route SQL could install a key of its own`, `REVOKE ALL ON FUNCTION ${facts.otherCallable.join(', ')} FROM PUBLIC, "${role}"`)
