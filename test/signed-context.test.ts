@@ -69,3 +69,10 @@ t.test('the signer refuses a pid or an expiry that could never verify', async (t
   for (const backendPid of [0, -1, 1.5, Number.NaN]) t.throws(() => signTenantContext({ ...claim, backendPid }), TypeError, `pid ${backendPid}`)
   for (const expiresAt of [0, 1.5, Number.POSITIVE_INFINITY]) t.throws(() => signTenantContext({ ...claim, expiresAt }), TypeError, `expiry ${expiresAt}`)
 })
+
+t.test('createTenantTable refuses a signedContext that is not a boolean', async (t) => {
+  const { createTenantTable } = await import('fastify-tenant-rls/schema')
+  const { pgTable, uuid } = await import('drizzle-orm/pg-core')
+  const tenants = pgTable('tenants', { id: uuid('id').primaryKey() })
+  t.throws(() => createTenantTable({ tenants: tenants.id, signedContext: 'yes' as unknown as boolean }), { code: 'FST_TENANT_RLS_INVALID_OPTION', message: /signedContext must be true or false, got "yes"/ })
+})
