@@ -83,6 +83,13 @@ export const SingleRoundTripRefusedError = createError(
   500
 )
 
+/** Signed tenant context is on, but the connection reports no backend pid to sign for (a pooler in between?); nothing was sent. */
+export const SignedContextUnavailableError = createError(
+  'FST_TENANT_RLS_SIGNED_CONTEXT_UNAVAILABLE',
+  'The database connection reports no backend pid, so no signed tenant context can be made for it (a connection pooler in between?); nothing was sent',
+  500
+)
+
 /** A unique, foreign-key or exclusion constraint refused a write (SQLSTATE 23505, 23503, 23P01), in a query or at COMMIT. */
 export const ConflictError = createError(
   'FST_TENANT_RLS_CONFLICT',

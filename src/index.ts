@@ -26,6 +26,10 @@ export { DIAGNOSTICS_CHANNELS } from './diagnostics.js'
 export type { PoolFigures, TransactionFinishEvent, TransactionOpenEvent, TransactionQueryEvent } from './diagnostics.js'
 export { inspectPolicySetting } from './safety-checks.js'
 export type { SettingWarning } from './safety-checks.js'
+// Signed tenant context: the option's types, and the startup check's facts without the throw.
+export type { SignedContextOptions, SigningKey } from './signed-context/options.js'
+export { inspectSignedContext } from './signed-context/inspection.js'
+export type { SignedContextInspection, SignedContextProblem } from './signed-context/inspection.js'
 export * as errors from './errors.js'
 
 declare module 'fastify' {

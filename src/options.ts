@@ -12,6 +12,8 @@ import { validatePublicRoutes } from './public-routes.js'
 import type { PublicRoutePredicate, PublicRoutesOptions } from './public-routes.js'
 import { DEFAULT_LOCK_TIMEOUT } from './tenant-transaction.js'
 import { DEFAULT_PREPARED_ROUTE_QUERIES } from './route-query-names.js'
+import { validateSignedContext } from './signed-context/options.js'
+import type { ResolvedSignedContext, SignedContextOptions } from './signed-context/options.js'
 import { resolvePluginMode, validateTimeout } from './transaction-mode.js'
 import type { IsolationLevel, ReadOnlyDefault, RouteMode } from './transaction-mode.js'
 import type { SettingsResolver } from './transaction-settings.js'
@@ -88,6 +90,14 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    */
   preparedRouteQueries?: number
   /**
+   * Signed tenant context: the opening sets, beside the tenant, a signature bound to the tenant, the
+   * connection's backend pid and a short expiry, and policies that read the tenant through
+   * `tenant_rls.current_tenant()` (`signedContextSql`, `createTenantTable({ signedContext: true })`)
+   * see no rows for a tenant route SQL set itself. The startup check refuses a database whose
+   * policies or function do not make that true. See README "Signed tenant context".
+   */
+  signedContext?: SignedContextOptions
+  /**
    * Name of the request decorator that holds the tenant database. Default `'db'`. Change it when
    * another plugin already decorates `request.db`, and register the same name in
    * `TenantRlsRegister` (`decorator: 'tenantDb'`) so TypeScript knows it.
@@ -139,6 +149,7 @@ export interface ResolvedOptions {
   lockTimeout: number
   preparedStatements: boolean
   preparedRouteQueries: number
+  signedContext: ResolvedSignedContext | undefined
   decorator: string
   settings: SettingsResolver | undefined
   tenantIdType: TenantIdType
@@ -160,7 +171,7 @@ const CLAIM_SEGMENT = /^[A-Za-z0-9_:$-]+$/
 const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
-const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'decorator',
+const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'signedContext', 'decorator',
   'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
@@ -308,6 +319,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     setting: validateSetting(setting),
     lockTimeout: checkedLockTimeout,
     ...validatePreparation(given),
+    signedContext: given.signedContext === undefined ? undefined : validateSignedContext(given.signedContext),
     decorator: validateDecorator(decorator),
     settings: given.settings as SettingsResolver | undefined,
     tenantIdType: validateTenantIdType(given.tenantIdType),

@@ -24,6 +24,7 @@ import { unwritableReplyError } from './reply-writability.js'
 import { createPoolExhaustionLog } from './pool-exhaustion.js'
 import { auditRegisteredTables } from './audit/startup-audit.js'
 import { checkPoolRole, describeRoleProblem, inspectPolicySetting } from './safety-checks.js'
+import { checkSignedContext, describeSignedContextProblem } from './signed-context/inspection.js'
 import { createDatabaseFactory } from './tenant-database.js'
 import type { TenantDatabase } from './tenant-database.js'
 import { resolveTenantId } from './tenant-resolution.js'
@@ -179,6 +180,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       settings: state.settings ?? undefined,
       preparedStatements: options.preparedStatements,
       preparedRouteQueries: options.preparedRouteQueries,
+      signedContext: options.signedContext,
       expectedRole,
       onDiscard (reason) {
         // The route left something on its session: worth a look, as the next tenant never sees it.
@@ -215,6 +217,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       tenantIdType: options.tenantIdType,
       preparedStatements: options.preparedStatements,
       preparedRouteQueries: options.preparedRouteQueries,
+      signedContext: options.signedContext,
       onDiscard (reason) {
         fastify.log.warn({ tenantId, reason }, 'fastify-tenant-rls: connection discarded, withTenant work left session state on it')
       },
@@ -230,8 +233,16 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     expectedRole = await checkPoolRole(options.pool, function warnAboutSharedRole (warning) {
       fastify.log.warn({ role: warning.role, fix: warning.fix }, describeRoleProblem(warning))
     }).catch(explainConnectionFailure)
-    const unread = await inspectPolicySetting(options.pool, options.setting)
-    if (unread !== undefined) fastify.log.warn({ setting: unread.setting, fix: unread.fix }, `fastify-tenant-rls: ${unread.problem}; fix: ${unread.fix}`)
+    if (options.signedContext !== undefined) {
+      // Signed policies read the tenant through the verifying function, not the setting: this check
+      // replaces the one below, and refuses what the mode cannot trust.
+      await checkSignedContext(options.pool, options.signedContext, options.setting, function warnAboutSignedContext (warning) {
+        fastify.log.warn({ fix: warning.fix }, `fastify-tenant-rls: ${describeSignedContextProblem(warning)}`)
+      })
+    } else {
+      const unread = await inspectPolicySetting(options.pool, options.setting)
+      if (unread !== undefined) fastify.log.warn({ setting: unread.setting, fix: unread.fix }, `fastify-tenant-rls: ${unread.problem}; fix: ${unread.fix}`)
+    }
     if (options.schema !== undefined) {
       await auditRegisteredTables(options.pool, {
         schema: options.schema,

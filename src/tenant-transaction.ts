@@ -12,6 +12,7 @@ import {
   RoleAlteredError,
   TenantContextChangedError,
   TransactionClosedError,
+  SignedContextUnavailableError,
   SingleRoundTripRefusedError,
   TransactionControlRefusedError,
   UnexpectedRoleError
@@ -23,7 +24,10 @@ import type { RouteQueryName } from './route-query-names.js'
 import { classifyRouteStatement } from './route-statement.js'
 import type { RouteStatementKind } from './route-statement.js'
 import { errorForSqlState } from './sql-state-errors.js'
-import type { PipelinedStatement } from './opening-query.js'
+import type { EnclosedQuery, PipelinedStatement } from './opening-query.js'
+import { backendPidOf } from './signed-context/backend-pid.js'
+import type { ResolvedSignedContext } from './signed-context/options.js'
+import { signTenantContext } from './signed-context/signer.js'
 import type { IsolationLevel } from './transaction-mode.js'
 import type { SettingPairs } from './transaction-settings.js'
 
@@ -211,6 +215,12 @@ export interface TenantTransactionOptions {
   idleInTransactionSessionTimeout?: number | undefined
   /** Extra transaction-local settings, names already validated (see transaction-settings.ts). */
   settings?: SettingPairs | undefined
+  /**
+   * Signed tenant context (signed-context/): the opening also sets a signature of the tenant, bound
+   * to the connection's backend pid and a short expiry, which the policies' verifying function
+   * checks. Route SQL that sets the tenant setting itself has no such signature: it sees no rows.
+   */
+  signedContext?: ResolvedSignedContext | undefined
   /** Called when the connection is destroyed rather than reused, with what route code left on it. */
   onDiscard?: ((reason: string) => void) | undefined
   /**
@@ -329,20 +339,21 @@ export class TenantTransaction implements Queryable {
     let broken = false
     const onError = (): void => { broken = true }
     client.on('error', onError)
-    const { statements: [, opening], cached } = this.#openingStatements([['transaction_read_only', 'on']])
-    const assert = (marker: string): PipelinedStatement => ({ text: PRE_COMMIT_CHECK_SQL, values: [this.#setting, this.tenantId, role, marker] })
-    const before = [opening as PipelinedStatement, assert(UNEXPECTED_ROLE_MARKER)]
-    // The session read goes last: unlike after a COMMIT, the transaction's own tenant setting is
-    // still in force before the reset, and the reset (RESET ALL, SET SESSION AUTHORIZATION DEFAULT)
-    // also clears any session-level value the query set. What the read finds after it is what the
-    // reset could not undo.
-    const [read, ...reset] = this.#sessionStatements()
-    const after = [assert(CONTEXT_CHANGED_MARKER), ...reset, read as PipelinedStatement]
-    const named = this.#nameOf(client, config, kind)
-    const sent = sendEnclosed(client, before, named === undefined ? config : { ...config, name: named.name }, values,
-      after, this.#prepared(false) && cached, named?.evicted)
     let leftover: string | undefined
+    let sent: EnclosedQuery | undefined
     try {
+      const { statements: [, opening], cached } = this.#openingStatements([...this.#signature(client), ['transaction_read_only', 'on']])
+      const assert = (marker: string): PipelinedStatement => ({ text: PRE_COMMIT_CHECK_SQL, values: [this.#setting, this.tenantId, role, marker] })
+      const before = [opening as PipelinedStatement, assert(UNEXPECTED_ROLE_MARKER)]
+      // The session read goes last: unlike after a COMMIT, the transaction's own tenant setting is
+      // still in force before the reset, and the reset (RESET ALL, SET SESSION AUTHORIZATION DEFAULT)
+      // also clears any session-level value the query set. What the read finds after it is what the
+      // reset could not undo.
+      const [read, ...reset] = this.#sessionStatements()
+      const after = [assert(CONTEXT_CHANGED_MARKER), ...reset, read as PipelinedStatement]
+      const named = this.#nameOf(client, config, kind)
+      sent = sendEnclosed(client, before, named === undefined ? config : { ...config, name: named.name }, values,
+        after, this.#prepared(false) && cached, named?.evicted)
       return await sent.result
     } catch (error) {
       // The failure skipped the session reset: the connection may carry whatever the query left.
@@ -350,10 +361,12 @@ export class TenantTransaction implements Queryable {
       if (isCheckFailure(error, UNEXPECTED_ROLE_MARKER)) throw new UnexpectedRoleError('another role than the one checked')
       throw isCheckFailure(error, CONTEXT_CHANGED_MARKER) ? new TenantContextChangedError({ cause: error }) : error
     } finally {
-      leftover ??= await this.#leftover(client, sent.rows[before.length + after.length - 1], role)
+      if (leftover === undefined) {
+        leftover = await this.#leftover(client, sent?.rows.at(-1), role)
+        // Read after a sequence that ran to its end: state the reset could not undo, worth a warning.
+        if (leftover !== undefined && !broken) this.#hooks.onDiscard?.(leftover)
+      }
       client.off('error', onError)
-      // Only route code can leave state: a failure of its own is not worth a warning.
-      if (leftover !== undefined && !broken && sent.rows.length > before.length) this.#hooks.onDiscard?.(leftover)
       client.release(leftover !== undefined || broken ? new Error('fastify-tenant-rls: connection discarded') : undefined)
     }
   }
@@ -415,7 +428,7 @@ export class TenantTransaction implements Queryable {
     if (this.#finishing !== undefined) return client
     // Bound parameters, and no round trip of its own: see opening-query.ts for why a failed open
     // can never let the first query run outside the transaction.
-    const { statements, cached } = this.#openingStatements()
+    const { statements, cached } = this.#openingStatements(this.#signature(client))
     const named = this.#nameOf(client, config, kind)
     const opening = sendOpening(client, [
       ...statements,
@@ -431,6 +444,19 @@ export class TenantTransaction implements Queryable {
     this.#role = expected ?? role
     if (expected !== undefined && role !== expected) throw new UnexpectedRoleError(role)
     return client
+  }
+
+  // The signed context's setting for this connection (none when the mode is off). Signed per
+  // opening: the signature names this backend and expires soon after, so one that route code reads
+  // is worth nothing on another connection or later. A connection with no pid to sign for cannot
+  // carry the mode: refused before anything is sent (fail closed, with a clear error).
+  #signature (client: PoolClient): SettingPairs {
+    const signed = this.#hooks.signedContext
+    if (signed === undefined) return []
+    const backendPid = backendPidOf(client)
+    if (backendPid === undefined) throw new SignedContextUnavailableError()
+    const { name, value } = signTenantContext({ key: signed.signingKey, tenantId: this.tenantId, backendPid, expiresAt: Date.now() + signed.ttl })
+    return [[name, value]]
   }
 
   // The transaction modes go into BEGIN itself, which PostgreSQL applies before any statement of

@@ -7,6 +7,10 @@ import { DEFAULT_SETTING, validatePool, validatePreparation, validateSchema, val
 import { createDatabaseFactory } from './tenant-database.js'
 import type { DatabaseFactory, RegisteredSchema, TenantDatabase } from './tenant-database.js'
 import { checkPoolRole } from './safety-checks.js'
+import { checkSignedContext, describeSignedContextProblem } from './signed-context/inspection.js'
+import type { SignedContextProblem } from './signed-context/inspection.js'
+import { validateSignedContext } from './signed-context/options.js'
+import type { ResolvedSignedContext, SignedContextOptions } from './signed-context/options.js'
 import { normalizeTenantId, validateTenantIdType } from './tenant-id.js'
 import type { TenantIdType } from './tenant-id.js'
 import { DEFAULT_LOCK_TIMEOUT, TenantTransaction } from './tenant-transaction.js'
@@ -36,6 +40,8 @@ export interface WithTenantOptions<TSchema extends Record<string, unknown>> exte
   preparedStatements?: boolean
   /** Route query texts each connection keeps prepared, as the plugin's option (default 100; 0 off). */
   preparedRouteQueries?: number
+  /** Signed tenant context, as the plugin's option; the first call on a pool checks the database for it. */
+  signedContext?: SignedContextOptions
 }
 
 /** How `runWithTenant` runs its transaction, beyond the tenant and the work. */
@@ -89,15 +95,24 @@ export async function withTenant<TSchema extends Record<string, unknown> = Regis
   work: TenantWork<TSchema, TResult>,
   options: WithTenantOptions<TSchema> = {}
 ): Promise<TResult> {
-  const { schema, setting: givenSetting, onDiscard, tenantIdType, preparedStatements, preparedRouteQueries, ...callOptions } = options
+  const { schema, setting: givenSetting, onDiscard, tenantIdType, preparedStatements, preparedRouteQueries, signedContext, ...callOptions } = options
   const setting = validateSetting(givenSetting ?? DEFAULT_SETTING)
   const idType = validateTenantIdType(tenantIdType)
   const checked = validatePool(pool)
   if (onDiscard !== undefined && typeof onDiscard !== 'function') throw new InvalidOptionError('onDiscard must be a function (reason) => void')
-  return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(schema)), tenantId, work, () => checkedPoolRole(checked), {
+  const signed = signedContext === undefined ? undefined : validateSignedContext(signedContext)
+  const roleOf = signed === undefined
+    ? () => checkedPoolRole(checked)
+    : async () => {
+      const role = await checkedPoolRole(checked)
+      await checkedSignedContext(checked, signed, setting)
+      return role
+    }
+  return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(schema)), tenantId, work, roleOf, {
     ...withTenantCallOptions(callOptions, STANDALONE_DEFAULTS, setting),
     tenantIdType: idType,
     ...validatePreparation({ preparedStatements, preparedRouteQueries }),
+    signedContext: signed,
     onDiscard
   })
 }
@@ -137,6 +152,30 @@ export function checkedPoolRole (pool: Pool): Promise<string> {
     role.catch(() => { checkedRoles.delete(pool) })
   }
   return role
+}
+
+// The signed-context check of each pool, once per pool and set of keys (a worker passes the same
+// options on every call, validated anew each time). A failed check is not kept, as for the role.
+const checkedSignedContexts = new WeakMap<Pool, Map<string, Promise<void>>>()
+
+function checkedSignedContext (pool: Pool, context: ResolvedSignedContext, setting: string): Promise<void> {
+  let byKeys = checkedSignedContexts.get(pool)
+  if (byKeys === undefined) {
+    byKeys = new Map()
+    checkedSignedContexts.set(pool, byKeys)
+  }
+  const key = `${setting} ${context.keys.map((signingKey) => signingKey.id).join(',')}`
+  let checked = byKeys.get(key)
+  if (checked === undefined) {
+    checked = checkSignedContext(pool, context, setting, emitSignedContextWarning)
+    byKeys.set(key, checked)
+    checked.catch(() => { byKeys.delete(key) })
+  }
+  return checked
+}
+
+function emitSignedContextWarning (warning: SignedContextProblem): void {
+  process.emitWarning(describeSignedContextProblem(warning), { code: 'FST_TENANT_RLS_SIGNED_CONTEXT' })
 }
 
 // Workers call withTenant in a loop with the same schema object: build its drizzle metadata once.

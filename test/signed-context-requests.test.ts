@@ -1,0 +1,112 @@
+// The signed tenant context on the request path: the plugin's opening sets the tenant with its
+// signature (same round trip, bound parameters), so routes read their tenant's rows through signed
+// policies; route SQL that switches the tenant itself (the savepoint switch of issue 11 among them)
+// sees nothing of B under signed policies, while the same route code in the unsigned mode does.
+// Also withTenant, singleRoundTrip, and the startup check refusing a database without the mode.
+import { eq, sql } from 'drizzle-orm'
+import Fastify from 'fastify'
+import type { FastifyInstance } from 'fastify'
+import fastifyJwt from '@fastify/jwt'
+import t from 'tap'
+import fastifyTenantRls, { withTenant } from 'fastify-tenant-rls'
+import { createTestDatabase } from './helpers/database.js'
+import { JWT_SECRET, bearer, createProjectsTable, projects } from './helpers/fixture.js'
+import { createSignedWorld, newKey, signedNotes } from './helpers/signed-context.js'
+import { watchWireTraffic } from './helpers/wire-traffic.js'
+
+const world = await createSignedWorld(t)
+const { db, a, b, key } = world
+// Signed mode refuses a database where any table the app role reads keeps a plain policy: the
+// plain twin goes. The unsigned comparison runs on a database of its own (projects, plain policies).
+await db.asOwner('DROP TABLE plain_notes')
+const pool = db.appPool()
+const traffic = watchWireTraffic(pool)
+t.afterEach(async (t) => { await db.assertNoLeaks(t, pool) })
+
+const plainDb = await createTestDatabase(t)
+const plainTenants = await createProjectsTable(plainDb)
+const plainPool = plainDb.appPool()
+
+const tenantsIn = (rows: Array<{ tenantId: string }>): string[] => [...new Set(rows.map((row) => row.tenantId))].sort()
+
+// The same route code in both apps: the switch of issue 11 (set B inside a savepoint, read, roll
+// the savepoint back so that A is in force again and the pre-commit check passes, answer with what
+// was read), and the same with an update.
+async function switchingApp (options: Parameters<typeof fastifyTenantRls>[1], table: typeof signedNotes | typeof projects, other: string): Promise<FastifyInstance> {
+  const app = Fastify()
+  await app.register(fastifyJwt, { secret: JWT_SECRET })
+  await app.register(fastifyTenantRls, options)
+  app.get('/list', async (request) => tenantsIn(await request.db.select().from(table)))
+  app.get('/list-single', { config: { tenant: { singleRoundTrip: true } } }, async (request) => tenantsIn(await request.db.select().from(table)))
+  app.get('/savepoint-switch', async (request) => {
+    let seen: string[] = []
+    await request.db.transaction(async (tx) => {
+      await tx.execute(sql`SELECT set_config('app.current_tenant_id', ${other}, true)`)
+      seen = tenantsIn(await tx.select().from(table))
+      tx.rollback()
+    }).catch(() => {})
+    return seen
+  })
+  app.get('/write-other', async (request) => {
+    let written = 0
+    await request.db.transaction(async (tx) => {
+      await tx.execute(sql`SELECT set_config('app.current_tenant_id', ${other}, true)`)
+      written = (await tx.update(table).set({ tenantId: sql`tenant_id` }).where(eq(table.tenantId, other)).returning()).length
+      tx.rollback()
+    }).catch(() => {})
+    return written
+  })
+  t.teardown(() => app.close())
+  await app.ready()
+  return app
+}
+
+const signedApp = await switchingApp({ pool, signedContext: { keys: [key] } }, signedNotes, b)
+const plainApp = await switchingApp({ pool: plainPool }, projects, plainTenants.tenantB)
+const getSigned = async (url: string): Promise<unknown> => (await signedApp.inject({ url, headers: bearer(signedApp, { tenant_id: a }) })).json()
+const getPlain = async (url: string): Promise<unknown> => (await plainApp.inject({ url, headers: bearer(plainApp, { tenant_id: plainTenants.tenantA }) })).json()
+
+t.test('a route reads its own tenant through signed policies, and the opening stays one round trip with the query', async (t) => {
+  traffic.reset()
+  t.same(await getSigned('/list'), [a])
+  const seen = traffic.read()
+  t.equal(seen.roundTrips, 2, 'opening + query, then the closing')
+  t.same(seen.commands.slice(0, 3), ['BEGIN', 'SELECT 1', 'SELECT 100'])
+})
+
+t.test("the savepoint switch reads B's rows in the unsigned mode, and nothing in the signed mode", async (t) => {
+  t.same(await getPlain('/savepoint-switch'), [plainTenants.tenantB], 'unsigned: the forged setting is believed')
+  t.same(await getSigned('/savepoint-switch'), [], 'signed: the forged setting has no signature')
+})
+
+t.test("a forged setting updates B's rows in the unsigned mode, and none in the signed mode", async (t) => {
+  t.equal(await getPlain('/write-other'), 1, "unsigned: B's row (the savepoint then undid it)")
+  t.equal(await getSigned('/write-other'), 0, 'signed: none')
+})
+
+t.test('singleRoundTrip signs its opening too', async (t) => {
+  t.same(await getSigned('/list-single'), [a])
+})
+
+t.test('withTenant signs its transactions; without the key the same pool sees nothing', async (t) => {
+  const read = (tx: Parameters<Parameters<typeof withTenant>[2]>[0]) => tx.select().from(signedNotes).then(tenantsIn)
+  t.same(await withTenant(pool, a, read, { signedContext: { keys: [key] } }), [a])
+  t.same(await withTenant(pool, a, read), [], 'unsigned: the signed policy denies')
+})
+
+t.test('a key the database does not hold is refused at startup, with the fix', async (t) => {
+  const other = Fastify()
+  await other.register(fastifyJwt, { secret: JWT_SECRET })
+  await other.register(fastifyTenantRls, { pool, signedContext: { keys: [newKey('k9')] } })
+  await t.rejects(async () => { await other.ready() }, { code: 'FST_TENANT_RLS_UNSAFE_ROLE', message: /k9/ })
+  await other.close()
+})
+
+t.test('a database whose policies do not use the verifying function is refused at startup when the mode is on', async (t) => {
+  const other = Fastify()
+  await other.register(fastifyJwt, { secret: JWT_SECRET })
+  await other.register(fastifyTenantRls, { pool: plainPool, signedContext: { keys: [key] } })
+  // (the plain database has no tenant_rls schema, no function, and plain policies)
+  await t.rejects(async () => { await other.ready() }, { code: 'FST_TENANT_RLS_UNSAFE_ROLE', message: /current_tenant/ })
+  await other.close()
+})
