@@ -18,6 +18,9 @@ import type { CatalogColumn, CatalogForeignKey, CatalogTable } from './tenant-ca
 import { validateTenantIdType } from './tenant-id.js'
 import type { TenantIdType } from './tenant-id.js'
 
+export { restoreDrill } from './lifecycle/restore-drill.js'
+export type { DrilledTable, RestoreDrillOptions, RestoreDrillReport, WitnessTable } from './lifecycle/restore-drill.js'
+
 /** Where a check failed. `structure` is about the table's definition (RLS, FORCE, policies). */
 export type IsolationOperation = 'structure' | 'seed' | 'read' | 'insert' | 'update' | 'delete'
 

@@ -1,4 +1,7 @@
 // The binary's subcommands, in the order `--help` lists them. Each lives in its own module.
 import type { Subcommand } from './command.js'
+import { eraseCommand } from './erase.js'
+import { exportCommand } from './export.js'
+import { importCommand } from './import.js'
 
-export const SUBCOMMANDS: readonly Subcommand[] = []
+export const SUBCOMMANDS: readonly Subcommand[] = [exportCommand, importCommand, eraseCommand]

@@ -15,7 +15,7 @@ import { EXPORT_FILE_HEADER, ExportFileWriter } from './export-file.js'
 import type { ExportedTable, ExportManifest } from './export-file.js'
 import { inTenantSession } from './tenant-session.js'
 import { tenantScope } from './tenant-scope.js'
-import type { LifecycleProgress, TenantScope, TenantScopeOptions } from './tenant-scope.js'
+import type { LifecycleProgressHandler, TenantScope, TenantScopeOptions } from './tenant-scope.js'
 import { copiedColumns, resolveTenantTables, schemaFingerprint } from './tenant-tables.js'
 
 const { escapeIdentifier, escapeLiteral } = pg
@@ -24,8 +24,8 @@ const { escapeIdentifier, escapeLiteral } = pg
 export interface ExportTenantOptions extends TenantScopeOptions {
   /** Path of the export file to create; an existing file is never overwritten. */
   out: string
-  /** Called as rows stream (several times per table). */
-  onProgress?: (progress: LifecycleProgress) => void
+  /** Called as rows stream (several times per table); awaited. */
+  onProgress?: LifecycleProgressHandler
 }
 
 /** A tenant's rows summarised: per table, the row count and the SHA-256 of the rows as an export holds them. */
@@ -44,14 +44,14 @@ function copySql (table: CatalogTable, columns: string[], scope: TenantScope): s
     `WHERE exported.${escapeIdentifier(scope.tenantColumn)} = ${escapeLiteral(scope.tenantId)} ORDER BY ${order}) TO STDOUT`
 }
 
-async function copyTable (client: PoolClient, sql: string, write: ((chunk: Buffer) => Promise<void>) | undefined, onRows: (rows: number) => void): Promise<{ rows: number, sha256: string }> {
+async function copyTable (client: PoolClient, sql: string, write: ((chunk: Buffer) => Promise<void>) | undefined, onRows: (rows: number) => Promise<void>): Promise<{ rows: number, sha256: string }> {
   const hash = createHash('sha256')
   let rows = 0
   for await (const chunk of client.query(copyStreams.to(sql)) as AsyncIterable<Buffer>) {
     hash.update(chunk)
     rows += countRows(chunk)
     await write?.(chunk)
-    onRows(rows)
+    await onRows(rows)
   }
   return { rows, sha256: hash.digest('hex') }
 }
@@ -64,7 +64,7 @@ interface Snapshot {
 }
 
 /** Reads every table of the tenant in one snapshot; `file`, when given, receives the export's sections. */
-async function readTenant (scope: TenantScope, file: ExportFileWriter | undefined, onProgress?: (progress: LifecycleProgress) => void): Promise<Snapshot> {
+async function readTenant (scope: TenantScope, file: ExportFileWriter | undefined, onProgress?: LifecycleProgressHandler): Promise<Snapshot> {
   // The application role's check, as withTenant does: under a superuser or a BYPASSRLS role the
   // tenant setting would filter nothing, and the file's isolation would rest on the WHERE alone.
   const role = await checkedPoolRole(scope.pool)
@@ -78,8 +78,8 @@ async function readTenant (scope: TenantScope, file: ExportFileWriter | undefine
     for (const [index, table] of tables.entries()) {
       const columns = copiedColumns(table)
       await file?.table(table.name, columns)
-      const report = (rows: number): void => onProgress?.({ table: table.name, tablesDone: index, tables: tables.length, rows })
-      report(0)
+      const report = async (rows: number): Promise<void> => { await onProgress?.({ table: table.name, tablesDone: index, tables: tables.length, rows }) }
+      await report(0)
       const { rows, sha256 } = await copyTable(client, copySql(table, columns, scope), file === undefined ? undefined : (chunk) => file.write(chunk), report)
       await file?.endTable()
       exported.push({ name: table.name, columns, rows, sha256 })

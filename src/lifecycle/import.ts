@@ -22,7 +22,7 @@ import { readExportFile } from './export-file.js'
 import type { ExportManifest, ExportSection } from './export-file.js'
 import { inTenantSession } from './tenant-session.js'
 import { tenantScope } from './tenant-scope.js'
-import type { LifecycleProgress, TenantScopeOptions } from './tenant-scope.js'
+import type { LifecycleProgressHandler, TenantScopeOptions } from './tenant-scope.js'
 import { describeTenantTables, schemaFingerprint, tenantRowCounts } from './tenant-tables.js'
 import type { TableRows } from './tenant-tables.js'
 
@@ -36,7 +36,8 @@ export interface ImportTenantOptions extends Pick<TenantScopeOptions, 'pool' | '
   tenantId?: string
   /** Delete the tenant's existing rows in the file's tables first, in the same transaction. Default false: refuse. */
   replace?: boolean
-  onProgress?: (progress: LifecycleProgress) => void
+  /** Called as rows are inserted (several times per table); awaited. */
+  onProgress?: LifecycleProgressHandler
   /** The audit trail's hook, run before COMMIT on the import's connection (see audit-hook.ts). */
   onAudit?: LifecycleAuditHook
 }
@@ -163,24 +164,24 @@ export async function importTenant (options: ImportTenantOptions): Promise<Impor
     const written: TableRows[] = []
     let writer: TableWriter | undefined
     let section: ExportSection | undefined
-    const report = (): void => { if (section !== undefined && writer !== undefined) onProgress?.({ table: section.name, tablesDone: section.index, tables: tables.length, rows: writer.rows }) }
+    const report = async (): Promise<void> => { if (section !== undefined && writer !== undefined) await onProgress?.({ table: section.name, tablesDone: section.index, tables: tables.length, rows: writer.rows }) }
     try {
       const reread = await readExportFile(from, {
-        table (next) {
+        async table (next) {
           const listed = manifest.tables[next.index]
           // The file changed since it was checked: stop before writing into a table nobody checked.
           if (listed?.name !== next.name || listed.columns.join('\t') !== next.columns.join('\t')) throw new ImportRefusedError('the file changed while it was being imported')
           section = next
           writer = new TableWriter(client, tables[next.index] as CatalogTable, next.columns)
-          report()
+          await report()
         },
         async rows (lines) {
           await writer?.add(lines)
-          report()
+          await report()
         },
         async endTable (done) {
           await writer?.flush()
-          report()
+          await report()
           written.push({ table: done.name, rows: writer?.rows ?? 0 })
         }
       })

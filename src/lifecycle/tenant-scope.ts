@@ -37,6 +37,9 @@ export interface LifecycleProgress {
   rows: number
 }
 
+/** Receives progress; a returned promise is awaited before the job goes on. */
+export type LifecycleProgressHandler = (progress: LifecycleProgress) => void | Promise<void>
+
 /** The checked options. */
 export interface TenantScope {
   pool: Pool
