@@ -80,7 +80,7 @@ export async function describeTable (reader: CatalogReader, table: string): Prom
 }
 
 /** Parents before children, so every foreign key can point at a row already there. */
-export function parentsFirst<T extends CatalogTable> (tables: T[]): T[] {
+export function parentsFirst<T extends { name: string, foreignKeys: ReadonlyArray<{ parent: string }> }> (tables: T[]): T[] {
   const byName = new Map(tables.map((table) => [table.name, table]))
   const ordered: T[] = []
   const visiting = new Set<string>()
