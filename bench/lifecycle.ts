@@ -85,7 +85,7 @@ try {
 
   console.error(`seeding ${PROJECTS * (1 + TASKS_PER_PROJECT)} rows for one tenant…`)
   for (const [tenant, projects] of [[TENANT, PROJECTS], [OTHER, 10_000]] as const) {
-    await source.admin.query(`INSERT INTO projects (tenant_id, name, budget) SELECT $1, 'project ' || i, i / 100.0 FROM generate_series(1, $2::int) i`, [tenant, projects])
+    await source.admin.query('INSERT INTO projects (tenant_id, name, budget) SELECT $1, \'project \' || i, i / 100.0 FROM generate_series(1, $2::int) i', [tenant, projects])
     await source.admin.query(`INSERT INTO tasks (tenant_id, project_id, title) SELECT tenant_id, id, 'task ' || n || ' of ' || name FROM projects, generate_series(1, ${TASKS_PER_PROJECT}) n WHERE tenant_id = $1`, [tenant])
   }
   await source.admin.query('VACUUM ANALYZE')

@@ -13,7 +13,7 @@ import type { CatalogTable } from '../tenant-catalog.js'
 import { countRows } from './copy-text.js'
 import { EXPORT_FILE_HEADER, ExportFileWriter } from './export-file.js'
 import type { ExportedTable, ExportManifest } from './export-file.js'
-import { inTenantSession } from './tenant-session.js'
+import { abandonedMidCopy, inTenantSession } from './tenant-session.js'
 import { tenantScope } from './tenant-scope.js'
 import type { LifecycleProgressHandler, TenantScope, TenantScopeOptions } from './tenant-scope.js'
 import { copiedColumns, resolveTenantTables, schemaFingerprint } from './tenant-tables.js'
@@ -50,8 +50,13 @@ async function copyTable (client: PoolClient, sql: string, write: ((chunk: Buffe
   for await (const chunk of client.query(copyStreams.to(sql)) as AsyncIterable<Buffer>) {
     hash.update(chunk)
     rows += countRows(chunk)
-    await write?.(chunk)
-    await onRows(rows)
+    try {
+      await write?.(chunk)
+      await onRows(rows)
+    } catch (error) {
+      abandonedMidCopy(client)
+      throw error
+    }
   }
   return { rows, sha256: hash.digest('hex') }
 }

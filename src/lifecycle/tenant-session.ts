@@ -33,6 +33,15 @@ const OPENING_SQL = `SELECT pg_catalog.set_config($1, $2, true), current_user AS
   pg_catalog.set_config('IntervalStyle', 'postgres', true), pg_catalog.set_config('extra_float_digits', '1', true),
   pg_catalog.set_config('bytea_output', 'hex', true), pg_catalog.set_config('lock_timeout', $3, true)`
 
+// Clients left mid-COPY: the consumer stopped reading (a failed write), so the server is still
+// sending rows and pg still waits for the end of the COPY. Nothing more can be sent on them.
+const midCopy = new WeakSet<PoolClient>()
+
+/** Marks `client` as abandoned in the middle of a COPY: it is destroyed without a ROLLBACK. */
+export function abandonedMidCopy (client: PoolClient): void {
+  midCopy.add(client)
+}
+
 /** Runs `work` on one client inside a transaction carrying `mode.tenantId`; commits when it resolves (unless `rollback`). */
 export async function inTenantSession<T> (pool: Pool, mode: SessionMode, work: (client: PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect()
@@ -46,9 +55,13 @@ export async function inTenantSession<T> (pool: Pool, mode: SessionMode, work: (
     return result
   } catch (error) {
     failure = error instanceof Error ? error : new Error(String(error))
+    // Rolled back before the client is destroyed, so the server has ended the transaction when this
+    // returns (closing the socket alone would end it a moment later). Not on a client left mid-COPY,
+    // where the ROLLBACK would wait forever behind the unfinished COPY.
+    if (!midCopy.has(client)) await client.query('ROLLBACK').catch(() => {})
     throw error
   } finally {
-    // A failed transaction is not rolled back first: destroying the client ends it on the server.
+    // Destroyed after any failure: whatever went wrong may have left the session in a state no one checked.
     client.release(failure)
   }
 }

@@ -57,7 +57,7 @@ t.test('export, dry run, erase with confirmation, import: the tenant is back', a
   await addTenant(db, tenantA)
   const imported = capture()
   t.equal(await runCli(['import', file, '--tenant', tenantA, ...app], imported.io), 0)
-  t.match(imported.out(), /^Imported tenant .* from .*\n  projects   8 rows\n  a_tasks   16 rows\n$/)
+  t.match(imported.out(), /^Imported tenant .* from .*\n {2}projects {3}8 rows\n {2}a_tasks {3}16 rows\n$/)
   t.equal(imported.err(), '', 'no progress when stderr is not a terminal')
   const { tenants: _before, ...rowsBefore } = before
   const { tenants: _after, ...rowsAfter } = await committedRows(db, tenantA)

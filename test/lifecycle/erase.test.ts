@@ -81,7 +81,7 @@ t.test('a failing audit hook rolls the erasure back; a working one writes in the
 })
 
 t.test('the tenants table is refused when the tenant column references two', async (t) => {
-  await db.asOwner(`CREATE TABLE orgs (id uuid PRIMARY KEY); CREATE TABLE b_notes (tenant_id uuid NOT NULL REFERENCES orgs (id), body text)`)
+  await db.asOwner('CREATE TABLE orgs (id uuid PRIMARY KEY); CREATE TABLE b_notes (tenant_id uuid NOT NULL REFERENCES orgs (id), body text)')
   t.teardown(() => db.asOwner('DROP TABLE b_notes; DROP TABLE orgs'))
   await t.rejects(inspectTenantErasure({ pool, tenantId: randomUUID() }), { code: 'FST_TENANT_RLS_INVALID_OPTION', message: /references .* give tenantsTable/ })
   const report = await inspectTenantErasure({ pool, tenantId: tenantB, tenantsTable: 'tenants' })

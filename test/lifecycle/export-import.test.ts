@@ -149,6 +149,8 @@ t.test('a tampered file with a row of another tenant, checksums recomputed, is r
 
 t.test('a file that does not match its manifest is refused before a connection is taken', async (t) => {
   const pool = source.appPool()
+  let connections = 0
+  pool.on('connect', () => { connections++ })
   const { path } = await exportA()
   const changed = await tamper(path, 'a_tasks', (lines) => lines.map((line, index) => index === 3 ? line.replace('task', 'TASK') : line), false)
   await t.rejects(importTenant({ pool, from: changed, replace: true }), { code: 'FST_TENANT_RLS_EXPORT_INVALID', message: /a_tasks: the rows do not match the manifest's checksum/ })
@@ -161,9 +163,10 @@ t.test('a file that does not match its manifest is refused before a connection i
   const other = nextPath()
   await writeFile(other, 'id,name\n1,x\n')
   await t.rejects(importTenant({ pool, from: other }), { code: 'FST_TENANT_RLS_EXPORT_INVALID', message: /not an export file/ })
+  t.equal(connections, 0, 'none of them reached the database')
   const escaped = await tamper(path, 'projects', (lines) => lines.map((line, index) => index === 0 ? line.replace('tab\\there', 'tab\\x41') : line), true)
   await t.rejects(importTenant({ pool, from: escaped, replace: true }), { code: 'FST_TENANT_RLS_IMPORT_REFUSED', message: /unexpected escape/ })
-  t.equal(pool.totalCount, 1, 'only the last file, whose manifest matched, reached the database')
+  t.equal(connections, 1, 'a file whose manifest matches is imported until a row is refused')
 })
 
 t.test('a target whose tables differ from the export\'s is refused', async (t) => {
@@ -183,6 +186,10 @@ t.test('export refuses a pool that bypasses RLS, removes its file, and never ove
   const path = nextPath()
   await t.rejects(exportTenant({ pool: source.admin, tenantId: tenantA, out: path }), { code: 'FST_TENANT_RLS_UNSAFE_ROLE' })
   await t.rejects(stat(path), { code: 'ENOENT' }, 'no partial file left')
+  const failed = nextPath()
+  const write = exportTenant({ pool: appPool, tenantId: tenantA, out: failed, onProgress ({ rows }) { if (rows > 0) throw new Error('disk full') } })
+  await t.rejects(write, { message: 'disk full' }, 'a failure while COPY is still sending rows')
+  await t.rejects(stat(failed), { code: 'ENOENT' }, 'no partial file left after a failure mid-table')
   await writeFile(path, 'keep me')
   await t.rejects(exportTenant({ pool: appPool, tenantId: tenantA, out: path }), { code: 'EEXIST' })
   t.equal(await readFile(path, 'utf8'), 'keep me')
