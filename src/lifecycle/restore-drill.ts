@@ -29,7 +29,7 @@ export interface RestoreDrillOptions extends Omit<TenantScopeOptions, 'pool'> {
   otherTenantIds: readonly string[]
   /** The tenants table. Default: the one table the tenant column references. */
   tenantsTable?: string
-  /** Folder for the export file. Default: a new temporary folder, removed when the drill passes. */
+  /** Where the drill makes its folder for the export file (removed when the drill passes). Default: the system's temporary folder. */
   directory?: string
 }
 
@@ -81,7 +81,8 @@ export async function restoreDrill (options: RestoreDrillOptions): Promise<Resto
     // Checked before anything is erased: without a witness the drill could not show it touched nothing else.
     throw new InvalidOptionError('restoreDrill needs otherTenantIds: at least one other tenant, whose rows must stay untouched')
   }
-  const folder = directory ?? await mkdtemp(join(tmpdir(), 'tenant-restore-drill-'))
+  // A folder of its own for each run: a failed drill's file is kept, and must not block the next run.
+  const folder = await mkdtemp(join(directory ?? tmpdir(), 'tenant-restore-drill-'))
   const exportFile = join(folder, `tenant-${scope.tenantId}.export`)
   const report: RestoreDrillReport = { ok: false, failures: [], tenantId: scope.tenantId, tables: [], others: [] }
   const fail = (failure: string): void => { report.failures.push(failure) }
@@ -115,7 +116,7 @@ export async function restoreDrill (options: RestoreDrillOptions): Promise<Resto
   }
   report.ok = report.failures.length === 0
   if (report.ok) {
-    await rm(directory === undefined ? folder : exportFile, { recursive: true, force: true })
+    await rm(folder, { recursive: true, force: true })
   } else {
     report.exportFile = exportFile
   }

@@ -22,7 +22,7 @@ t.test('lines split across chunks, a multi-byte character included, are joined',
     yield zurich.subarray(2)
     yield Buffer.from('\n\nlast without newline')
   }
-  t.same(await collect(splitLines(split())), ['first\trow', 'secZürich', '', 'last without newline'])
+  t.same(await collect(splitLines(split())), ['first\trow', 'secZürich', '', '', 'last without newline'])
   t.same(await collect(splitLines(chunks('a\n', 'b\n'))), ['a', 'b'])
 })
 

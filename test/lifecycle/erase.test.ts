@@ -53,7 +53,7 @@ t.test('a row the deletes leave behind rolls the erasure back', async (t) => {
 })
 
 t.test('a failing audit hook rolls the erasure back; a working one writes in the same transaction', async (t) => {
-  await db.admin.query('CREATE TABLE erasure_log (tenant_id uuid, total int)')
+  await db.admin.query('CREATE TABLE erasure_log (erased uuid, total int)')
   t.teardown(() => db.admin.query('DROP TABLE erasure_log'))
   const before = await committedRows(db, tenantA)
   await t.rejects(eraseTenant({ pool, tenantId: tenantA, confirm: tenantA, onAudit () { throw new Error('audit trail unavailable') } }), { message: 'audit trail unavailable' })
@@ -73,8 +73,8 @@ t.test('a failing audit hook rolls the erasure back; a working one writes in the
   t.equal(report.dryRun, false)
   t.same(await committedRows(db, tenantA), { tenants: [], projects: [], a_tasks: [] }, 'nothing of the tenant is left, its tenants row included')
   t.same(await committedRows(db, tenantB), bBefore, 'tenant B untouched')
-  const { rows } = await db.admin.query('SELECT tenant_id, total FROM erasure_log')
-  t.same(rows, [{ tenant_id: tenantA, total: 69 }], 'the audit record committed with the erasure')
+  const { rows } = await db.admin.query('SELECT erased, total FROM erasure_log')
+  t.same(rows, [{ erased: tenantA, total: 69 }], 'the audit record committed with the erasure')
 
   const again = await eraseTenant({ pool, tenantId: tenantA, confirm: tenantA })
   t.same([again.total, again.tenantRow], [0, false], 'erasing again is a safe no-op')
