@@ -5,8 +5,8 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { eraseTenant, inspectTenantErasure } from 'fastify-tenant-rls'
-import { createTestDatabase } from '../helpers/database.js'
-import { committedRows, createLifecycleTables, seedTwoTenants } from '../helpers/lifecycle-world.js'
+import { createTestDatabase, eventually } from '../helpers/database.js'
+import { committedRows, createLifecycleTables, seedTenant, seedTwoTenants } from '../helpers/lifecycle-world.js'
 
 const db = await createTestDatabase(t)
 await createLifecycleTables(db)
@@ -50,6 +50,26 @@ t.test('a row the deletes leave behind rolls the erasure back', async (t) => {
   const before = await committedRows(db, tenantA)
   await t.rejects(eraseTenant({ pool, tenantId: tenantA, confirm: tenantA }), { code: 'FST_TENANT_RLS_ERASURE_INCOMPLETE', message: /z_deleted: 23/ })
   t.same(await committedRows(db, tenantA), before, 'nothing was erased')
+})
+
+t.test('a row of the tenant being inserted while the erasure starts is waited for, counted and erased', async (t) => {
+  const appPool = db.appPool()
+  const writer = await appPool.connect()
+  t.teardown(() => { writer.release() })
+  await writer.query('BEGIN')
+  await writer.query("SELECT set_config('app.current_tenant_id', $1, true)", [tenantA])
+  // Not yet committed: its foreign-key check holds a KEY SHARE lock on A's tenants row.
+  await writer.query("INSERT INTO projects (tenant_id, name) VALUES ($1, 'in flight')", [tenantA])
+  const erasing = eraseTenant({ pool, tenantId: tenantA, confirm: tenantA })
+  await eventually(async () => {
+    const { rows } = await db.admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE%'")
+    return rows[0].n === 1
+  }, 'the erasure to wait on the tenants row before counting')
+  await writer.query('COMMIT')
+  const report = await erasing
+  t.same(report.tables, [{ table: 'projects', rows: 24 }, { table: 'a_tasks', rows: 46 }], 'the row committed meanwhile is counted')
+  t.same(await committedRows(db, tenantA), { tenants: [], projects: [], a_tasks: [] })
+  await seedTenant(db, tenantA, 20)
 })
 
 t.test('a failing audit hook rolls the erasure back; a working one writes in the same transaction', async (t) => {
