@@ -10,6 +10,9 @@
 // other required columns without a default get a generated value; `rows` overrides any of it.
 // Everything the check writes is removed again; everything it tries as the application role is
 // rolled back.
+//
+// It also ships `restoreDrill` (lifecycle/restore-drill.ts): export, erase and re-import one tenant,
+// proving its rows come back byte for byte while other tenants' rows do not move.
 import { randomBytes, randomUUID } from 'node:crypto'
 import type { Pool, PoolClient } from 'pg'
 import { DEFAULT_SETTING, validateSetting } from './options.js'
