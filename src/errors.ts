@@ -219,6 +219,48 @@ export const BackfillIncompleteError = createError(
   500
 )
 
+/** An export file is malformed, truncated, or its data does not match its manifest (checksum, row count); nothing was imported. */
+export const ExportFileInvalidError = createError(
+  'FST_TENANT_RLS_EXPORT_INVALID',
+  'The export file is invalid; nothing was imported: %s',
+  500
+)
+
+/** The export was taken from tables that differ from this database's (schema fingerprint, a missing table or column). */
+export const SchemaMismatchError = createError(
+  'FST_TENANT_RLS_SCHEMA_MISMATCH',
+  'The export does not match this database\'s schema; nothing was imported: %s',
+  500
+)
+
+/** The import target already holds rows of the tenant, and `replace` was not given. */
+export const TenantNotEmptyError = createError(
+  'FST_TENANT_RLS_TENANT_NOT_EMPTY',
+  'The tenant already has rows here (%s); nothing was imported. Import with replace to delete them and import in one transaction',
+  500
+)
+
+/** The database refused a row of the export: a row of another tenant (the policy's WITH CHECK), a key, a type. */
+export const ImportRefusedError = createError(
+  'FST_TENANT_RLS_IMPORT_REFUSED',
+  'The database refused the import; nothing was imported: %s',
+  500
+)
+
+/** eraseTenant was called without `confirm`, or with a `confirm` that is not the tenant id retyped. */
+export const ErasureNotConfirmedError = createError(
+  'FST_TENANT_RLS_ERASURE_NOT_CONFIRMED',
+  'Erasing a tenant needs confirm: the tenant id, retyped; nothing was erased',
+  500
+)
+
+/** After the deletes, rows of the tenant were still there; the erasure was rolled back. */
+export const ErasureIncompleteError = createError(
+  'FST_TENANT_RLS_ERASURE_INCOMPLETE',
+  'Rows of the tenant were left after erasure (%s); nothing was erased',
+  500
+)
+
 /** Throws FST_TENANT_RLS_INVALID_OPTION: the one way every register-time check refuses an option. */
 export function failOption (message: string): never {
   throw new InvalidOptionError(message)

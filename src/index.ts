@@ -31,6 +31,17 @@ export type { SignedContextOptions, SigningKey } from './signed-context/options.
 export { inspectSignedContext } from './signed-context/inspection.js'
 export type { SignedContextInspection, SignedContextProblem } from './signed-context/inspection.js'
 export * as errors from './errors.js'
+// Tenant lifecycle: export, import, checksums, erasure. Each call takes the pool that holds the tenant.
+export { exportTenant, tenantChecksums } from './lifecycle/export.js'
+export type { ExportTenantOptions, TenantChecksums } from './lifecycle/export.js'
+export { importTenant } from './lifecycle/import.js'
+export type { ImportResult, ImportTenantOptions } from './lifecycle/import.js'
+export { eraseTenant, inspectTenantErasure } from './lifecycle/erase.js'
+export type { EraseTenantOptions, ErasureOptions, ErasureReport } from './lifecycle/erase.js'
+export type { ExportedTable, ExportManifest } from './lifecycle/export-file.js'
+export type { LifecycleProgress, LifecycleProgressHandler, TenantScopeOptions } from './lifecycle/tenant-scope.js'
+export type { TableRows } from './lifecycle/tenant-tables.js'
+export type { LifecycleAuditEvent, LifecycleAuditHook } from './lifecycle/audit-hook.js'
 
 declare module 'fastify' {
   // `request.db`, or the decorator name registered in TenantRlsRegister (see TenantRequestDatabase).

@@ -25,6 +25,7 @@ import type {
 import { failOption } from './errors.js'
 import { DEFAULT_SETTING, validateSetting } from './options.js'
 import { signedCurrentTenantSql } from './signed-context/schema-sql.js'
+import { parentsFirst } from './tenant-catalog.js'
 import { validateTenantIdType } from './tenant-id.js'
 import type { TenantIdType } from './tenant-id.js'
 
@@ -234,8 +235,7 @@ export function tenantTablesSql (schema: Record<string, unknown>, options: Tenan
   const tables = Object.values(schema).filter(isTenantTable)
   if (tables.length === 0) failOption('tenantTablesSql: the schema has no table declared with tenantTable')
   const statements = tables.flatMap((table) => {
-    const config = getTableConfig(table)
-    const name = config.schema === undefined ? quoteIdentifier(config.name) : `${quoteIdentifier(config.schema)}.${quoteIdentifier(config.name)}`
+    const name = qualifiedName(table)
     return [
       `ALTER TABLE ${name} FORCE ROW LEVEL SECURITY;`,
       `REVOKE ALL ON TABLE ${name} FROM ${quoteIdentifier(role)};`,
@@ -244,4 +244,44 @@ export function tenantTablesSql (schema: Record<string, unknown>, options: Tenan
   })
   const header = `-- tenantTablesSql (fastify-tenant-rls/schema): FORCE ROW LEVEL SECURITY and grants for ${role}\n`
   return header + statements.join('\n--> statement-breakpoint\n') + '\n'
+}
+
+function qualifiedName (table: PgTable): string {
+  const config = getTableConfig(table)
+  return config.schema === undefined ? quoteIdentifier(config.name) : `${quoteIdentifier(config.schema)}.${quoteIdentifier(config.name)}`
+}
+
+// A table name as the text literal Citus's functions take (they read it as a regclass).
+function tableLiteral (table: PgTable): string {
+  return `'${qualifiedName(table).replaceAll("'", "''")}'`
+}
+
+/**
+ * The Citus statements that distribute the schema's tenant tables by their tenant column, for a
+ * custom migration run after the tables exist: `create_reference_table` for the tables the tenant
+ * column references (the tenants table: a copy on every node, so every tenant table's foreign key
+ * to it holds locally), then `create_distributed_table(…, 'tenant_id')` for each tenant table,
+ * parents first, all co-located with the first, so that a tenant's rows of every table live on one
+ * node and the (tenant_id, …) foreign keys of `tenantForeignKey` hold within it. Citus propagates
+ * `SET LOCAL` to the nodes but not `set_config(…)` calls; see the README before using the plugin on it.
+ */
+export function citusSql (schema: Record<string, unknown>): string {
+  const tenantTables = Object.values(schema).filter(isTenantTable)
+  if (tenantTables.length === 0) failOption('citusSql: the schema has no table declared with tenantTable')
+  const references = new Set<PgTable>()
+  const nodes = tenantTables.map((table) => {
+    const foreignKeys = getTableConfig(table).foreignKeys.map((key) => key.reference())
+    for (const { columns, foreignTable } of foreignKeys) {
+      if (columns.length === 1 && columns[0]?.name === TENANT_ID_COLUMN && !isTenantTable(foreignTable)) references.add(foreignTable)
+    }
+    return { name: qualifiedName(table), table, foreignKeys: foreignKeys.map(({ foreignTable }) => ({ parent: qualifiedName(foreignTable) })) }
+  })
+  const [first, ...others] = parentsFirst(nodes)
+  const statements = [
+    ...[...references].map((table) => `SELECT create_reference_table(${tableLiteral(table)});`),
+    `SELECT create_distributed_table(${tableLiteral(first?.table as PgTable)}, '${TENANT_ID_COLUMN}');`,
+    ...others.map(({ table }) => `SELECT create_distributed_table(${tableLiteral(table)}, '${TENANT_ID_COLUMN}', colocate_with => ${tableLiteral(first?.table as PgTable)});`)
+  ]
+  return '-- citusSql (fastify-tenant-rls/schema): reference and distributed tables for Citus\n' +
+    statements.join('\n--> statement-breakpoint\n') + '\n'
 }

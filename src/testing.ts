@@ -10,13 +10,21 @@
 // other required columns without a default get a generated value; `rows` overrides any of it.
 // Everything the check writes is removed again; everything it tries as the application role is
 // rolled back.
+//
+// It also ships `restoreDrill` (lifecycle/restore-drill.ts): export, erase and re-import one tenant,
+// proving its rows come back byte for byte while other tenants' rows do not move.
 import { randomBytes, randomUUID } from 'node:crypto'
 import type { Pool, PoolClient } from 'pg'
 import { bypassFindings } from './audit/bypass-rules.js'
 import { readAuditFacts } from './audit/facts.js'
 import { DEFAULT_SETTING, validateSetting } from './options.js'
+import { describeTable, discoverTenantTables, parentsFirst } from './tenant-catalog.js'
+import type { CatalogColumn, CatalogForeignKey, CatalogTable } from './tenant-catalog.js'
 import { validateTenantIdType } from './tenant-id.js'
 import type { TenantIdType } from './tenant-id.js'
+
+export { restoreDrill } from './lifecycle/restore-drill.js'
+export type { DrilledTable, RestoreDrillOptions, RestoreDrillReport, WitnessTable } from './lifecycle/restore-drill.js'
 
 /**
  * Where a check failed. `structure` is about the table's definition (RLS, FORCE, policies);
@@ -72,9 +80,6 @@ export class TenantIsolationError extends Error {
   }
 }
 
-interface Column { name: string, category: string, type: string, required: boolean, generated: boolean }
-interface ForeignKey { parent: string, columns: string[], parentColumns: string[] }
-interface TableInfo { name: string, columns: Column[], key: string[], foreignKeys: ForeignKey[] }
 type Row = Record<string, unknown>
 
 const ident = (name: string): string => `"${name.replace(/"/g, '""')}"`
@@ -85,65 +90,8 @@ function sqlState (error: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined
 }
 
-async function discoverTables (pool: Pool, schema: string, tenantColumn: string): Promise<string[]> {
-  const { rows } = await pool.query<{ name: string }>(
-    `SELECT c.oid::regclass::text AS name FROM pg_class c
-     JOIN pg_namespace n ON n.oid = c.relnamespace
-     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped
-     WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1`,
-    [schema, tenantColumn]
-  )
-  return rows.map((row) => row.name)
-}
-
-async function describe (pool: Pool, table: string): Promise<TableInfo> {
-  // The catalog's own spelling (quoted where needed): the only form of the name written into SQL.
-  const { rows: [canonical] } = await pool.query<{ name: string }>('SELECT $1::regclass::text AS name', [table])
-  const columns = await pool.query<Column>(
-    `SELECT a.attname AS name, t.typcategory AS category, format_type(a.atttypid, a.atttypmod) AS type,
-       a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AS required, a.attgenerated <> '' AS generated
-     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-     WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`,
-    [table]
-  )
-  const names = (keys: string, relation: string): string =>
-    `array(SELECT attname::text FROM unnest(${keys}) WITH ORDINALITY AS k(num, ord) JOIN pg_attribute ON attrelid = ${relation} AND attnum = k.num ORDER BY k.ord)`
-  const constraints = await pool.query<{ type: string, parent: string | null, columns: string[], parent_columns: string[] | null }>(
-    `SELECT contype AS type, nullif(confrelid, 0)::regclass::text AS parent, ${names('conkey', 'conrelid')} AS columns,
-       CASE WHEN contype = 'f' THEN ${names('confkey', 'confrelid')} END AS parent_columns
-     FROM pg_constraint WHERE conrelid = $1::regclass AND contype IN ('p', 'f') ORDER BY conname`,
-    [table]
-  )
-  const primary = constraints.rows.find((row) => row.type === 'p')
-  return {
-    name: canonical?.name ?? table,
-    columns: columns.rows,
-    key: primary?.columns ?? [],
-    foreignKeys: constraints.rows.filter((row) => row.type === 'f' && row.parent !== null)
-      .map((row) => ({ parent: row.parent as string, columns: row.columns, parentColumns: row.parent_columns ?? [] }))
-  }
-}
-
-/** Parents before children, so every foreign key can point at a seeded row. */
-function seedOrder (tables: TableInfo[]): TableInfo[] {
-  const byName = new Map(tables.map((table) => [table.name, table]))
-  const ordered: TableInfo[] = []
-  const visiting = new Set<string>()
-  const visit = (table: TableInfo): void => {
-    if (ordered.includes(table) || visiting.has(table.name)) return
-    visiting.add(table.name)
-    for (const key of table.foreignKeys) {
-      const parent = byName.get(key.parent)
-      if (parent !== undefined && parent !== table) visit(parent)
-    }
-    ordered.push(table)
-  }
-  tables.forEach(visit)
-  return ordered
-}
-
 // A value PostgreSQL accepts for a column of this type category, unique enough for a test row.
-function generated (column: Column, serial: number): string | undefined {
+function generated (column: CatalogColumn, serial: number): string | undefined {
   switch (column.category) {
     case 'S': return `'rls-check-${serial}'`
     case 'N': return `${serial}`
@@ -165,7 +113,7 @@ class RowBuilder {
     private readonly seeded: Map<string, Map<string, Row>>
   ) {}
 
-  build (table: TableInfo, tenant: string, skipParents: string[] = []): { sql: string, values: unknown[] } {
+  build (table: CatalogTable, tenant: string, skipParents: string[] = []): { sql: string, values: unknown[] } {
     const values = new Map<string, unknown>([[this.tenantColumn, tenant]])
     for (const key of table.foreignKeys) {
       if (skipParents.includes(key.parent)) continue
@@ -196,7 +144,7 @@ class RowBuilder {
   }
 }
 
-function keyCondition (table: TableInfo, row: Row, offset = 0): { sql: string, values: unknown[] } {
+function keyCondition (table: CatalogTable, row: Row, offset = 0): { sql: string, values: unknown[] } {
   // Without a primary key, the physical row id still names exactly one row for the length of the check.
   const columns = table.key.length > 0 ? table.key : ['ctid']
   return {
@@ -289,15 +237,15 @@ const describeAttempt = (outcome: { rows: number } | { state: string }): string 
 export async function checkTenantIsolation (options: IsolationCheckOptions): Promise<IsolationReport> {
   const { appPool, adminPool, schema = 'public', tenantColumn = 'tenant_id', rows = {} } = options
   const setting = validateSetting(options.setting ?? DEFAULT_SETTING)
-  const names = options.tables ?? await discoverTables(adminPool, schema, tenantColumn)
-  const tables = seedOrder(await Promise.all(names.map((name) => describe(adminPool, name))))
+  const names = options.tables ?? await discoverTenantTables(adminPool, schema, tenantColumn)
+  const tables = parentsFirst(await Promise.all(names.map((name) => describeTable(adminPool, name))))
   const failures: IsolationFailure[] = []
   const fail = (table: string, operation: IsolationOperation, message: string): void => { failures.push({ table, operation, message }) }
   const idType = validateTenantIdType(options.tenantIdType)
   const [a, b] = [freshTenantId(idType), freshTenantId(idType)]
   const seeded = new Map<string, Map<string, Row>>()
   const builder = new RowBuilder(tenantColumn, rows, seeded)
-  const cleanup: Array<{ table: TableInfo, row: Row, tenant: string }> = []
+  const cleanup: Array<{ table: CatalogTable, row: Row, tenant: string }> = []
 
   try {
     for (const table of tables) {
@@ -345,7 +293,7 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
     }
   }
 
-  async function seed (table: TableInfo): Promise<Map<string, Row>> {
+  async function seed (table: CatalogTable): Promise<Map<string, Row>> {
     const byTenant = new Map<string, Row>()
     for (const tenant of [a, b]) {
       const row = await privileged(tenant, async (client) => {
@@ -365,15 +313,15 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
   }
 
   // A row in a table outside the checked set that the tenant column references (a tenants table).
-  async function seedParent (client: PoolClient, key: ForeignKey, tenant: string): Promise<void> {
-    const parent = await describe(adminPool, key.parent)
+  async function seedParent (client: PoolClient, key: CatalogForeignKey, tenant: string): Promise<void> {
+    const parent = await describeTable(adminPool, key.parent)
     const tenantColumnIndex = key.columns.indexOf(tenantColumn)
     const insert = new RowBuilder(key.parentColumns[tenantColumnIndex] as string, {}, new Map()).build(parent, tenant)
     const { rows: inserted } = await client.query(`${insert.sql} ON CONFLICT DO NOTHING RETURNING *, ctid`, insert.values)
     if (inserted[0] !== undefined) cleanup.unshift({ table: parent, row: inserted[0] as Row, tenant })
   }
 
-  async function checkTable (table: TableInfo, rowA: Row, rowB: Row): Promise<void> {
+  async function checkTable (table: CatalogTable, rowA: Row, rowB: Row): Promise<void> {
     const name = table.name
     const column = ident(tenantColumn)
     const ofB = keyCondition(table, rowB)

@@ -33,3 +33,13 @@ export async function usageOnInvalidOption<T> (work: () => Promise<T>): Promise<
     throw error
   }
 }
+
+/** Creates a one-connection pool for a library function that takes a pool, runs `work`, and ends the pool. */
+export async function withDatabasePool<T> (connectionString: string, work: (pool: pg.Pool) => Promise<T>): Promise<T> {
+  const pool = new pg.Pool({ connectionString, application_name: 'fastify-tenant-rls cli', max: 1, connectionTimeoutMillis: 10_000 })
+  try {
+    return await work(pool)
+  } finally {
+    await pool.end()
+  }
+}
