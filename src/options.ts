@@ -6,6 +6,9 @@ import type { Pool } from 'pg'
 import { failOption } from './errors.js'
 import { createOwnedPool } from './owned-pool.js'
 import type { OwnedPoolConfig } from './owned-pool.js'
+import { DEFAULT_AUDIT_TABLE, tableName } from './elevated/tables.js'
+import type { TableName } from './elevated/tables.js'
+import { validateSystemPool } from './elevated/with-system.js'
 import { validateTenantIdType } from './tenant-id.js'
 import type { TenantIdType } from './tenant-id.js'
 import { validatePublicRoutes } from './public-routes.js'
@@ -101,6 +104,14 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    * predicate, or both. Routes with only the OPTIONS method (CORS preflights) are always public.
    */
   publicRoutes?: PublicRoutesOptions
+  /**
+   * A pg.Pool of the dedicated system role, for `app.withSystem` (cross-tenant jobs). Checked at
+   * ready: no superuser, BYPASSRLS, no membership with the app role either way, no DELETE or
+   * TRUNCATE on an RLS table, no table owned, no CREATE in a schema.
+   */
+  systemPool?: Pool
+  /** Where `app.withSystem` records its jobs. Default `'public.tenant_rls_audit'`. */
+  auditTable?: string
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
@@ -122,6 +133,9 @@ export interface ResolvedOptions {
   /** Transaction modes of routes that do not override them (and the defaults of app.withTenant). */
   routeMode: RouteMode
   isPublicRoute: PublicRoutePredicate
+  /** The system role's pool, when app.withSystem is enabled. */
+  systemPool: Pool | undefined
+  auditTable: TableName
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
@@ -137,7 +151,7 @@ const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'decorator',
-  'tenantIdType', 'settings', 'readOnly', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes'])
+  'tenantIdType', 'settings', 'readOnly', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'systemPool', 'auditTable'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
 export function validateSetting (setting: unknown): string {
@@ -270,7 +284,9 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     settings: given.settings as SettingsResolver | undefined,
     tenantIdType: validateTenantIdType(given.tenantIdType),
     routeMode: resolvePluginMode(given, checkedLockTimeout),
-    isPublicRoute: validatePublicRoutes(publicRoutes)
+    isPublicRoute: validatePublicRoutes(publicRoutes),
+    systemPool: given.systemPool === undefined ? undefined : validateSystemPool(given.systemPool, pool),
+    auditTable: tableName('auditTable', given.auditTable, DEFAULT_AUDIT_TABLE)
   }
   // Created last, once every other option is known to be good (creating one connects nowhere yet).
   return { ...resolved, ownsPool, pool: validatePool(ownsPool ? createOwnedPool(connectionString as string, poolConfig) : pool) }

@@ -204,6 +204,12 @@ function quoteIdentifier (name: string): string {
   return `"${name.replaceAll('"', '""')}"`
 }
 
+/** A drizzle table's name as SQL: quoted, and schema-qualified when the table names its schema. */
+export function quotedTableName (table: PgTable): string {
+  const config = getTableConfig(table)
+  return config.schema === undefined ? quoteIdentifier(config.name) : `${quoteIdentifier(config.schema)}.${quoteIdentifier(config.name)}`
+}
+
 /**
  * The SQL drizzle-kit does not generate, for every tenant table in `schema` (the module of your
  * tables): FORCE ROW LEVEL SECURITY, so the table owner is held to the policy too, and exactly
@@ -220,8 +226,7 @@ export function tenantTablesSql (schema: Record<string, unknown>, options: Tenan
   const tables = Object.values(schema).filter(isTenantTable)
   if (tables.length === 0) failOption('tenantTablesSql: the schema has no table declared with tenantTable')
   const statements = tables.flatMap((table) => {
-    const config = getTableConfig(table)
-    const name = config.schema === undefined ? quoteIdentifier(config.name) : `${quoteIdentifier(config.schema)}.${quoteIdentifier(config.name)}`
+    const name = quotedTableName(table)
     return [
       `ALTER TABLE ${name} FORCE ROW LEVEL SECURITY;`,
       `REVOKE ALL ON TABLE ${name} FROM ${quoteIdentifier(role)};`,
