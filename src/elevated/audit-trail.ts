@@ -233,10 +233,11 @@ export async function accessReport (pool: Pool, tenantId: string, options: Acces
   const to = checkedDate('to', options?.to)
   if (!(from < to)) failOption('accessReport: from must be before to')
   const { rows } = await pool.query<AccessReportEntry>(
-    `SELECT seq::text AS seq, occurred_at AS at, event, actor, reason, tenant_id AS "tenantId", grant_id AS "grantId", detail
-       FROM ${t.sql}
-      WHERE (tenant_id = $1 OR (tenant_id IS NULL AND event LIKE 'system\\_job.%'))
-        AND occurred_at >= $2 AND occurred_at < $3
-      ORDER BY seq`, [tenant, from, to])
+    // Ordered by the column, not by the text alias of the same name.
+    `SELECT a.seq::text AS seq, a.occurred_at AS at, a.event, a.actor, a.reason, a.tenant_id AS "tenantId", a.grant_id AS "grantId", a.detail
+       FROM ${t.sql} a
+      WHERE (a.tenant_id = $1 OR (a.tenant_id IS NULL AND a.event LIKE 'system\\_job.%'))
+        AND a.occurred_at >= $2 AND a.occurred_at < $3
+      ORDER BY a.seq`, [tenant, from, to])
   return rows
 }

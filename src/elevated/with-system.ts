@@ -39,15 +39,37 @@ export function validateSystemPool (systemPool: unknown, appPool?: unknown): Poo
   return systemPool as Pool
 }
 
-/** Appends one audit row on `client`, outside any transaction, or on a fresh connection when the client may be broken. */
-async function appendOutcome (target: Pool | PoolClient, audit: TableName, event: AuditEvent, who: Accountability, detail: Record<string, unknown>): Promise<void> {
-  await target.query(appendAuditSql(audit), [event, who.actor, who.reason, null, null, detail])
+/**
+ * Appends the outcome row, outside any transaction, and lets the job's connection go: on that
+ * connection when it still answers (then it is kept for the next job), otherwise on a fresh one
+ * (the job may have killed its connection, or left it with a role that may not append; `client`
+ * null: known to run as another role). The job's connection is released, destroyed, before the
+ * fresh one is asked for: with a pool of one it could not be had while the other is held.
+ */
+async function appendOutcome (client: PoolClient | null, release: (destroy: boolean) => void, systemPool: Pool, audit: TableName, event: AuditEvent, who: Accountability, detail: Record<string, unknown>): Promise<void> {
+  const values = [event, who.actor, who.reason, null, null, detail]
+  if (client !== null) {
+    try {
+      await client.query(appendAuditSql(audit), values)
+      release(false)
+      return
+    } catch {}
+  }
+  release(true)
+  await systemPool.query(appendAuditSql(audit), values)
 }
 
+// What the trail records of a failure: a code (the SQLSTATE, also under drizzle's wrapper, or the
+// plugin's code) or the error's class; never its message, which can quote values.
 function errorCode (error: unknown): string {
-  const code = (error as { code?: unknown } | null)?.code
-  return typeof code === 'string' ? code : (error as Error | null)?.name ?? 'unknown'
+  for (let link = error, depth = 0; link !== null && typeof link === 'object' && depth < 5; link = (link as { cause?: unknown }).cause, depth++) {
+    const code = (link as { code?: unknown }).code
+    if (typeof code === 'string') return code
+  }
+  return (error as Error | null)?.name ?? 'unknown'
 }
+
+function ignoreClientError (): void {}
 
 /** Shared by the standalone function and `app.withSystem`: audit, run, commit or roll back, audit. */
 export async function runWithSystem<TSchema extends Record<string, unknown>, TResult> (
@@ -61,9 +83,18 @@ export async function runWithSystem<TSchema extends Record<string, unknown>, TRe
   if (typeof work !== 'function') failOption('withSystem needs the job as a function async (db) => result')
   const role = await roleOf()
   const client = await systemPool.connect()
-  // Kept for the next job only when the connection is known to be back outside any transaction.
-  let clean = false
+  // A checked-out client that loses its server emits 'error'; unheard, that would end the process.
+  // The failure reaches the job through its pending query instead.
+  client.on('error', ignoreClientError)
+  let released = false
+  function release (destroy: boolean): void {
+    if (released) return
+    released = true
+    client.off('error', ignoreClientError)
+    client.release(destroy)
+  }
   let started: string | undefined
+  let committed = false
   try {
     // The `started` row commits on its own; its RETURNING also says which role the connection runs as.
     const { rows: [start] } = await client.query<{ seq: string, role: string }>(`${appendAuditSql(audit)} RETURNING seq::text AS seq, current_user::text AS role`,
@@ -81,20 +112,21 @@ export async function runWithSystem<TSchema extends Record<string, unknown>, TRe
       await client.query('ROLLBACK').catch(() => {})
       throw error
     }
-    clean = true
-    await appendOutcome(client, audit, 'system_job.committed', who, { started })
+    committed = true
+    // A failure to record the commit is the caller's to hear about (the work is committed).
+    await appendOutcome(client, release, systemPool, audit, 'system_job.committed', who, { started })
     return result
   } catch (error) {
-    if (started !== undefined) {
-      // After ROLLBACK on the same connection when it still answers; otherwise on another one.
-      const written = await appendOutcome(client, audit, 'system_job.rolled_back', who, { started, error: errorCode(error) }).then(() => true, () => false)
-      // A connection running as an unexpected role is never handed to the next job.
-      clean = written && !(error instanceof UnexpectedRoleError)
-      if (!written) await appendOutcome(systemPool, audit, 'system_job.rolled_back', who, { started, error: errorCode(error) }).catch(() => {})
+    if (started !== undefined && !committed) {
+      // The job's own error is what the caller hears; the trail keeps what it can. A connection
+      // running as an unexpected role is never used again.
+      const usable = error instanceof UnexpectedRoleError ? null : client
+      await appendOutcome(usable, release, systemPool, audit, 'system_job.rolled_back', who, { started, error: errorCode(error) }).catch(() => {})
     }
     throw error
   } finally {
-    client.release(!clean)
+    // Still held here only when nothing showed the connection to be clean: destroyed.
+    release(true)
   }
 }
 

@@ -55,10 +55,10 @@ for (const { name, spoil, problem, fix, plugin } of unsafe) {
       const app = Fastify()
       t.teardown(() => app.close())
       await app.register(fastifyTenantRls, { pool, verify: async () => ({}), systemPool: unsafePool })
-      await t.rejects(app.ready(), plugin ?? { code: 'FST_TENANT_RLS_UNSAFE_SYSTEM_ROLE', message: problem })
+      await t.rejects(async () => { await app.ready() }, plugin ?? { code: 'FST_TENANT_RLS_UNSAFE_SYSTEM_ROLE', message: problem })
     } finally {
       // Shared objects the spoiling created.
-      await db.admin.query(`REVOKE DELETE ON projects FROM PUBLIC; DROP TABLE IF EXISTS owned_by_system`)
+      await db.admin.query('REVOKE DELETE ON projects FROM PUBLIC; DROP TABLE IF EXISTS owned_by_system')
     }
   })
 }
@@ -68,7 +68,7 @@ t.test('refused by the plugin: the app role itself as the system pool (same role
   const app = Fastify()
   t.teardown(() => app.close())
   await app.register(fastifyTenantRls, { pool, verify: async () => ({}), systemPool: sameRole })
-  await t.rejects(app.ready(), { code: 'FST_TENANT_RLS_UNSAFE_SYSTEM_ROLE', message: /is the application pool's role/ })
+  await t.rejects(async () => { await app.ready() }, { code: 'FST_TENANT_RLS_UNSAFE_SYSTEM_ROLE', message: /is the application pool's role/ })
 })
 
 t.test('knowing the app role, the plugin says when a membership is with the app role', async (t) => {

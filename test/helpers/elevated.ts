@@ -68,7 +68,7 @@ export async function elevatedWorld (t: Test, max = 2): Promise<ElevatedWorld> {
     systemPool,
     loginRole,
     async auditRows () {
-      const { rows } = await db.admin.query('SELECT seq::text AS seq, event, actor, reason, tenant_id, grant_id, detail FROM tenant_rls_audit ORDER BY seq')
+      const { rows } = await db.admin.query('SELECT seq::text AS seq, event, actor, reason, tenant_id, grant_id, detail FROM tenant_rls_audit a ORDER BY a.seq')
       return rows
     }
   }
