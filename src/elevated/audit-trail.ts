@@ -131,8 +131,8 @@ export interface AuditChainReport {
 /** Options of `verifyAuditChain`. */
 export interface VerifyAuditChainOptions {
   auditTable?: string
-  /** A head returned by an earlier verification: the row must still be there with that hash. */
-  anchor?: AuditAnchor
+  /** A head returned by an earlier verification: the row must still be there with that hash. Null: none (an empty trail's head). */
+  anchor?: AuditAnchor | null
 }
 
 const PAGE = 1000
@@ -146,13 +146,13 @@ interface ChainRow { seq: string, prev_hash: string, hash: string, canonical: st
  */
 export async function verifyAuditChain (pool: Pool, options: VerifyAuditChainOptions = {}): Promise<AuditChainReport> {
   const t = tableName('auditTable', options.auditTable, DEFAULT_AUDIT_TABLE)
-  const anchor = options.anchor
-  if (anchor !== undefined && (typeof anchor?.seq !== 'string' || typeof anchor.hash !== 'string')) failOption('anchor must be { seq, hash } as returned in an earlier report\'s head')
+  const anchor = options.anchor ?? undefined
+  if (anchor !== undefined && (typeof anchor.seq !== 'string' || typeof anchor.hash !== 'string')) failOption('anchor must be { seq, hash } as returned in an earlier report\'s head')
   const client = await pool.connect()
   const problems: AuditChainProblem[] = []
   let rows = 0
   let head: AuditAnchor | null = null
-  let anchorFound = anchor === undefined
+  let anchorSeen = false
   let healthy = false
   try {
     await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL \"TimeZone\" TO 'UTC'")
@@ -170,9 +170,9 @@ export async function verifyAuditChain (pool: Pool, options: VerifyAuditChainOpt
         if (row.prev_hash !== previous) {
           problems.push({ seq: row.seq, problem: 'it is not chained to the row before it: a row before it was deleted, inserted or modified' })
         }
-        if (anchor !== undefined && row.seq === anchor.seq) {
-          anchorFound = row.hash === anchor.hash
-          if (!anchorFound) problems.push({ seq: row.seq, problem: 'the anchor row has another hash than when it was anchored: the chain was rewritten' })
+        if (row.seq === anchor?.seq) {
+          anchorSeen = true
+          if (row.hash !== anchor.hash) problems.push({ seq: row.seq, problem: 'the anchor row has another hash than when it was anchored: the chain was rewritten' })
         }
         previous = row.hash
         head = { seq: row.seq, hash: row.hash }
@@ -185,9 +185,7 @@ export async function verifyAuditChain (pool: Pool, options: VerifyAuditChainOpt
   } finally {
     client.release(!healthy)
   }
-  if (!anchorFound && !problems.some((problem) => problem.seq === anchor?.seq)) {
-    problems.push({ seq: anchor?.seq ?? '', problem: 'the anchor row is missing: rows were deleted from the end of the trail' })
-  }
+  if (anchor !== undefined && !anchorSeen) problems.push({ seq: anchor.seq, problem: 'the anchor row is missing: rows were deleted from the end of the trail' })
   return { ok: problems.length === 0, rows, head, problems }
 }
 
