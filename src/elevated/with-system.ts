@@ -13,6 +13,7 @@ import { checkAccountability } from './accountability.js'
 import type { Accountability } from './accountability.js'
 import { appendAuditSql } from './audit-trail.js'
 import type { AuditEvent } from './audit-trail.js'
+import { validateSystemPool } from './system-pool.js'
 import { checkedSystemRole } from './system-role.js'
 import { DEFAULT_AUDIT_TABLE, tableName } from './tables.js'
 import type { TableName } from './tables.js'
@@ -26,17 +27,6 @@ export interface WithSystemOptions<TSchema extends Record<string, unknown>> {
   schema?: TSchema
   /** Where the audit trail is. Default `'public.tenant_rls_audit'`. */
   auditTable?: string
-}
-
-/** Checks the system pool option: a pg.Pool that cannot make a job wait forever, not the app's pool. */
-export function validateSystemPool (systemPool: unknown, appPool?: unknown): Pool {
-  if (systemPool === null || typeof systemPool !== 'object' || typeof (systemPool as Pool).connect !== 'function') {
-    failOption('systemPool must be a pg.Pool of the dedicated system role (see systemRoleSql)')
-  }
-  if (systemPool === appPool) failOption('systemPool must be a pool of its own, connected as the system role, not the application pool')
-  const timeout = (systemPool as Pool).options?.connectionTimeoutMillis
-  if (typeof timeout !== 'number' || !(timeout > 0)) failOption('systemPool must set connectionTimeoutMillis (for example 5000), so a job waits a bounded time for a connection')
-  return systemPool as Pool
 }
 
 /**
