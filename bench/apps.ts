@@ -1,15 +1,20 @@
-// Builds the applications the benchmark compares: the plugin and the baselines B0-B3, each a
-// Fastify app with @fastify/jwt (every variant verifies the same token and takes the tenant from
-// it), each with its own pool of the same size. Nothing here measures; it only serves.
+// Builds the applications the benchmark compares: the plugin (once per variant in targets.ts) and
+// the baselines B0-B4, each a Fastify app with @fastify/jwt (every app verifies the same token and
+// takes the tenant from it), each with its own pool of the same size. Nothing here measures; it
+// only serves.
 import fastifyJwt from '@fastify/jwt'
 import fastifyPostgres from '@fastify/postgres'
 import { sql } from 'drizzle-orm'
 import { drizzle } from 'drizzle-orm/node-postgres'
+import { drizzle as drizzleOnPostgresJs } from 'drizzle-orm/postgres-js'
 import Fastify from 'fastify'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import pg from 'pg'
 import type { PoolConfig } from 'pg'
 import fastifyTenantRls from 'fastify-tenant-rls'
+import postgres from 'postgres'
+import type { SocketWatch } from './socket-traffic.js'
+import { PLUGIN_VARIANTS } from './targets.js'
 import type { AppName } from './targets.js'
 import { items, newestItems, postItem, threeDependentQueries } from './workloads.js'
 
@@ -28,6 +33,8 @@ export interface BenchApp {
 /** Told about each app as it is built, before any request or connection: where counting starts. */
 export interface AppObserver {
   pool (name: AppName, pool: pg.Pool): void
+  /** For a postgres.js client, which has no pool events: sockets whose traffic is counted for `name`. */
+  sockets (name: AppName): SocketWatch['socket']
   served (name: AppName): void
 }
 
@@ -55,18 +62,20 @@ async function baseline (name: AppName, settings: AppSettings, observer: AppObse
   return { app, tenantOf: (request) => String((request.user as { tenant_id?: unknown }).tenant_id) }
 }
 
-async function pluginApp (settings: AppSettings, observer: AppObserver): Promise<BenchApp> {
-  const app = await withJwt('plugin', settings, observer)
+async function pluginApp (variant: typeof PLUGIN_VARIANTS[number], settings: AppSettings, observer: AppObserver): Promise<BenchApp> {
+  const name = variant.app
+  const app = await withJwt(name, settings, observer)
   const pool = new pg.Pool(poolConfig(settings, settings.appUrl))
-  observer.pool('plugin', pool)
-  await app.register(fastifyTenantRls, { pool, schema: { items } })
-  app.get('/w1', async (request) => newestItems(request.db))
-  app.get('/w1p', async (request) => newestItems(request.db).prepare('w1').execute())
-  app.post('/w2', async (request) => postItem(request.db, String(request.tenantId), amountFrom(request)))
-  app.get('/w3', async (request) => ({ tenant: request.tenantId }))
-  app.get('/w4', async (request) => threeDependentQueries(request.db))
+  observer.pool(name, pool)
+  await app.register(fastifyTenantRls, { ...variant.settings, pool, schema: { items } })
+  const options = { config: { tenant: variant.route } }
+  app.get('/w1', options, async (request) => newestItems(request.db))
+  app.get('/w1p', options, async (request) => newestItems(request.db).prepare('w1').execute())
+  app.post('/w2', options, async (request) => postItem(request.db, String(request.tenantId), amountFrom(request)))
+  app.get('/w3', options, async (request) => ({ tenant: request.tenantId }))
+  app.get('/w4', options, async (request) => threeDependentQueries(request.db))
   app.addHook('onClose', async () => { await pool.end() })
-  return { name: 'plugin', app }
+  return { name, app }
 }
 
 async function plainFastify (settings: AppSettings, observer: AppObserver): Promise<BenchApp> {
@@ -111,9 +120,42 @@ async function fastifyPostgresTransact (settings: AppSettings, observer: AppObse
   return { name: 'b3', app }
 }
 
+// drizzle sends each query through postgres.js's unsafe() with `prepare: false` unless the route
+// called .prepare(), whereas postgres.js prepares its own tagged-template queries by default (each
+// distinct text becomes a named statement on each connection, parsed once there). This gives
+// drizzle's queries postgres.js's default, which is the baseline the comparison is after. It saves
+// the parsing, not the planning: drizzle binds W1's LIMIT as a parameter, and PostgreSQL keeps
+// choosing a custom plan for it (pg_prepared_statements: custom_plans only).
+function preparingEveryQuery (client: postgres.Sql): postgres.Sql {
+  const unsafe: postgres.Sql['unsafe'] = (text, parameters, options) => client.unsafe(text, parameters, { ...options, prepare: true })
+  return new Proxy(client, {
+    get: (target, key, receiver) => key === 'unsafe' ? unsafe : Reflect.get(target, key, receiver)
+  })
+}
+
+async function drizzleOnPostgresJsAutoPrepared (settings: AppSettings, observer: AppObserver): Promise<BenchApp> {
+  const { app, tenantOf } = await baseline('b4', settings, observer)
+  const client = postgres(settings.manualUrl, {
+    max: settings.poolSize,
+    connect_timeout: 5,
+    onnotice: () => {},
+    // Documented in postgres.js's README ("Custom socket"), not in its types.
+    ...{ socket: observer.sockets('b4') }
+  })
+  const db = drizzleOnPostgresJs(preparingEveryQuery(client))
+  app.get('/w1', async (request) => newestItems(db, tenantOf(request)))
+  app.post('/w2', async (request) => postItem(db, tenantOf(request), amountFrom(request)))
+  app.get('/w4', async (request) => threeDependentQueries(db, tenantOf(request)))
+  app.addHook('onClose', async () => { await client.end() })
+  return { name: 'b4', app }
+}
+
 /** Builds every application, ready to listen. */
 export async function buildApps (settings: AppSettings, observer: AppObserver): Promise<BenchApp[]> {
-  const builders = [pluginApp, plainFastify, rawPg, drizzleOnPool, fastifyPostgresTransact]
+  const builders = [
+    ...PLUGIN_VARIANTS.map((variant) => (given: AppSettings, watcher: AppObserver) => pluginApp(variant, given, watcher)),
+    plainFastify, rawPg, drizzleOnPool, fastifyPostgresTransact, drizzleOnPostgresJsAutoPrepared
+  ]
   const apps = await Promise.all(builders.map((build) => build(settings, observer)))
   await Promise.all(apps.map(({ app }) => app.ready()))
   return apps

@@ -88,13 +88,17 @@ function perRequest (target: Target, before: Snapshot, after: Snapshot): Measure
   const served = (after.served[target.app] ?? 0) - (before.served[target.app] ?? 0)
   const start = before.traffic[target.app]
   const end = after.traffic[target.app]
-  const per = (pick: (traffic: NonNullable<typeof end>) => number): number =>
-    start === undefined || end === undefined ? 0 : (pick(end) - pick(start)) / served
+  // A figure the app's traffic does not have (a postgres.js client's checkouts) is NaN, shown as n/a.
+  const per = (pick: (traffic: NonNullable<typeof end>) => number | undefined): number => {
+    if (start === undefined || end === undefined) return 0
+    const [before, after] = [pick(start), pick(end)]
+    return before === undefined || after === undefined ? Number.NaN : (after - before) / served
+  }
   return {
     roundTrips: per((traffic) => traffic.roundTrips),
     statements: per((traffic) => traffic.statements),
-    checkouts: per((traffic) => traffic.checkouts),
-    holdMs: per((traffic) => traffic.holdMs)
+    checkouts: per((traffic) => 'checkouts' in traffic ? traffic.checkouts : undefined),
+    holdMs: per((traffic) => 'holdMs' in traffic ? traffic.holdMs : undefined)
   }
 }
 

@@ -1,12 +1,15 @@
 // The server process of the benchmark: every application from apps.ts, listening on its own port
 // in this one process, so that all variants share the same process and run. Alongside them a
-// control app answers GET /snapshot with each pool's wire traffic and each app's served requests;
+// control app answers GET /snapshot with each app's wire traffic (from its pg pool's protocol events,
+// or from the bytes on its postgres.js sockets) and each app's served requests;
 // the driver takes a snapshot before and after every measurement and divides the difference.
 import Fastify from 'fastify'
 import { watchWireTraffic } from '../test/helpers/wire-traffic.js'
-import type { WireWatch } from '../test/helpers/wire-traffic.js'
+import type { WireTraffic } from '../test/helpers/wire-traffic.js'
 import { buildApps } from './apps.js'
 import type { AppSettings } from './apps.js'
+import { watchSocketTraffic } from './socket-traffic.js'
+import type { SocketTraffic } from './socket-traffic.js'
 import type { AppName } from './targets.js'
 
 /** Sent to the driver once everything listens. */
@@ -17,14 +20,20 @@ export interface ServerReady {
 
 export interface Snapshot {
   served: Record<string, number>
-  traffic: Record<string, ReturnType<WireWatch['read']>>
+  /** A postgres.js client has no checkouts, so its traffic has no checkouts nor hold time. */
+  traffic: Record<string, WireTraffic | SocketTraffic>
 }
 
 const settings = JSON.parse(process.env.BENCH_SERVER_SETTINGS ?? '{}') as AppSettings
 const served: Record<string, number> = {}
-const watches: Record<string, WireWatch> = {}
+const watches: Record<string, { read (): WireTraffic | SocketTraffic }> = {}
 const apps = await buildApps(settings, {
   pool (name, pool) { watches[name] = watchWireTraffic(pool, { keepCommands: false }) },
+  sockets (name) {
+    const watch = watchSocketTraffic()
+    watches[name] = watch
+    return watch.socket
+  },
   served (name) { served[name] = (served[name] ?? 0) + 1 }
 })
 

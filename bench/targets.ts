@@ -1,15 +1,51 @@
 // What is measured: every (application, workload) pair the benchmark drives, and which pairs are
 // compared. Shared by the server process (which builds the routes) and the driver (which loads them).
+import type { FastifyTenantRlsSettings, TenantRouteOptions } from 'fastify-tenant-rls'
 
-/** The Fastify applications, one pool each (of equal size), all in the same server process. */
-export type AppName = 'plugin' | 'b0' | 'b1' | 'b2' | 'b3'
+/**
+ * One configuration of the plugin, served as an app of its own (own registration, own pool of the
+ * same size), so that configurations are compared in one run like the baselines. To measure a new
+ * mode, add a variant here and a target row below that names its `app`; every variant serves
+ * every workload's route, and only the targets decide what is loaded.
+ */
+export interface PluginVariant {
+  app: string
+  /** What the variant is, in the results' list of variants. */
+  description: string
+  /** Register options on top of the bench's own pool and schema. */
+  settings: FastifyTenantRlsSettings
+  /** Applied to each of the variant's routes as `config: { tenant: route }`. */
+  route: TenantRouteOptions
+}
 
-export const APP_LABELS: Record<AppName, string> = {
-  plugin: 'fastify-tenant-rls',
+export const PLUGIN_VARIANTS = [
+  { app: 'plugin', description: 'fastify-tenant-rls, default options', settings: {}, route: {} },
+  { app: 'plugin-single', description: 'fastify-tenant-rls, each query in one round trip (singleRoundTrip, read only)', settings: {}, route: { singleRoundTrip: true } },
+  { app: 'plugin-unprepared', description: 'fastify-tenant-rls, route queries not prepared (preparedRouteQueries: 0)', settings: { preparedRouteQueries: 0 }, route: {} }
+] as const satisfies readonly PluginVariant[]
+
+/** The baselines, each built by its own function in apps.ts. */
+export const BASELINE_LABELS = {
   b0: 'B0 plain Fastify (+ JWT check)',
   b1: 'B1 raw pg, named query, manual WHERE',
   b2: 'B2 drizzle on a plain pool, manual WHERE',
-  b3: 'B3 @fastify/postgres transact + drizzle, manual WHERE'
+  b3: 'B3 @fastify/postgres transact + drizzle, manual WHERE',
+  b4: 'B4 drizzle on postgres.js with every query prepared, as postgres.js prepares its own queries by default, manual WHERE'
+} as const
+
+export type PluginAppName = typeof PLUGIN_VARIANTS[number]['app']
+export type BaselineName = keyof typeof BASELINE_LABELS
+
+/** The Fastify applications, one pool each (of equal size), all in the same server process. */
+export type AppName = PluginAppName | BaselineName
+
+export const APP_LABELS: Record<AppName, string> = {
+  ...Object.fromEntries(PLUGIN_VARIANTS.map((variant) => [variant.app, variant.description])) as Record<PluginAppName, string>,
+  ...BASELINE_LABELS
+}
+
+export function isPluginApp (app: AppName): app is PluginAppName {
+  return PLUGIN_VARIANTS.some((variant) => variant.app === app)
 }
 
 export interface Target {
@@ -25,18 +61,23 @@ export interface Target {
 export const TARGETS: readonly Target[] = [
   { id: 'W1-plugin', app: 'plugin', workload: 'W1', label: 'plugin', method: 'GET', path: '/w1' },
   { id: 'W1-plugin-prepared', app: 'plugin', workload: 'W1', label: 'plugin, prepared', method: 'GET', path: '/w1p' },
+  { id: 'W1-plugin-single', app: 'plugin-single', workload: 'W1', label: 'plugin, single round trip', method: 'GET', path: '/w1' },
+  { id: 'W1-plugin-unprepared', app: 'plugin-unprepared', workload: 'W1', label: 'plugin, route queries unprepared', method: 'GET', path: '/w1' },
   { id: 'W1-b1', app: 'b1', workload: 'W1', label: 'B1 raw pg', method: 'GET', path: '/w1' },
   { id: 'W1-b2', app: 'b2', workload: 'W1', label: 'B2 drizzle', method: 'GET', path: '/w1' },
   { id: 'W1-b2-prepared', app: 'b2', workload: 'W1', label: 'B2 drizzle, prepared', method: 'GET', path: '/w1p' },
   { id: 'W1-b3', app: 'b3', workload: 'W1', label: 'B3 @fastify/postgres', method: 'GET', path: '/w1' },
+  { id: 'W1-b4', app: 'b4', workload: 'W1', label: 'B4 postgres.js, auto-prepared', method: 'GET', path: '/w1' },
   { id: 'W2-plugin', app: 'plugin', workload: 'W2', label: 'plugin', method: 'POST', path: '/w2' },
   { id: 'W2-b2', app: 'b2', workload: 'W2', label: 'B2 drizzle', method: 'POST', path: '/w2' },
   { id: 'W2-b3', app: 'b3', workload: 'W2', label: 'B3 @fastify/postgres', method: 'POST', path: '/w2' },
+  { id: 'W2-b4', app: 'b4', workload: 'W2', label: 'B4 postgres.js, auto-prepared', method: 'POST', path: '/w2' },
   { id: 'W3-plugin', app: 'plugin', workload: 'W3', label: 'plugin', method: 'GET', path: '/w3' },
   { id: 'W3-b0', app: 'b0', workload: 'W3', label: 'B0 plain Fastify', method: 'GET', path: '/w3' },
   { id: 'W4-plugin', app: 'plugin', workload: 'W4', label: 'plugin', method: 'GET', path: '/w4' },
   { id: 'W4-b2', app: 'b2', workload: 'W4', label: 'B2 drizzle', method: 'GET', path: '/w4' },
-  { id: 'W4-b3', app: 'b3', workload: 'W4', label: 'B3 @fastify/postgres', method: 'GET', path: '/w4' }
+  { id: 'W4-b3', app: 'b3', workload: 'W4', label: 'B3 @fastify/postgres', method: 'GET', path: '/w4' },
+  { id: 'W4-b4', app: 'b4', workload: 'W4', label: 'B4 postgres.js, auto-prepared', method: 'GET', path: '/w4' }
 ]
 
 /** Plugin target vs baseline target, with the issue's threshold where it sets one (min or max). */
@@ -48,16 +89,27 @@ export interface Comparison {
   target?: number
 }
 
+// Thresholds from issue 10's targets; the p50 ones from before it still stand.
 export const COMPARISONS: readonly Comparison[] = [
-  { subject: 'W1-plugin', baseline: 'W1-b2', metric: 'throughput', target: 0.8 },
-  { subject: 'W1-plugin-prepared', baseline: 'W1-b2-prepared', metric: 'throughput', target: 0.8 },
-  { subject: 'W1-plugin', baseline: 'W1-b3', metric: 'throughput', target: 1.1 },
+  { subject: 'W1-plugin', baseline: 'W1-b2', metric: 'throughput', target: 1.0 },
+  { subject: 'W1-plugin', baseline: 'W1-b2-prepared', metric: 'throughput', target: 0.85 },
+  { subject: 'W1-plugin', baseline: 'W1-b3', metric: 'throughput', target: 1.3 },
   { subject: 'W1-plugin', baseline: 'W1-b1', metric: 'throughput' },
+  { subject: 'W1-plugin', baseline: 'W1-b4', metric: 'throughput' },
+  { subject: 'W1-plugin-prepared', baseline: 'W1-b2-prepared', metric: 'throughput' },
+  { subject: 'W1-plugin-single', baseline: 'W1-b2-prepared', metric: 'throughput', target: 1.0 },
+  { subject: 'W1-plugin-single', baseline: 'W1-b2', metric: 'p50 at c=1', target: 1.0 },
+  { subject: 'W1-plugin', baseline: 'W1-plugin-unprepared', metric: 'throughput' },
   { subject: 'W1-plugin', baseline: 'W1-b2', metric: 'p50 at c=1', target: 1.2 },
   { subject: 'W1-plugin-prepared', baseline: 'W1-b2-prepared', metric: 'p50 at c=1', target: 1.2 },
-  { subject: 'W2-plugin', baseline: 'W2-b2', metric: 'throughput' },
+  { subject: 'W2-plugin', baseline: 'W2-b2', metric: 'throughput', target: 0.9 },
   { subject: 'W2-plugin', baseline: 'W2-b3', metric: 'throughput' },
+  { subject: 'W2-plugin', baseline: 'W2-b4', metric: 'throughput' },
   { subject: 'W3-plugin', baseline: 'W3-b0', metric: 'throughput', target: 0.97 },
   { subject: 'W4-plugin', baseline: 'W4-b2', metric: 'throughput' },
-  { subject: 'W4-plugin', baseline: 'W4-b3', metric: 'throughput' }
+  { subject: 'W4-plugin', baseline: 'W4-b3', metric: 'throughput', target: 1.1 },
+  { subject: 'W4-plugin', baseline: 'W4-b4', metric: 'throughput' }
 ]
+
+/** SQL level: the RLS query's planning + execution at most this multiple of the manual WHERE's, both prepared. */
+export const SQL_PREPARED_TARGET = 1.02

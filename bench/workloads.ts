@@ -3,9 +3,8 @@
 // WHERE tenant_id = … that it would otherwise have to write by hand.
 import { and, desc, eq, gte, lt, sql } from 'drizzle-orm'
 import type { Placeholder, SQL } from 'drizzle-orm'
-import type { NodePgQueryResultHKT } from 'drizzle-orm/node-postgres'
 import { integer, pgTable, text, timestamp, uuid, bigint } from 'drizzle-orm/pg-core'
-import type { PgDatabase } from 'drizzle-orm/pg-core'
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
 import { POSTED_TITLE } from './seed.js'
 
 export const items = pgTable('items', {
@@ -16,8 +15,8 @@ export const items = pgTable('items', {
   amount: integer('amount').notNull()
 })
 
-/** What the workloads use of a drizzle database: request.db, drizzle(pool) and drizzle(client) all fit. */
-export type Database = Pick<PgDatabase<NodePgQueryResultHKT>, 'select' | 'insert'>
+/** What the workloads use of a drizzle database: request.db, drizzle(pool), drizzle(client) and drizzle over postgres.js all fit. */
+export type Database = Pick<PgDatabase<PgQueryResultHKT>, 'select' | 'insert'>
 
 /** A tenant to filter on by hand (a value, or a placeholder for a prepared query); none under RLS. */
 export type ManualTenant = string | Placeholder | undefined

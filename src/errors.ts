@@ -76,6 +76,13 @@ export const UnexpectedRoleError = createError(
   500
 )
 
+/** A route in single-round-trip mode sent a statement that is not a query (SET, a savepoint, DO, …); it was not sent. */
+export const SingleRoundTripRefusedError = createError(
+  'FST_TENANT_RLS_SINGLE_ROUND_TRIP_REFUSED',
+  'A single-round-trip route can only send queries (SELECT, WITH, VALUES, TABLE), each its own read-only transaction; this statement was not sent. Turn singleRoundTrip off for the route',
+  500
+)
+
 /** A unique, foreign-key or exclusion constraint refused a write (SQLSTATE 23505, 23503, 23P01), in a query or at COMMIT. */
 export const ConflictError = createError(
   'FST_TENANT_RLS_CONFLICT',
@@ -210,6 +217,34 @@ export const GrantStateError = createError(
   'FST_TENANT_RLS_GRANT_STATE',
   'Grant %s',
   409
+)
+
+/** The audit (or EXPLAIN under a tenant) was given an application role that does not exist. */
+export const AuditRoleNotFoundError = createError(
+  'FST_TENANT_RLS_AUDIT_ROLE_NOT_FOUND',
+  'The role "%s" does not exist in this database; give the role the application connects as',
+  500
+)
+
+/** The audit was given a schema that does not exist: auditing nothing would report a clean database. */
+export const AuditSchemaNotFoundError = createError(
+  'FST_TENANT_RLS_AUDIT_SCHEMA_NOT_FOUND',
+  'The schema "%s" does not exist in this database',
+  500
+)
+
+/** The startup audit (`startupAudit: 'error'`) found error-level problems on the tables the registered schema declares; raised by app.ready(). */
+export const UnsafeSchemaError = createError(
+  'FST_TENANT_RLS_UNSAFE_SCHEMA',
+  'Refusing to start: %s',
+  500
+)
+
+/** The tenancy migration found rows whose tenant column is still NULL after the backfill; nothing was changed by the step. */
+export const BackfillIncompleteError = createError(
+  'FST_TENANT_RLS_BACKFILL_INCOMPLETE',
+  'The backfill left %s row(s) of %s without a tenant; map them (or delete them) and run the migration again',
+  500
 )
 
 /** Throws FST_TENANT_RLS_INVALID_OPTION: the one way every register-time check refuses an option. */

@@ -39,11 +39,15 @@ interface Connection {
   sync (): void
   stream: { cork?: () => void, uncork?: () => void }
   /** Named statements this connection has prepared, and those whose Parse is on its way, by name. */
+  close (message: { type: 'S', name: string }): void
   parsedStatements: Record<string, string | undefined>
   submittedNamedStatements: Record<string, string | undefined>
   on (event: 'parseComplete', listener: () => void): void
   off (event: 'parseComplete', listener: () => void): void
 }
+
+// Stands for the carried query's own Parse in the list of ParseCompletes to come (pg records that one).
+const CARRIED_PARSE = '\u0000carried'
 
 // The plugin's own named statements: one name per text, shared by every connection.
 const statementNames = new Map<string, string>()
@@ -68,6 +72,7 @@ interface QueryInternals {
   name: unknown
   rows: unknown
   requiresPreparation (): boolean
+  hasBeenParsed (connection: Connection): boolean
   submit (connection: Connection): Error | null
   handleDataRow (message: { fields: Array<string | null> }): void
   handleCommandComplete (message: unknown, connection: Connection): void
@@ -80,6 +85,12 @@ const Query = pg.Query as unknown as new (config: unknown, values: unknown, call
 
 class OpeningQuery extends Query {
   readonly #statements: readonly PipelinedStatement[]
+  /** Statements sent after the carried query, before the Sync (a single-round-trip query's checks and reset). */
+  readonly #after: readonly PipelinedStatement[]
+  /** Set once the carried query's own CommandComplete has arrived: what follows belongs to #after. */
+  #carriedDone = false
+  /** Statements of #after whose CommandComplete has arrived. */
+  #afterDone = 0
   readonly #rows: FirstRows = []
   /** Opening statements whose CommandComplete has not arrived yet. */
   #pending: number
@@ -90,14 +101,18 @@ class OpeningQuery extends Query {
   #unpreparedName: string | undefined
 
   readonly #prepare: boolean
+  /** A route query name to close before anything else is sent (route-query-names.ts). */
+  readonly #evicted: string | undefined
   /** The names (or '' for unnamed) whose ParseComplete is still to come, in order. */
   readonly #parsing: string[] = []
   #connection: Connection | undefined
 
-  constructor (statements: readonly PipelinedStatement[], config: unknown, values: unknown, callback: Callback, prepare: boolean) {
+  constructor (statements: readonly PipelinedStatement[], config: unknown, values: unknown, callback: Callback, prepare: boolean, evicted?: string, after: readonly PipelinedStatement[] = []) {
     super(config, values, callback)
     this.#statements = statements
+    this.#after = after
     this.#prepare = prepare
+    this.#evicted = evicted
     this.#pending = statements.length
     this.carries = this.#canCarry()
     this.opened = new Promise((resolve, reject) => { this.#settle = { resolve, reject } })
@@ -128,24 +143,46 @@ class OpeningQuery extends Query {
     connection.on('parseComplete', this.#onParseComplete)
     connection.stream.cork?.()
     try {
-      for (const statement of this.#statements) {
-        const name = this.#prepare ? nameOf(statement.text) : ''
-        if (name === '' || !prepared.has(name)) {
-          connection.parse({ name, text: statement.text })
-          this.#parsing.push(name)
-        }
-        connection.bind({ statement: name, values: statement.values ?? [] })
-        connection.execute({})
+      if (this.#evicted !== undefined) closeStatement(connection, this.#evicted)
+      this.#write(connection, prepared, this.#statements)
+      if (!this.carries) {
+        connection.sync()
+        return null
       }
-      if (this.carries) return super.submit(connection)
-      connection.sync()
-      return null
+      if (this.#after.length === 0) return super.submit(connection)
+      // The carried query's ParseComplete, if it sends a Parse, comes between ours: keep its place.
+      if (!this.hasBeenParsed(connection)) this.#parsing.push(CARRIED_PARSE)
+      // pg ends the carried query with a Sync of its own; the statements after it go in front of that
+      // Sync, so that they run in the same implicit transaction and a failure anywhere skips the rest.
+      connection.sync = () => {
+        delete (connection as Partial<Connection>).sync
+        this.#write(connection, prepared, this.#after)
+        connection.sync()
+      }
+      try {
+        return super.submit(connection)
+      } finally {
+        delete (connection as Partial<Connection>).sync
+      }
     } finally {
       connection.stream.uncork?.()
     }
   }
 
-  /** The first row of each statement so far. */
+  #write (connection: Connection, prepared: Set<string>, statements: readonly PipelinedStatement[]): void {
+    for (const statement of statements) {
+      const name = this.#prepare ? nameOf(statement.text) : ''
+      // A text used twice in one sequence is parsed once: its ParseComplete has not arrived yet.
+      if (name === '' || !(prepared.has(name) || this.#parsing.includes(name))) {
+        connection.parse({ name, text: statement.text })
+        this.#parsing.push(name)
+      }
+      connection.bind({ statement: name, values: statement.values ?? [] })
+      connection.execute({})
+    }
+  }
+
+  /** The first row of each statement so far: those before the carried query, then those after it. */
   get firstRows (): FirstRows {
     return this.#rows
   }
@@ -156,12 +193,25 @@ class OpeningQuery extends Query {
   }
 
   override handleDataRow (message: { fields: Array<string | null> }): void {
-    if (this.#pending === 0) return super.handleDataRow(message)
-    this.#rows[this.#statements.length - this.#pending] ??= message.fields
+    if (this.#pending > 0) {
+      this.#rows[this.#statements.length - this.#pending] ??= message.fields
+    } else if (this.#carriedDone) {
+      this.#rows[this.#statements.length + this.#afterDone] ??= message.fields
+    } else {
+      super.handleDataRow(message)
+    }
   }
 
   override handleCommandComplete (message: unknown, connection: Connection): void {
-    if (this.#pending === 0) return super.handleCommandComplete(message, connection)
+    if (this.#pending === 0) {
+      // The statements after the carried query are the caller's, not part of the query's result.
+      if (this.#carriedDone) {
+        this.#afterDone += 1
+        return
+      }
+      this.#carriedDone = true
+      return super.handleCommandComplete(message, connection)
+    }
     this.#pending -= 1
     if (this.#pending > 0) return
     this.#forgetOpeningParses(connection)
@@ -172,7 +222,7 @@ class OpeningQuery extends Query {
   // query's own Parse comes after them, and pg records that one itself).
   readonly #onParseComplete = (): void => {
     const name = this.#parsing.shift()
-    if (name !== undefined && name !== '' && this.#connection !== undefined) preparedOn.get(this.#connection)?.add(name)
+    if (name !== undefined && name !== '' && name !== CARRIED_PARSE && this.#connection !== undefined) preparedOn.get(this.#connection)?.add(name)
   }
 
   #stopListening (): void {
@@ -203,13 +253,48 @@ class OpeningQuery extends Query {
   }
 }
 
+// Closes a named statement in front of whatever follows in the same message. Closing a name the
+// server does not know is not an error, so a statement whose Parse failed is closed harmlessly.
+function closeStatement (connection: Connection, name: string): void {
+  connection.close({ type: 'S', name })
+  delete connection.parsedStatements[name]
+}
+
+// A route query sent after the opening that first closes the statement its name evicted.
+class EvictingQuery extends Query {
+  readonly #evicted: string
+
+  constructor (config: unknown, values: unknown, callback: Callback, evicted: string) {
+    super(config, values, callback)
+    this.#evicted = evicted
+  }
+
+  override submit (connection: Connection): Error | null {
+    connection.stream.cork?.()
+    try {
+      closeStatement(connection, this.#evicted)
+      return super.submit(connection)
+    } finally {
+      connection.stream.uncork?.()
+    }
+  }
+}
+
 /**
  * Sends `statements` on `client`, followed in the same sequence by the first query when it can
- * ride along (see `result`).
+ * ride along (see `result`). `evicted` names a route query statement to close first.
  */
-export function sendOpening (client: PoolClient, statements: readonly PipelinedStatement[], config: unknown, values: unknown, prepare = false): Opening {
-  const { query, done } = submit(client, statements, config, values, prepare)
+export function sendOpening (client: PoolClient, statements: readonly PipelinedStatement[], config: unknown, values: unknown, prepare = false, evicted?: string): Opening {
+  const { query, done } = submit(client, statements, config, values, prepare, evicted)
   return { opened: query.opened, result: query.carries ? done : undefined }
+}
+
+/** Sends a route query after the opening, first closing the statement `evicted` names, if any. */
+export function sendRouteQuery (client: PoolClient, config: unknown, values: unknown, evicted: string | undefined): Promise<QueryResult> {
+  if (evicted === undefined) return client.query(config as pg.QueryConfig, values as unknown[] | undefined)
+  return new Promise((resolve, reject) => {
+    client.query(new EvictingQuery(config, values, (error, result) => { error ? reject(error) : resolve(result) }, evicted) as unknown as pg.Query)
+  })
 }
 
 /** What a sequence of statements did: each one's first row, and the failure that stopped it, if any. */
@@ -238,12 +323,31 @@ export async function sendStatements (client: PoolClient, statements: readonly P
   }
 }
 
-function submit (client: PoolClient, statements: readonly PipelinedStatement[], config: unknown, values: unknown, prepare: boolean): { query: OpeningQuery, done: Promise<QueryResult> } {
+/** A query sent between statements of the caller's, all in one message with one Sync. */
+export interface EnclosedQuery {
+  /** The query's own result; rejects with the first failure of the whole sequence. */
+  result: Promise<QueryResult>
+  /** The first row of each statement before the query, then of each after it, as far as they ran. */
+  rows: FirstRows
+}
+
+/**
+ * Sends `before`, the query, then `after` on `client`, closed by one Sync: without a BEGIN they run
+ * as one implicit transaction, committed at the Sync, and a failure anywhere skips everything after
+ * it up to the Sync (so a failed `before` means the query never ran, and a failed `after` withholds
+ * the query's result). The query must be one that can ride (extended protocol, not paged).
+ */
+export function sendEnclosed (client: PoolClient, before: readonly PipelinedStatement[], config: unknown, values: unknown, after: readonly PipelinedStatement[], prepare: boolean, evicted: string | undefined): EnclosedQuery {
+  const { query, done } = submit(client, before, config, values, prepare, evicted, after)
+  return { result: done, rows: query.firstRows }
+}
+
+function submit (client: PoolClient, statements: readonly PipelinedStatement[], config: unknown, values: unknown, prepare: boolean, evicted?: string, after: readonly PipelinedStatement[] = []): { query: OpeningQuery, done: Promise<QueryResult> } {
   let settle: Callback = () => {}
   const done = new Promise<QueryResult>((resolve, reject) => {
     settle = (error, result) => { error ? reject(error) : resolve(result) }
   })
-  const query = new OpeningQuery(statements, config, values, settle, prepare)
+  const query = new OpeningQuery(statements, config, values, settle, prepare, evicted, after)
   // Whoever awaits `opened` sees an opening failure; these branches only keep it from being unhandled.
   done.catch(() => {})
   query.opened.catch(() => {})

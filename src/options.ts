@@ -14,9 +14,11 @@ import type { TenantIdType } from './tenant-id.js'
 import { validatePublicRoutes } from './public-routes.js'
 import type { PublicRoutePredicate, PublicRoutesOptions } from './public-routes.js'
 import { DEFAULT_LOCK_TIMEOUT } from './tenant-transaction.js'
+import { DEFAULT_PREPARED_ROUTE_QUERIES } from './route-query-names.js'
 import { resolvePluginMode, validateTimeout } from './transaction-mode.js'
 import type { IsolationLevel, ReadOnlyDefault, RouteMode } from './transaction-mode.js'
 import type { SettingsResolver } from './transaction-settings.js'
+import type { StartupAuditMode } from './audit/startup-audit.js'
 
 /**
  * Returns the tenant id for a verified request, or null/undefined when it has none. `claims` is
@@ -82,6 +84,13 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    */
   preparedStatements?: boolean
   /**
+   * How many distinct route query texts (SELECT, INSERT, UPDATE, DELETE, MERGE, WITH, VALUES, TABLE)
+   * each connection keeps as prepared statements, named automatically: PostgreSQL then parses each
+   * text once per connection and can reuse its plan. The least recently used is closed to make
+   * room. 0 sends route queries unnamed. Default 100; 0, and only 0, when `preparedStatements` is false.
+   */
+  preparedRouteQueries?: number
+  /**
    * Name of the request decorator that holds the tenant database. Default `'db'`. Change it when
    * another plugin already decorates `request.db`, and register the same name in
    * `TenantRlsRegister` (`decorator: 'tenantDb'`) so TypeScript knows it.
@@ -93,6 +102,12 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
   settings?: SettingsResolver
   /** Open tenant transactions READ ONLY: always, never, or for GET/HEAD/OPTIONS/TRACE (`'safe-methods'`). Default false. */
   readOnly?: ReadOnlyDefault
+  /**
+   * Send each query of a route alone, in one round trip, as its own READ ONLY transaction (see the
+   * route option `singleRoundTrip`): always, never, or for GET/HEAD/OPTIONS/TRACE (`'safe-methods'`).
+   * Routes can turn it off with `config: { tenant: { singleRoundTrip: false } }`. Default false.
+   */
+  singleRoundTrip?: ReadOnlyDefault
   /** Isolation level of every tenant transaction. Default: the server's (read committed). */
   isolationLevel?: IsolationLevel
   /** `statement_timeout` of every tenant transaction in milliseconds (0: none). Default: the server's. */
@@ -104,6 +119,13 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    * predicate, or both. Routes with only the OPTIONS method (CORS preflights) are always public.
    */
   publicRoutes?: PublicRoutesOptions
+  /**
+   * At `ready`, the audit's error-level table and key rules on the tables `schema` declares with
+   * `tenantTable` (see
+   * "Auditing a database"): `'warn'` logs each finding once, `'error'` refuses to start, `'off'`
+   * skips it. Default `'warn'`. The pool role's check refuses an unsafe role whatever this says.
+   */
+  startupAudit?: StartupAuditMode
   /**
    * A pg.Pool of the dedicated system role, for `app.withSystem` (cross-tenant jobs). Checked at
    * ready: no superuser, BYPASSRLS, no membership with the app role either way, no DELETE or
@@ -127,6 +149,7 @@ export interface ResolvedOptions {
   setting: string
   lockTimeout: number
   preparedStatements: boolean
+  preparedRouteQueries: number
   decorator: string
   settings: SettingsResolver | undefined
   tenantIdType: TenantIdType
@@ -136,6 +159,7 @@ export interface ResolvedOptions {
   /** The system role's pool, when app.withSystem is enabled. */
   systemPool: Pool | undefined
   auditTable: TableName
+  startupAudit: StartupAuditMode
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
@@ -150,8 +174,8 @@ const CLAIM_SEGMENT = /^[A-Za-z0-9_:$-]+$/
 const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
-const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'decorator',
-  'tenantIdType', 'settings', 'readOnly', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'systemPool', 'auditTable'])
+const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'decorator',
+  'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit', 'systemPool', 'auditTable'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
 export function validateSetting (setting: unknown): string {
@@ -161,10 +185,23 @@ export function validateSetting (setting: unknown): string {
   return setting
 }
 
-/** Checks the preparedStatements switch; shared with `withTenant`, which takes the same option. */
-export function validatePreparedStatements (preparedStatements: unknown): boolean {
+/** The most route query texts a connection may keep prepared: each costs server memory per connection. */
+export const MAX_PREPARED_ROUTE_QUERIES = 10000
+
+/**
+ * Checks the two prepared-statement options together; shared with `withTenant`, which takes the
+ * same. Route queries cannot be named where the plugin's own statements cannot (a pooler without
+ * prepared statements), so asking for both is refused rather than quietly ignored.
+ */
+export function validatePreparation (given: { preparedStatements?: unknown, preparedRouteQueries?: unknown }): { preparedStatements: boolean, preparedRouteQueries: number } {
+  const { preparedStatements = true, preparedRouteQueries } = given
   if (typeof preparedStatements !== 'boolean') failOption(`preparedStatements must be true or false, got ${JSON.stringify(preparedStatements)}`)
-  return preparedStatements
+  if (preparedRouteQueries === undefined) return { preparedStatements, preparedRouteQueries: preparedStatements ? DEFAULT_PREPARED_ROUTE_QUERIES : 0 }
+  if (typeof preparedRouteQueries !== 'number' || !Number.isInteger(preparedRouteQueries) || preparedRouteQueries < 0 || preparedRouteQueries > MAX_PREPARED_ROUTE_QUERIES) {
+    failOption(`preparedRouteQueries must be an integer from 0 (off) to ${MAX_PREPARED_ROUTE_QUERIES}, got ${JSON.stringify(preparedRouteQueries)}`)
+  }
+  if (!preparedStatements && preparedRouteQueries > 0) failOption('preparedRouteQueries needs preparedStatements: with preparedStatements false (a pooler without prepared statements) it must be 0 or left out')
+  return { preparedStatements, preparedRouteQueries }
 }
 
 /** Checks the plugin-wide lock timeout in milliseconds. */
@@ -252,6 +289,11 @@ function parseClaimPath (claim: unknown): readonly string[] {
   return path
 }
 
+function validateStartupAudit (mode: unknown): StartupAuditMode {
+  if (mode !== 'error' && mode !== 'warn' && mode !== 'off') failOption(`startupAudit must be 'error', 'warn' or 'off', got ${JSON.stringify(mode)}`)
+  return mode
+}
+
 /** Validates the user's options once, at register time, and fills in the defaults. */
 export function resolveOptions (options: unknown): ResolvedOptions {
   if (options === null || typeof options !== 'object') failOption('options must be an object with `pool` or `connectionString`')
@@ -279,14 +321,15 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     ...validateVerifier(verify, jwtNamespace),
     setting: validateSetting(setting),
     lockTimeout: checkedLockTimeout,
-    preparedStatements: validatePreparedStatements(given.preparedStatements ?? true),
+    ...validatePreparation(given),
     decorator: validateDecorator(decorator),
     settings: given.settings as SettingsResolver | undefined,
     tenantIdType: validateTenantIdType(given.tenantIdType),
     routeMode: resolvePluginMode(given, checkedLockTimeout),
     isPublicRoute: validatePublicRoutes(publicRoutes),
     systemPool: given.systemPool === undefined ? undefined : validateSystemPool(given.systemPool, pool),
-    auditTable: tableName('auditTable', given.auditTable, DEFAULT_AUDIT_TABLE)
+    auditTable: tableName('auditTable', given.auditTable, DEFAULT_AUDIT_TABLE),
+    startupAudit: validateStartupAudit(given.startupAudit ?? 'warn')
   }
   // Created last, once every other option is known to be good (creating one connects nowhere yet).
   return { ...resolved, ownsPool, pool: validatePool(ownsPool ? createOwnedPool(connectionString as string, poolConfig) : pool) }

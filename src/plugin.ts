@@ -22,6 +22,7 @@ import { rootOf, runOnSendHookLast } from './fastify-internals.js'
 import { resolveOptions } from './options.js'
 import { unwritableReplyError } from './reply-writability.js'
 import { createPoolExhaustionLog } from './pool-exhaustion.js'
+import { auditRegisteredTables } from './audit/startup-audit.js'
 import { checkPoolRole, describeRoleProblem, inspectPolicySetting } from './safety-checks.js'
 import { createDatabaseFactory } from './tenant-database.js'
 import type { TenantDatabase } from './tenant-database.js'
@@ -181,6 +182,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       ...transactionModeOf(reply.request),
       settings: state.settings ?? undefined,
       preparedStatements: options.preparedStatements,
+      preparedRouteQueries: options.preparedRouteQueries,
       expectedRole,
       onDiscard (reason) {
         // The route left something on its session: worth a look, as the next tenant never sees it.
@@ -216,6 +218,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       ...withTenantCallOptions(callOptions, options.routeMode, options.setting),
       tenantIdType: options.tenantIdType,
       preparedStatements: options.preparedStatements,
+      preparedRouteQueries: options.preparedRouteQueries,
       onDiscard (reason) {
         fastify.log.warn({ tenantId, reason }, 'fastify-tenant-rls: connection discarded, withTenant work left session state on it')
       },
@@ -242,6 +245,16 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     }).catch(explainConnectionFailure)
     const unread = await inspectPolicySetting(options.pool, options.setting)
     if (unread !== undefined) fastify.log.warn({ setting: unread.setting, fix: unread.fix }, `fastify-tenant-rls: ${unread.problem}; fix: ${unread.fix}`)
+    if (options.schema !== undefined) {
+      await auditRegisteredTables(options.pool, {
+        schema: options.schema,
+        setting: options.setting,
+        tenantIdType: options.tenantIdType,
+        role: expectedRole,
+        mode: options.startupAudit,
+        onFinding: (finding) => { fastify.log.warn({ rule: finding.rule, object: finding.object, fix: finding.fix }, `fastify-tenant-rls: ${finding.rule} ${finding.object}: ${finding.message}`) }
+      })
+    }
     // With the app role known, so membership and sameness are checked against it too.
     if (options.systemPool !== undefined) rememberSystemRole(options.systemPool, await checkSystemRole(options.systemPool, expectedRole).catch(explainConnectionFailure))
   })

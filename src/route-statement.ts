@@ -6,18 +6,18 @@
 //   plugin's pre-commit check could look at it, and leave the rest of the request outside any
 //   transaction. Inside a function or a DO block PostgreSQL refuses to end a transaction that the
 //   client opened ("invalid transaction termination"), so this is the only place one can come from.
-// - 'plain': queries and data changes (SELECT, INSERT, UPDATE, DELETE, MERGE, WITH, VALUES, TABLE),
-//   savepoints, FETCH/MOVE, SET/RESET/SHOW, LOCK. These cannot alter a role, prepare or deallocate a
-//   statement, declare a cursor or listen; only the functions they call could, and those are the
+// - 'query': queries and data changes (SELECT, INSERT, UPDATE, DELETE, MERGE, WITH, VALUES, TABLE).
+//   The only kind worth keeping as a prepared statement (route-query-names.ts): PostgreSQL plans them.
+// - 'plain': the other harmless ones, savepoints, FETCH/MOVE, SET/RESET/SHOW, LOCK.
+//   Neither 'query' nor 'plain' statements can alter a role, prepare or deallocate a statement,
+//   declare a cursor or listen; only the functions they call could, and those are the
 //   application's own (the startup check refuses a role that may create any).
 // - 'other': everything else, DO blocks, ALTER, PREPARE, DEALLOCATE, DECLARE, LISTEN, CALL, and
 //   anything not recognised. The closing checks for what these can leave, at a higher price.
 
 const ENDING_KEYWORDS = new Set(['commit', 'end', 'abort', 'rollback', 'prepare'])
-const PLAIN_KEYWORDS = new Set([
-  'select', 'insert', 'update', 'delete', 'merge', 'with', 'values', 'table',
-  'savepoint', 'release', 'rollback', 'fetch', 'move', 'set', 'reset', 'show', 'lock'
-])
+const QUERY_KEYWORDS = new Set(['select', 'insert', 'update', 'delete', 'merge', 'with', 'values', 'table'])
+const PLAIN_KEYWORDS = new Set(['savepoint', 'release', 'rollback', 'fetch', 'move', 'set', 'reset', 'show', 'lock'])
 // What may follow ROLLBACK or PREPARE without ending the transaction.
 const OPTIONAL_NOISE = new Set(['work', 'transaction'])
 
@@ -66,7 +66,7 @@ function skipBlockComment (text: string, start: number): number {
 }
 
 /** What kind of statement route code sends (see the top of this module). */
-export type RouteStatementKind = 'ends-transaction' | 'plain' | 'other'
+export type RouteStatementKind = 'ends-transaction' | 'query' | 'plain' | 'other'
 
 /** Classifies one route statement by its leading words. */
 export function classifyRouteStatement (text: string): RouteStatementKind {
@@ -79,5 +79,6 @@ export function classifyRouteStatement (text: string): RouteStatementKind {
   }
   if (first === 'prepare') return second === 'transaction' ? 'ends-transaction' : 'other'
   if (ENDING_KEYWORDS.has(first)) return 'ends-transaction'
+  if (QUERY_KEYWORDS.has(first)) return 'query'
   return PLAIN_KEYWORDS.has(first) ? 'plain' : 'other'
 }

@@ -235,10 +235,14 @@ export interface SettingWarning {
 // The policies on tables the role may use, as PostgreSQL deparses them: whether any of their
 // expressions names the setting (as the quoted literal, so 'app.tenant' does not match inside
 // 'app.tenant_id'), and which settings they read through current_setting(), for the hint.
+// The privilege is asked by oid: asked by name, the planner may evaluate it for every relation of
+// the catalog first (it did with a few hundred tables), and naming a pg_toast relation fails with
+// "permission denied for schema pg_toast".
 const POLICY_SETTINGS_SQL = `
 WITH visible AS (
-  SELECT pg_catalog.concat_ws(' ', p.qual, p.with_check) AS expressions FROM pg_catalog.pg_policies p
-  WHERE pg_catalog.has_table_privilege(pg_catalog.format('%I.%I', p.schemaname, p.tablename), 'SELECT, INSERT, UPDATE, DELETE')
+  SELECT pg_catalog.concat_ws(' ', pg_catalog.pg_get_expr(p.polqual, p.polrelid), pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)) AS expressions
+  FROM pg_catalog.pg_policy p
+  WHERE pg_catalog.has_table_privilege(p.polrelid, 'SELECT, INSERT, UPDATE, DELETE')
 )
 SELECT coalesce(pg_catalog.bool_or(pg_catalog.strpos(expressions, pg_catalog.quote_literal($1)) > 0), false) AS reads,
   ARRAY(SELECT DISTINCT m[1] FROM visible, pg_catalog.regexp_matches(expressions, 'current_setting\\(''([^'']+)''', 'g') AS m ORDER BY 1) AS settings

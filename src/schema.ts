@@ -24,11 +24,16 @@ import type {
 } from 'drizzle-orm/pg-core'
 import { failOption } from './errors.js'
 import { DEFAULT_SETTING, validateSetting } from './options.js'
+import { signedCurrentTenantSql } from './signed-context/schema-sql.js'
 import { validateTenantIdType } from './tenant-id.js'
 import type { TenantIdType } from './tenant-id.js'
 
 export { SHARED_ROLE_CHANNELS, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from './shared-role.js'
 export type { SharedRoleChannel, SharedRoleHardeningOptions } from './shared-role.js'
+export { CURRENT_TENANT_FUNCTION, SIGNED_CONTEXT_SCHEMA, SIGNING_KEYS_TABLE, signedContextSql, signedCurrentTenantSql } from './signed-context/schema-sql.js'
+export type { SignedContextSqlOptions } from './signed-context/schema-sql.js'
+export { installSigningKey, removeSigningKey } from './signed-context/key-installation.js'
+export type { OwnerConnection } from './signed-context/key-installation.js'
 export type { TenantIdType } from './tenant-id.js'
 
 /** Name of the policy every tenant table gets (policy names are per table). */
@@ -49,6 +54,12 @@ export interface TenantTableOptions<TType extends TenantIdType = 'uuid'> {
   setting?: string
   /** Type of tenant_id; must match the plugin's `tenantIdType`. Default `'uuid'`. */
   tenantIdType?: TType
+  /**
+   * Policies for the plugin's `signedContext` mode: they read the tenant through
+   * tenant_rls.current_tenant() (`signedContextSql`), which returns it only when the plugin's
+   * signature holds, so route SQL that sets the setting itself sees and writes nothing. Default false.
+   */
+  signedContext?: boolean
 }
 
 // The cast of the setting for each tenant id type; a slug is compared as the text it is.
@@ -130,14 +141,17 @@ function refuseUnscopedKeys (name: string, table: PgTable): void {
  * ```
  */
 export function createTenantTable<TType extends TenantIdType = 'uuid'> (options: TenantTableOptions<TType>): TenantTableFn<TType> {
-  const { tenants, setting = DEFAULT_SETTING } = options
+  const { tenants, setting = DEFAULT_SETTING, signedContext = false } = options
   const tenantIdType = validateTenantIdType(options.tenantIdType) as TType
   if (!is(tenants, PgColumn)) {
     failOption('createTenantTable needs `tenants`: the tenants table\'s key column, for example tenants.id')
   }
+  if (typeof signedContext !== 'boolean') failOption(`createTenantTable: signedContext must be true or false, got ${JSON.stringify(signedContext)}`)
   // Wrapped in (select …): evaluated once per statement rather than per row, and the planner can
-  // compare the index's leading tenant_id column with it.
-  const tenantSql = sql.raw(`(select ${currentTenantSql(setting, tenantIdType)})`)
+  // compare the index's leading tenant_id column with it. The column default keeps reading the
+  // setting in signed mode too (a default may not hold a subquery, and a per-row call of the
+  // verifying function would cost an HMAC per inserted row): WITH CHECK verifies what it wrote.
+  const tenantSql = sql.raw(`(select ${signedContext ? signedCurrentTenantSql(tenantIdType) : currentTenantSql(setting, tenantIdType)})`)
   return function tenantTable (name, columns, extraConfig) {
     const table = pgTable(name, { tenantId: tenantIdBuilder(tenants, setting, tenantIdType), ...columns }, (self) => [
       primaryKey({ columns: [self.tenantId, self.id] }),

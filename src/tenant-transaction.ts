@@ -12,12 +12,16 @@ import {
   RoleAlteredError,
   TenantContextChangedError,
   TransactionClosedError,
+  SingleRoundTripRefusedError,
   TransactionControlRefusedError,
   UnexpectedRoleError
 } from './errors.js'
 import { openTimer, publishOpen, queriesObserved, traceFinish, traceQuery } from './diagnostics.js'
-import { preparedStatementCount, sendOpening, sendStatements } from './opening-query.js'
+import { preparedStatementCount, sendEnclosed, sendOpening, sendRouteQuery, sendStatements } from './opening-query.js'
+import { DEFAULT_PREPARED_ROUTE_QUERIES, nameRouteQuery } from './route-query-names.js'
+import type { RouteQueryName } from './route-query-names.js'
 import { classifyRouteStatement } from './route-statement.js'
+import type { RouteStatementKind } from './route-statement.js'
 import { errorForSqlState } from './sql-state-errors.js'
 import type { PipelinedStatement } from './opening-query.js'
 import type { IsolationLevel } from './transaction-mode.js'
@@ -29,6 +33,7 @@ export type TransactionOutcome = 'committed' | 'rolled back'
 /** Where a commit's pre-check puts its marker; the error it raises is recognised by this text. */
 const CONTEXT_CHANGED_MARKER = 'fastify-tenant-rls: tenant context changed'
 const ROLE_ALTERED_MARKER = 'fastify-tenant-rls: role altered'
+const UNEXPECTED_ROLE_MARKER = 'fastify-tenant-rls: unexpected role'
 
 /** Default `lock_timeout` of every tenant transaction, in milliseconds. */
 export const DEFAULT_LOCK_TIMEOUT = 5000
@@ -164,11 +169,13 @@ function connectionOf (client: PoolClient): EventEmitter {
 // one statement per query (42601 otherwise). Over the simple protocol a raw query could stack
 // `COMMIT; SET app.current_tenant_id = …; INSERT …` and run the tail outside the transaction,
 // where no check of the plugin's can stop it.
-function oneStatement (config: unknown): { text: string, queryMode: 'extended' } {
+function oneStatement (config: unknown): { text: string, name?: unknown, queryMode: 'extended' } {
   return typeof config === 'string'
     ? { text: config, queryMode: 'extended' }
     : { ...(config as { text: string }), queryMode: 'extended' }
 }
+
+type RouteQueryConfig = ReturnType<typeof oneStatement>
 
 /** Something that can run a query: the shape drizzle's node-postgres session calls. */
 export interface Queryable {
@@ -183,8 +190,19 @@ export interface TenantTransactionOptions {
    * true). Turn off behind a pooler that cannot keep them (PgBouncer before 1.21 in transaction mode).
    */
   preparedStatements?: boolean | undefined
+  /**
+   * How many route query texts each connection keeps as prepared statements (route-query-names.ts);
+   * 0 sends them unnamed. Default 100, and 0 when `preparedStatements` is false.
+   */
+  preparedRouteQueries?: number | undefined
   /** Opens the transaction READ ONLY. */
   readOnly?: boolean | undefined
+  /**
+   * No transaction held across queries: each query travels alone in one round trip, as its own
+   * read-only implicit transaction between the opening and the closing checks (see #runEnclosed).
+   * Needs `expectedRole`.
+   */
+  singleRoundTrip?: boolean | undefined
   /** Isolation level of the transaction; the server's default when undefined. */
   isolationLevel?: IsolationLevel | undefined
   /** `statement_timeout` of the transaction in milliseconds; the session's when undefined. */
@@ -265,18 +283,79 @@ export class TenantTransaction implements Queryable {
     const kind = classifyRouteStatement(config.text)
     // Never sent: it would commit what the transaction did so far without the pre-commit check.
     if (kind === 'ends-transaction') throw new TransactionControlRefusedError()
+    if (this.#hooks.singleRoundTrip === true) return this.#runEnclosed(config, kind, values)
     const firstOther = kind === 'other' && !this.#sentOther
     if (kind === 'other') this.#sentOther = true
     let carried: Promise<QueryResult> | undefined
     // Every query awaits the one open: if it failed (connection refused, wrong role, set_config
     // refused), so does every later query, even when route code caught the first error.
-    const client = await (this.#opening ??= this.#open(config, values, firstOther, (result) => { carried = result }))
+    const client = await (this.#opening ??= this.#open(config, kind, values, firstOther, (result) => { carried = result }))
     // The first query usually travels with the open: it ran inside the transaction, whatever came after.
     if (carried !== undefined) return carried
     // A rollback (client gone, app closing) may have started while this query waited for the open.
     if (this.#finishing !== undefined || this.#endedByRoute) throw new TransactionClosedError()
     if (firstOther && this.#catalogWrites === undefined) return this.#countThenRun(client, config, values)
-    return client.query(config as pg.QueryConfig, values)
+    const named = this.#nameOf(client, config, kind)
+    return sendRouteQuery(client, named === undefined ? config : { ...config, name: named.name }, values, named?.evicted)
+  }
+
+  // A query the route did not name itself gets its connection's name for its text (route-query-names.ts).
+  #nameOf (client: PoolClient, config: RouteQueryConfig, kind: RouteStatementKind): RouteQueryName | undefined {
+    if (kind !== 'query' || config.name !== undefined) return undefined
+    const capacity = this.#hooks.preparedRouteQueries ?? (this.#hooks.preparedStatements === false ? 0 : DEFAULT_PREPARED_ROUTE_QUERIES)
+    return nameRouteQuery(client, config.text, capacity)
+  }
+
+  // Single-round-trip mode: the query travels as [opening, role and tenant assert, query, pre-commit
+  // check, session read, session reset] with one Sync and no BEGIN, so PostgreSQL runs it all as
+  // one implicit transaction that the Sync commits: the transaction-local settings end there, a
+  // failure anywhere skips everything after it (a failed opening or assert means the query never
+  // ran; a failed check withholds its result), and the connection goes back to the pool at once.
+  // The transaction is READ ONLY (transaction_read_only, set before the first snapshot, cannot be
+  // turned off by the query), and only queries are sent: anything that needs a transaction across
+  // statements (SET, savepoints, DO, ...) is refused before it is sent.
+  async #runEnclosed (config: RouteQueryConfig, kind: RouteStatementKind, values: unknown[] | undefined): Promise<QueryResult> {
+    const role = this.#hooks.expectedRole
+    if (kind !== 'query' || role === undefined) throw new SingleRoundTripRefusedError()
+    const askedAt = openTimer()
+    let client: PoolClient
+    try {
+      client = await this.#pool.connect()
+    } catch (error) {
+      publishOpen(this.tenantId, this.#pool, askedAt, false)
+      throw unavailable(error)
+    }
+    publishOpen(this.tenantId, this.#pool, askedAt, true)
+    let broken = false
+    const onError = (): void => { broken = true }
+    client.on('error', onError)
+    const { statements: [, opening], cached } = this.#openingStatements([['transaction_read_only', 'on']])
+    const assert = (marker: string): PipelinedStatement => ({ text: PRE_COMMIT_CHECK_SQL, values: [this.#setting, this.tenantId, role, marker] })
+    const before = [opening as PipelinedStatement, assert(UNEXPECTED_ROLE_MARKER)]
+    // The session read goes last: unlike after a COMMIT, the transaction's own tenant setting is
+    // still in force before the reset, and the reset (RESET ALL, SET SESSION AUTHORIZATION DEFAULT)
+    // also clears any session-level value the query set. What the read finds after it is what the
+    // reset could not undo.
+    const [read, ...reset] = this.#sessionStatements()
+    const after = [assert(CONTEXT_CHANGED_MARKER), ...reset, read as PipelinedStatement]
+    const named = this.#nameOf(client, config, kind)
+    const sent = sendEnclosed(client, before, named === undefined ? config : { ...config, name: named.name }, values,
+      after, this.#prepared(false) && cached, named?.evicted)
+    let leftover: string | undefined
+    try {
+      return await sent.result
+    } catch (error) {
+      // The failure skipped the session reset: the connection may carry whatever the query left.
+      leftover = 'the query failed before the session reset'
+      if (isCheckFailure(error, UNEXPECTED_ROLE_MARKER)) throw new UnexpectedRoleError('another role than the one checked')
+      throw isCheckFailure(error, CONTEXT_CHANGED_MARKER) ? new TenantContextChangedError({ cause: error }) : error
+    } finally {
+      leftover ??= await this.#leftover(client, sent.rows[before.length + after.length - 1], role)
+      client.off('error', onError)
+      // Only route code can leave state: a failure of its own is not worth a warning.
+      if (leftover !== undefined && !broken && sent.rows.length > before.length) this.#hooks.onDiscard?.(leftover)
+      client.release(leftover !== undefined || broken ? new Error('fastify-tenant-rls: connection discarded') : undefined)
+    }
   }
 
   // The first 'other' statement after the opening: the role catalogs' writes so far are counted in
@@ -317,7 +396,7 @@ export class TenantTransaction implements Queryable {
   }
 
   /** Takes a connection and opens the transaction, sending the first query along when it can ride. */
-  async #open (config: unknown, values: unknown[] | undefined, counting: boolean, carry: (result: Promise<QueryResult>) => void): Promise<PoolClient> {
+  async #open (config: RouteQueryConfig, kind: RouteStatementKind, values: unknown[] | undefined, counting: boolean, carry: (result: Promise<QueryResult>) => void): Promise<PoolClient> {
     let client: PoolClient
     const askedAt = openTimer()
     try {
@@ -337,10 +416,11 @@ export class TenantTransaction implements Queryable {
     // Bound parameters, and no round trip of its own: see opening-query.ts for why a failed open
     // can never let the first query run outside the transaction.
     const { statements, cached } = this.#openingStatements()
+    const named = this.#nameOf(client, config, kind)
     const opening = sendOpening(client, [
       ...statements,
       ...(counting ? [{ text: CATALOG_WRITES_SQL }] : [])
-    ], config, values, this.#prepared(false) && cached)
+    ], named === undefined ? config : { ...config, name: named.name }, values, this.#prepared(false) && cached, named?.evicted)
     if (opening.result !== undefined) carry(opening.result)
     const [, row, counted] = await opening.opened
     if (counting) this.#catalogWrites = counted?.[0] ?? undefined
@@ -356,13 +436,13 @@ export class TenantTransaction implements Queryable {
   // The transaction modes go into BEGIN itself, which PostgreSQL applies before any statement of
   // the transaction runs: a route can no more turn a READ ONLY transaction read-write afterwards
   // (25006 once a query has run) than start it at another isolation level.
-  #openingStatements (): { statements: PipelinedStatement[], cached: boolean } {
+  #openingStatements (more: SettingPairs = []): { statements: PipelinedStatement[], cached: boolean } {
     const { readOnly, isolationLevel, statementTimeout, idleInTransactionSessionTimeout, settings = [] } = this.#hooks
     const begin = 'BEGIN' + (isolationLevel === undefined ? '' : ISOLATION_SQL[isolationLevel]) + (readOnly === true ? ' READ ONLY' : '')
     const values = [this.#setting, this.tenantId, 'lock_timeout', String(this.#hooks.lockTimeout ?? DEFAULT_LOCK_TIMEOUT)]
     if (statementTimeout !== undefined) values.push('statement_timeout', String(statementTimeout))
     if (idleInTransactionSessionTimeout !== undefined) values.push('idle_in_transaction_session_timeout', String(idleInTransactionSessionTimeout))
-    for (const [name, value] of settings) values.push(name, value)
+    for (const [name, value] of [...more, ...settings]) values.push(name, value)
     const { text, cached } = openingSql(values.length / 2 - 2)
     return { statements: [{ text: begin }, { text, values }], cached }
   }
@@ -394,11 +474,11 @@ export class TenantTransaction implements Queryable {
   }
 
   /** What the session read found that must not reach the next user of the connection, if anything. */
-  async #leftover (client: PoolClient, row: Array<string | null> | undefined): Promise<string | undefined> {
+  async #leftover (client: PoolClient, row: Array<string | null> | undefined, expectedRole = this.#role): Promise<string | undefined> {
     if (row === undefined) return 'the session could not be read'
     const [setting, role, , deallocate, protocolPrepared] = row
     if (setting !== null && setting !== '') return 'a session-level tenant setting'
-    if (role !== this.#role) return 'a session-level role'
+    if (role !== expectedRole) return 'a session-level role'
     if (typeof deallocate === 'string') {
       // Rare enough for a round trip of its own. The names are quoted by the server.
       await client.query(deallocate).catch(() => {})

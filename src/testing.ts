@@ -12,12 +12,18 @@
 // rolled back.
 import { randomBytes, randomUUID } from 'node:crypto'
 import type { Pool, PoolClient } from 'pg'
+import { bypassFindings } from './audit/bypass-rules.js'
+import { readAuditFacts } from './audit/facts.js'
 import { DEFAULT_SETTING, validateSetting } from './options.js'
 import { validateTenantIdType } from './tenant-id.js'
 import type { TenantIdType } from './tenant-id.js'
 
-/** Where a check failed. `structure` is about the table's definition (RLS, FORCE, policies). */
-export type IsolationOperation = 'structure' | 'seed' | 'read' | 'insert' | 'update' | 'delete'
+/**
+ * Where a check failed. `structure` is about the table's definition (RLS, FORCE, policies);
+ * `bypass` is an object that reads the tables around their policies (a view, a materialized view or
+ * a SECURITY DEFINER function the app role may use), named in `table`.
+ */
+export type IsolationOperation = 'structure' | 'seed' | 'read' | 'insert' | 'update' | 'delete' | 'bypass'
 
 /** One way a table is not isolated. */
 export interface IsolationFailure {
@@ -245,6 +251,25 @@ async function attempt (client: PoolClient, sql: string, values: unknown[]): Pro
   }
 }
 
+/**
+ * The objects that read the checked tables around their policies, from the audit's own facts and
+ * verdicts (audit/bypass-rules.ts): seeding rows cannot reveal them, as each one only leaks when
+ * read through it. Sequences, which leak counts rather than rows, are left to the audit.
+ */
+async function bypassPaths (appPool: Pool, adminPool: Pool, tables: string[], tenantColumn: string): Promise<Array<{ object: string, message: string }>> {
+  const { rows: [me] } = await appPool.query<{ role: string }>('SELECT current_user AS role')
+  const { rows: schemas } = await adminPool.query<{ schema: string }>(
+    'SELECT DISTINCT n.nspname AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ANY ($1::regclass[]) ORDER BY 1', [tables])
+  const problems: Array<{ object: string, message: string }> = []
+  for (const { schema } of schemas) {
+    const facts = await readAuditFacts(adminPool, { appRole: me?.role ?? '', schema, tenantColumn })
+    for (const entry of bypassFindings(facts)) {
+      if (entry.rule !== 'bypass.sequence-counts') problems.push({ object: entry.object, message: `${entry.message} (${entry.rule}); fix: ${entry.fix}` })
+    }
+  }
+  return problems
+}
+
 /** A tenant id, in canonical form, that no real tenant is likely to have. */
 function freshTenantId (type: TenantIdType): string {
   if (type === 'uuid') return randomUUID()
@@ -293,6 +318,7 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
       if (rowA === undefined || rowB === undefined) continue
       await checkTable(table, rowA, rowB)
     }
+    for (const problem of await bypassPaths(appPool, adminPool, tables.map((table) => table.name), tenantColumn)) fail(problem.object, 'bypass', problem.message)
   } finally {
     for (const { table, row, tenant } of cleanup.reverse()) {
       const where = keyCondition(table, row)

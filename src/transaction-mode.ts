@@ -20,6 +20,13 @@ export interface TenantRouteOptions {
   lockTimeout?: number
   /** `idle_in_transaction_session_timeout` in milliseconds (0: none). Default: the server's. */
   idleInTransactionSessionTimeout?: number
+  /**
+   * No transaction across queries: each query of the route travels alone, in one round trip, as its
+   * own READ ONLY transaction with the tenant setting, and the connection is released between
+   * queries. Queries only (SELECT, WITH, VALUES, TABLE): other statements are refused, writes fail.
+   * Each query sees its own snapshot, as statements of a READ COMMITTED transaction do. Default false.
+   */
+  singleRoundTrip?: boolean
 }
 
 /** Plugin-wide `readOnly`: also `'safe-methods'`, read-only for GET, HEAD, OPTIONS and TRACE only (as PostgREST does for GET/HEAD). */
@@ -28,6 +35,7 @@ export type ReadOnlyDefault = boolean | 'safe-methods'
 /** What one transaction is opened with; undefined timeouts and isolation keep the server's own. */
 export interface TransactionMode {
   readOnly: boolean
+  singleRoundTrip: boolean
   isolationLevel: IsolationLevel | undefined
   statementTimeout: number | undefined
   lockTimeout: number
@@ -35,14 +43,15 @@ export interface TransactionMode {
 }
 
 /** A route's resolved options: a mode, but the access mode may still depend on the request method. */
-export interface RouteMode extends Omit<TransactionMode, 'readOnly'> {
+export interface RouteMode extends Omit<TransactionMode, 'readOnly' | 'singleRoundTrip'> {
   readOnly: ReadOnlyDefault
+  singleRoundTrip: ReadOnlyDefault
 }
 
 const ISOLATION_LEVELS: ReadonlySet<string> = new Set<IsolationLevel>(['read committed', 'repeatable read', 'serializable'])
 // RFC 9110's safe methods: a request with one of them is not meant to change anything.
 const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
-const ROUTE_KEYS: ReadonlySet<string> = new Set(['readOnly', 'isolationLevel', 'statementTimeout', 'lockTimeout', 'idleInTransactionSessionTimeout'])
+const ROUTE_KEYS: ReadonlySet<string> = new Set(['readOnly', 'isolationLevel', 'statementTimeout', 'lockTimeout', 'idleInTransactionSessionTimeout', 'singleRoundTrip'])
 // PostgreSQL's own limit for a timeout setting is INT_MAX milliseconds.
 const MAX_TIMEOUT = 2147483647
 
@@ -66,15 +75,25 @@ function validateIsolationLevel (where: string, value: unknown): IsolationLevel 
   return value as IsolationLevel
 }
 
-function validateReadOnly (where: string, value: unknown, allowSafeMethods: boolean): ReadOnlyDefault {
+function validateByMethod (name: string, value: unknown, allowSafeMethods: boolean): ReadOnlyDefault {
   if (typeof value === 'boolean' || (allowSafeMethods && value === 'safe-methods')) return value
-  failOption(`${where}readOnly must be ${allowSafeMethods ? "true, false or 'safe-methods'" : 'true or false'}, got ${JSON.stringify(value)}`)
+  failOption(`${name} must be ${allowSafeMethods ? "true, false or 'safe-methods'" : 'true or false'}, got ${JSON.stringify(value)}`)
+}
+
+// Single round trip means read only: asking for both the mode and a read-write transaction in the
+// same place is a contradiction, refused rather than settled silently one way.
+function refuseReadWriteSingleRoundTrip (where: string, given: Record<string, unknown>): void {
+  if (given.readOnly === false && given.singleRoundTrip !== undefined && given.singleRoundTrip !== false) {
+    failOption(`${where}singleRoundTrip runs every query READ ONLY: it cannot be combined with readOnly: false`)
+  }
 }
 
 /** The plugin-wide defaults, from the register options (lockTimeout already validated). */
 export function resolvePluginMode (given: Record<string, unknown>, lockTimeout: number): RouteMode {
+  refuseReadWriteSingleRoundTrip('', given)
   return {
-    readOnly: given.readOnly === undefined ? false : validateReadOnly('', given.readOnly, true),
+    readOnly: given.readOnly === undefined ? false : validateByMethod('readOnly', given.readOnly, true),
+    singleRoundTrip: given.singleRoundTrip === undefined ? false : validateByMethod('singleRoundTrip', given.singleRoundTrip, true),
     isolationLevel: validateIsolationLevel('', given.isolationLevel),
     statementTimeout: optionalTimeout('statementTimeout', given.statementTimeout),
     lockTimeout,
@@ -102,8 +121,10 @@ export function overrideMode (given: unknown, defaults: RouteMode, name: string,
 }
 
 function withOverrides (given: Record<string, unknown>, defaults: RouteMode, where: string): RouteMode {
+  refuseReadWriteSingleRoundTrip(where, given)
   return {
-    readOnly: given.readOnly === undefined ? defaults.readOnly : validateReadOnly(where, given.readOnly, false),
+    readOnly: given.readOnly === undefined ? defaults.readOnly : validateByMethod(`${where}readOnly`, given.readOnly, false),
+    singleRoundTrip: given.singleRoundTrip === undefined ? defaults.singleRoundTrip : validateByMethod(`${where}singleRoundTrip`, given.singleRoundTrip, false),
     isolationLevel: validateIsolationLevel(where, given.isolationLevel) ?? defaults.isolationLevel,
     statementTimeout: optionalTimeout(`${where}statementTimeout`, given.statementTimeout) ?? defaults.statementTimeout,
     lockTimeout: given.lockTimeout === undefined ? defaults.lockTimeout : validateTimeout(`${where}lockTimeout`, given.lockTimeout, '0 waits forever'),
@@ -111,8 +132,12 @@ function withOverrides (given: Record<string, unknown>, defaults: RouteMode, whe
   }
 }
 
-/** The mode of one transaction: `'safe-methods'` is decided by the request's method. */
+function byMethod (value: ReadOnlyDefault, method: string): boolean {
+  return typeof value === 'boolean' ? value : SAFE_METHODS.has(method)
+}
+
+/** The mode of one transaction: `'safe-methods'` is decided by the request's method; single round trip is read only. */
 export function transactionModeFor (mode: RouteMode, method: string): TransactionMode {
-  if (typeof mode.readOnly === 'boolean') return mode as TransactionMode
-  return { ...mode, readOnly: SAFE_METHODS.has(method) }
+  const singleRoundTrip = byMethod(mode.singleRoundTrip, method)
+  return { ...mode, singleRoundTrip, readOnly: singleRoundTrip || byMethod(mode.readOnly, method) }
 }

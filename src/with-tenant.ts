@@ -3,7 +3,7 @@
 // resolves, roll back when it throws, the connection released exactly once either way.
 import type { Pool } from 'pg'
 import { InvalidOptionError, TenantInvalidError } from './errors.js'
-import { DEFAULT_SETTING, validatePool, validatePreparedStatements, validateSchema, validateSetting } from './options.js'
+import { DEFAULT_SETTING, validatePool, validatePreparation, validateSchema, validateSetting } from './options.js'
 import { createDatabaseFactory } from './tenant-database.js'
 import type { DatabaseFactory, RegisteredSchema, TenantDatabase } from './tenant-database.js'
 import { checkPoolRole } from './safety-checks.js'
@@ -17,7 +17,7 @@ import { settingsProblem } from './transaction-settings.js'
 import type { TransactionSettings } from './transaction-settings.js'
 
 /** Per-call options of `withTenant` and `app.withTenant`: the route options, plus extra settings. */
-export interface WithTenantCallOptions extends TenantRouteOptions {
+export interface WithTenantCallOptions extends Omit<TenantRouteOptions, 'singleRoundTrip'> {
   /** Extra transaction-local settings, e.g. `{ 'app.user_id': userId }` (see the plugin's `settings`). */
   settings?: TransactionSettings
 }
@@ -34,6 +34,8 @@ export interface WithTenantOptions<TSchema extends Record<string, unknown>> exte
   onDiscard?: (reason: string) => void
   /** The plugin's own statements as named prepared statements (default true; false behind PgBouncer before 1.21). */
   preparedStatements?: boolean
+  /** Route query texts each connection keeps prepared, as the plugin's option (default 100; 0 off). */
+  preparedRouteQueries?: number
 }
 
 /** How `runWithTenant` runs its transaction, beyond the tenant and the work. */
@@ -87,7 +89,7 @@ export async function withTenant<TSchema extends Record<string, unknown> = Regis
   work: TenantWork<TSchema, TResult>,
   options: WithTenantOptions<TSchema> = {}
 ): Promise<TResult> {
-  const { schema, setting: givenSetting, onDiscard, tenantIdType, preparedStatements = true, ...callOptions } = options
+  const { schema, setting: givenSetting, onDiscard, tenantIdType, preparedStatements, preparedRouteQueries, ...callOptions } = options
   const setting = validateSetting(givenSetting ?? DEFAULT_SETTING)
   const idType = validateTenantIdType(tenantIdType)
   const checked = validatePool(pool)
@@ -95,7 +97,7 @@ export async function withTenant<TSchema extends Record<string, unknown> = Regis
   return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(schema)), tenantId, work, () => checkedPoolRole(checked), {
     ...withTenantCallOptions(callOptions, STANDALONE_DEFAULTS, setting),
     tenantIdType: idType,
-    preparedStatements: validatePreparedStatements(preparedStatements),
+    ...validatePreparation({ preparedStatements, preparedRouteQueries }),
     onDiscard
   })
 }
@@ -108,8 +110,10 @@ const STANDALONE_DEFAULTS: RouteMode = resolvePluginMode({}, DEFAULT_LOCK_TIMEOU
  * anything is sent). There is no request method here: a plugin-wide `'safe-methods'` reads as false.
  */
 export function withTenantCallOptions (given: WithTenantCallOptions | undefined, defaults: RouteMode, tenantSetting: string): RunOptions {
-  if (given === undefined) return { ...defaults, readOnly: defaults.readOnly === true }
+  // The work gets one transaction for all it does: the plugin's singleRoundTrip is for routes only.
+  if (given === undefined) return { ...defaults, readOnly: defaults.readOnly === true, singleRoundTrip: false }
   const { settings, ...modeOptions } = given
+  if ('singleRoundTrip' in modeOptions) throw new InvalidOptionError('withTenant options: singleRoundTrip is for routes; withTenant work always runs in one transaction')
   const mode = overrideMode(modeOptions, defaults, 'withTenant options')
   let pairs
   if (settings !== undefined) {
@@ -117,7 +121,7 @@ export function withTenantCallOptions (given: WithTenantCallOptions | undefined,
     if (problem !== undefined) throw new InvalidOptionError(`withTenant options: ${problem}`)
     pairs = Object.entries(settings)
   }
-  return { ...mode, readOnly: mode.readOnly === true, settings: pairs }
+  return { ...mode, readOnly: mode.readOnly === true, singleRoundTrip: false, settings: pairs }
 }
 
 // One role check per pool, shared by every withTenant call on it. A failed check is not kept, so

@@ -44,7 +44,13 @@ t.test('bad options fail register with a message that says what to change', asyn
     ['a setting with quotes', { pool, setting: "app.x'; DROP TABLE projects; --" }, /setting must be a custom PostgreSQL setting/],
     ['a schema that is not an object', { pool, schema: 'public' }, /schema must be the object of drizzle tables/],
     ['a lock timeout that is not a whole number', { pool, lockTimeout: 1.5 }, /lockTimeout must be/],
-    ['preparedStatements that is not a boolean', { pool, preparedStatements: 'no' }, /preparedStatements must be true or false/]
+    ['preparedStatements that is not a boolean', { pool, preparedStatements: 'no' }, /preparedStatements must be true or false/],
+    ['preparedRouteQueries that is negative', { pool, preparedRouteQueries: -1 }, /preparedRouteQueries must be an integer from 0/],
+    ['preparedRouteQueries that is not whole', { pool, preparedRouteQueries: 2.5 }, /preparedRouteQueries must be an integer from 0/],
+    ['preparedRouteQueries above the bound', { pool, preparedRouteQueries: 10001 }, /preparedRouteQueries must be an integer from 0/],
+    ['singleRoundTrip with readOnly false', { pool, singleRoundTrip: true, readOnly: false }, /singleRoundTrip runs every query READ ONLY/],
+    ['singleRoundTrip that is not a boolean', { pool, singleRoundTrip: 'yes' }, /singleRoundTrip must be true, false or 'safe-methods'/],
+    ['preparedRouteQueries without preparedStatements', { pool, preparedStatements: false, preparedRouteQueries: 5 }, /preparedRouteQueries needs preparedStatements/]
   ]
   for (const [name, options, message] of cases) {
     const error = await registerWith(options) as { code?: string, message?: string } | null

@@ -22,6 +22,7 @@ const ENTRY_POINTS: Record<string, string> = {
   'fastify-tenant-rls': 'withTenant',
   'fastify-tenant-rls/schema': 'createTenantTable',
   'fastify-tenant-rls/elevated': 'withSystem',
+  'fastify-tenant-rls/audit': 'auditDatabase',
   'fastify-tenant-rls/testing': 'assertTenantIsolation'
 }
 

@@ -4,6 +4,7 @@
 import { eq, sql } from 'drizzle-orm'
 import t from 'tap'
 import type { Test } from 'tap'
+import type { FastifyInstance } from 'fastify'
 import { withTenant } from 'fastify-tenant-rls'
 import { createTestDatabase } from './helpers/database.js'
 import { bearer, buildApp, createProjectsTable, projects } from './helpers/fixture.js'
@@ -213,7 +214,7 @@ t.test('extra settings, read-only, isolation level and timeouts ride in the same
 })
 
 /** An app on a fresh one-connection pool whose Parse messages are recorded (every statement text pg parses). */
-async function parsesOf (t: Test, options: Record<string, unknown>): Promise<{ parses: Array<{ name: string, text: string }>, run: () => Promise<number> }> {
+async function parsesOf (t: Test, options: Record<string, unknown>, routes?: (app: FastifyInstance) => void): Promise<{ parses: Array<{ name: string, text: string }>, run: () => Promise<number> }> {
   const watched = db.appPool({ max: 1 })
   const parses: Array<{ name: string, text: string }> = []
   watched.on('connect', (client) => {
@@ -224,16 +225,19 @@ async function parsesOf (t: Test, options: Record<string, unknown>): Promise<{ p
   const counted = await buildApp(t, {
     pool: watched,
     options,
-    routes (app) {
+    routes: routes ?? ((app) => {
       app.get('/names', async (request) => (await request.db.select({ name: projects.name }).from(projects)).length)
-    }
+    })
   })
   t.teardown(() => db.assertNoLeaks(t, watched))
   // What the startup check parsed is not a request's.
   parses.length = 0
   return {
     parses,
-    run: async () => (await counted.inject({ url: '/names', headers: bearer(counted, { tenant_id: tenantA }) })).statusCode
+    run: async () => {
+      const res = await counted.inject({ url: '/names', headers: bearer(counted, { tenant_id: tenantA }) })
+      return res.statusCode === 200 && routes !== undefined ? res.json() : res.statusCode
+    }
   }
 }
 
@@ -241,10 +245,11 @@ t.test('the plugin\'s own statements are parsed once per connection, then only b
   const { parses, run } = await parsesOf(t, {})
   t.equal(await run(), 200)
   const first = parses.splice(0)
-  t.equal(first.filter((parse) => parse.name.startsWith('fastify_tenant_rls_')).length, 11, 'BEGIN, the opening, the check, COMMIT, the session read and six resets, each named')
+  t.equal(first.filter((parse) => /^fastify_tenant_rls_\d+$/.test(parse.name)).length, 11, 'BEGIN, the opening, the check, COMMIT, the session read and six resets, each named')
+  t.same(first.filter((parse) => parse.name.startsWith('fastify_tenant_rls_q')).map((parse) => parse.name), ['fastify_tenant_rls_q1'], 'the route query is named too')
   t.equal(await run(), 200)
   t.equal(await run(), 200)
-  t.same(parses.map((parse) => parse.name), ['', ''], 'later requests parse only their own (unnamed) query')
+  t.same(parses, [], 'later requests parse nothing: every statement, the route query included, is only bound')
   const { rows } = await db.admin.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE usename = $1 AND state = 'idle'", [db.appRole])
   t.ok((rows[0] as { n: number }).n >= 1, 'the connection stayed in the pool')
 })
@@ -255,6 +260,74 @@ t.test('preparedStatements: false sends every statement of the plugin unnamed (P
   t.equal(await run(), 200)
   t.equal(parses.filter((parse) => parse.name !== '').length, 0)
   t.equal(parses.length, 2 * 12, 'twelve statements parsed on every request')
+})
+
+t.test('preparedRouteQueries: 0 sends route queries unnamed, the plugin\'s own statements stay named', async (t) => {
+  const { parses, run } = await parsesOf(t, { preparedRouteQueries: 0 })
+  t.equal(await run(), 200)
+  parses.splice(0)
+  t.equal(await run(), 200)
+  t.same(parses.map((parse) => parse.name), [''], 'only the route query is parsed again')
+})
+
+t.test('a route\'s own .prepare(name) keeps its name: nothing is named over it', async (t) => {
+  const { parses, run } = await parsesOf(t, {}, (app) => {
+    app.get('/names', async (request) => (await request.db.select({ name: projects.name }).from(projects).prepare('my_names').execute()).length)
+  })
+  t.equal(await run(), 2)
+  t.equal(await run(), 2)
+  t.same(parses.filter((parse) => !/^fastify_tenant_rls_\d+$/.test(parse.name)).map((parse) => parse.name), ['my_names'], 'parsed once, under the route\'s name')
+})
+
+t.test('each connection keeps at most preparedRouteQueries texts: the least recently used is closed before a new one is parsed', async (t) => {
+  const watched = db.appPool({ max: 1 })
+  const closed: string[] = []
+  watched.on('connect', (client) => {
+    const connection = (client as unknown as { connection: { close (message: { type: string, name: string }): void } }).connection
+    const close = connection.close.bind(connection)
+    connection.close = (message) => { closed.push(message.name); close(message) }
+  })
+  const app = await buildApp(t, {
+    pool: watched,
+    options: { preparedRouteQueries: 2 },
+    routes (app) {
+      app.get('/text/:n', async (request) => {
+        const n = Number((request.params as { n: string }).n)
+        // Distinct texts: the alias differs.
+        const { rows: [row] } = await request.db.execute<Record<string, number>>(sql.raw(`SELECT count(*)::int AS n${n} FROM projects`))
+        const { rows: [prepared] } = await request.db.execute<{ held: number }>(sql`SELECT count(*)::int AS held FROM pg_prepared_statements WHERE name LIKE 'fastify\_tenant\_rls\_q%'`)
+        return { count: row?.[`n${n}`], held: prepared?.held }
+      })
+    }
+  })
+  const asTenant = bearer(app, { tenant_id: tenantA })
+  const held: number[] = []
+  for (const n of [1, 2, 1, 3, 2, 4]) {
+    const res = await app.inject({ url: `/text/${n}`, headers: asTenant })
+    t.equal(res.json().count, 2, `text ${n} answers`)
+    held.push(res.json().held)
+  }
+  // Two texts per request: the one under test and the pg_prepared_statements read, so a capacity
+  // of 2 evicts on almost every new text; the server never holds more than 2.
+  t.ok(held.every((count) => count <= 2), `never more than two held on the server (${held.join(', ')})`)
+  t.ok(closed.length > 0, 'evicted statements were closed')
+  t.ok(closed.every((name) => name.startsWith('fastify_tenant_rls_q')), 'only route query names are ever closed')
+  t.equal(watched.totalCount, 1, 'one connection throughout')
+  await db.assertNoLeaks(t, watched)
+})
+
+t.test('a prepared route query is reused across requests on its connection', async (t) => {
+  const { parses, run } = await parsesOf(t, {}, (app) => {
+    app.get('/names', async (request) => {
+      await request.db.select({ name: projects.name }).from(projects).where(eq(projects.name, 'a-1'))
+      const { rows: [row] } = await request.db.execute<{ runs: number }>(sql`SELECT (generic_plans + custom_plans)::int AS runs FROM pg_prepared_statements WHERE statement LIKE '%"name" = $1%'`)
+      return row?.runs ?? 0
+    })
+  })
+  const runs: number[] = []
+  for (let i = 0; i < 7; i++) runs.push(await run())
+  t.same(runs.slice(1), [2, 3, 4, 5, 6, 7], 'the same statement ran once more on each request')
+  t.equal(parses.filter((parse) => parse.name.startsWith('fastify_tenant_rls_q')).length, 2, 'each route text parsed once')
 })
 
 t.test('after a statement other than a plain query the closing is sent unnamed: a route\'s DEALLOCATE ALL cannot break it', async (t) => {
@@ -285,6 +358,6 @@ t.test('an opening with more extra settings than the cached texts is sent unname
   t.equal(await run(), 200)
   parses.splice(0)
   t.equal(await run(), 200)
-  t.same(parses.map((parse) => parse.name), ['', '', ''], 'BEGIN and the opening go unnamed, with the route query; the closing stays bound by name')
+  t.same(parses.map((parse) => parse.name), ['', ''], 'BEGIN and the opening go unnamed; the route query and the closing stay bound by name')
   t.match(parses[1]?.text, /set_config\(\$37, \$38, true\)/)
 })

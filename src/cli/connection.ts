@@ -23,3 +23,13 @@ export async function withDatabaseClient<T> (connectionString: string, work: (cl
     await client.end()
   }
 }
+
+/** Runs `work`, turning a refused option (FST_TENANT_RLS_INVALID_OPTION, such as a bad --setting) into a usage error (exit 2). */
+export async function usageOnInvalidOption<T> (work: () => Promise<T>): Promise<T> {
+  try {
+    return await work()
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'FST_TENANT_RLS_INVALID_OPTION') throw new UsageError((error as Error).message)
+    throw error
+  }
+}

@@ -262,6 +262,39 @@ export async function runIsolationCases (t: Test, db: TestDatabase, world: World
   })
 }
 
+/**
+ * Every isolation case again with each query sent alone in one round trip (singleRoundTrip): a
+ * read-only mode, so whatever the case expects, nothing at all may be committed, and a 2xx reply
+ * must be exactly the one the transaction mode gives (the reads); everything else is refused.
+ */
+const SINGLE_ROUND_TRIP_REFUSALS = new Set(['FST_TENANT_RLS_READ_ONLY_TRANSACTION', 'FST_TENANT_RLS_SINGLE_ROUND_TRIP_REFUSED'])
+
+export async function runIsolationCasesSingleRoundTrip (t: Test, db: TestDatabase, world: World, target: Target): Promise<void> {
+  const [a, b] = world.tenants
+  const sides: Sides = { a, b, aDoc: world.ids[a]?.['INV-1'] ?? '', bDoc: world.ids[b]?.['INV-1'] ?? '', bDoc2: world.ids[b]?.['INV-2'] ?? '' }
+  const pool = target.pool(t)
+  const attacks = Object.fromEntries(isolationCases.map((attackCase, index) => [
+    `case-${index}`,
+    (request: FastifyRequest) => attackCase.attack(dbOf(request), sides)
+  ]))
+  const { app } = await attackApp(t, pool, attacks, { singleRoundTrip: true })
+  for (const [index, attackCase] of isolationCases.entries()) {
+    await t.test(`${target.name}, single round trip: ${attackCase.name}`, async (t) => {
+      const before = await committed(db)
+      const response = await callAs(app, a, `case-${index}`)
+      if (response.statusCode < 400) {
+        t.ok(attackCase.status < 400 && attackCase.commits !== true && attackCase.body !== undefined, `a 2xx only for a read (${response.statusCode})`)
+        if (attackCase.body !== undefined) t.same(response.json(), attackCase.body(sides), 'the same reply as in a transaction')
+      } else {
+        // Refused for what the mode refuses, never for a failure of the mode itself.
+        t.ok(SINGLE_ROUND_TRIP_REFUSALS.has(response.json().code), `refused as a write or a statement the mode does not send (${String(response.json().code)})`)
+      }
+      t.same(await committed(db), before, 'nothing was committed')
+      await db.assertNoLeaks(t, pool)
+    })
+  }
+}
+
 /** Stamp of what a request saw: the setting, and the distinct tenants of the rows it could read. */
 export async function stamp (db: DocumentDatabase): Promise<{ setting: string, tenants: string[] }> {
   const setting = await db.execute<{ setting: string }>(sql`SELECT current_setting('app.current_tenant_id', true) AS setting`)

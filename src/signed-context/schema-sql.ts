@@ -1,0 +1,172 @@
+// The database half of the signed tenant context: the schema tenant_rls, the table of signing keys
+// (readable by its owner only), the verifying function tenant_rls.current_tenant() the policies
+// call, the key helpers and the grants, as one migration (`signedContextSql`), and the policy's
+// tenant expression in this mode (`signedCurrentTenantSql`).
+//
+// The function runs as the owner (SECURITY DEFINER) because only the owner may read the keys; so
+// the owner must be a plain role: a superuser or BYPASSRLS owner would turn any flaw in it into a
+// way around every policy (inspection.ts refuses both). search_path is pinned, so no object the
+// caller can name (pg_temp included) replaces a function it calls.
+//
+// HMAC-SHA256 is built from the core sha256() (PostgreSQL 11+), not pgcrypto: no extension to
+// install (or to be refused by a managed service), no extension schema on the search path. The
+// table keeps each key's inner and outer padded blocks, which is all HMAC needs, so a verification
+// costs two sha256() calls over a few dozen bytes.
+import { failOption } from '../errors.js'
+import { DEFAULT_SETTING, validateSetting } from '../options.js'
+import { validateTenantIdType } from '../tenant-id.js'
+import type { TenantIdType } from '../tenant-id.js'
+import { MIN_SECRET_BYTES } from './options.js'
+import { SIGNATURE_SETTING, SIGNATURE_VERSION } from './signer.js'
+
+/** The schema that holds the key table and the functions. */
+export const SIGNED_CONTEXT_SCHEMA = 'tenant_rls'
+/** The verifying function the policies call in signed mode. */
+export const CURRENT_TENANT_FUNCTION = `${SIGNED_CONTEXT_SCHEMA}.current_tenant()`
+/** The table of signing keys (inner and outer HMAC blocks); only its owner reads it. */
+export const SIGNING_KEYS_TABLE = `${SIGNED_CONTEXT_SCHEMA}.signing_keys`
+
+/** Options of `signedContextSql`. */
+export interface SignedContextSqlOptions {
+  /** Role the application connects as (or a group role it is a member of): may call current_tenant(), nothing else. */
+  role: string
+  /**
+   * Role that owns the schema, the keys and the functions: not a superuser, no BYPASSRLS, and not
+   * a role the application role is a member of. The tables' owner (migration role) will do.
+   */
+  owner: string
+  /** Setting the plugin sets the tenant in; must match its `setting`. Default `'app.current_tenant_id'`. */
+  setting?: string
+}
+
+const PLAIN_NAME = /^[a-z_][a-z0-9_]*$/
+
+// Plain lower-case names only: they are written into the SQL as they are.
+function plainRole (what: string, name: unknown): string {
+  if (typeof name !== 'string' || !PLAIN_NAME.test(name)) failOption(`signedContextSql: ${what} must be a plain lower-case role name, got ${JSON.stringify(name)}`)
+  return name
+}
+
+// The cast of the function's text for each tenant id type, as in the plain policy.
+const TENANT_CAST: Readonly<Record<TenantIdType, string>> = { uuid: '::uuid', bigint: '::bigint', slug: '' }
+
+/** The verified tenant as SQL (NULL unless the signature holds), for the policies of signed mode. */
+export function signedCurrentTenantSql (tenantIdType: TenantIdType = 'uuid'): string {
+  return `${CURRENT_TENANT_FUNCTION}${TENANT_CAST[validateTenantIdType(tenantIdType)]}`
+}
+
+// Every way a signature can be wrong ends in RETURN NULL, never in an error: a malformed value set
+// by route code must deny, not abort the statement with a message about the format (the cast to
+// bigint runs only once the CASE has seen at most 16 digits). The value is split with
+// string_to_array and its fields checked with length and ltrim, not with a regular expression:
+// PostgreSQL's regex engine spent 80 to 150 µs per call on the bounded repetitions a pattern for
+// this format needs, ten to twenty times the rest of the verification (bench/signed-context-sql.ts).
+// Few, large expressions: PL/pgSQL prepares each one again in every transaction.
+// The expiry is compared with now(), the database clock at the transaction's start: the opening
+// sets the signature in the transaction's first round trip, and a long transaction (a withTenant
+// job) keeps the context it was opened with. The message is signer.ts's, field for field.
+function currentTenantFunction (setting: string): string {
+  return `CREATE FUNCTION ${CURRENT_TENANT_FUNCTION} RETURNS text
+LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $current_tenant$
+DECLARE
+  tenant text := nullif(current_setting('${setting}', true), '');
+  field text[] := string_to_array(current_setting('${SIGNATURE_SETTING}', true), '.');
+  pads record;
+BEGIN
+  -- In parentheses: plpgsql ends an IF condition at the first THEN outside them, the CASE's included.
+  IF tenant IS NULL OR NOT (CASE
+    WHEN cardinality(field) = 4 AND field[1] = '${SIGNATURE_VERSION}' AND length(field[3]) BETWEEN 1 AND 16 AND ltrim(field[3], '0123456789') = ''
+      AND length(field[4]) = 64 AND ltrim(field[4], '0123456789abcdef') = ''
+    THEN field[3]::bigint > (extract(epoch FROM now()) * 1000)::bigint
+    ELSE false END) THEN
+    RETURN NULL;
+  END IF;
+  SELECT k.inner_pad, k.outer_pad INTO pads FROM ${SIGNING_KEYS_TABLE} k WHERE k.id = field[2];
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  IF sha256(pads.outer_pad || sha256(pads.inner_pad || convert_to(concat_ws(E'\\n', 'fastify-tenant-rls/${SIGNATURE_VERSION}', field[2], pg_backend_pid()::text, field[3], tenant), 'UTF8')))
+     = decode(field[4], 'hex') THEN
+    RETURN tenant;
+  END IF;
+  RETURN NULL;
+END
+$current_tenant$;`
+}
+
+// SECURITY INVOKER: it writes the key table with the caller's own rights, so only the owner (or a
+// superuser) can install a key even if EXECUTE were granted wider by mistake. A secret longer than
+// the 64-byte block is hashed first, as HMAC does.
+const ADD_KEY_FUNCTION = `CREATE FUNCTION ${SIGNED_CONTEXT_SCHEMA}.add_key(key_id text, secret bytea) RETURNS void
+LANGUAGE plpgsql SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $add_key$
+DECLARE
+  block bytea;
+  ipad bytea;
+  opad bytea;
+BEGIN
+  IF secret IS NULL OR length(secret) < ${MIN_SECRET_BYTES} THEN
+    RAISE EXCEPTION 'tenant_rls.add_key: the secret of key % must be at least ${MIN_SECRET_BYTES} bytes', key_id USING ERRCODE = '22023';
+  END IF;
+  block := CASE WHEN length(secret) > 64 THEN sha256(secret) ELSE secret END;
+  block := block || decode(repeat('00', 64 - length(block)), 'hex');
+  ipad := block;
+  opad := block;
+  FOR i IN 0..63 LOOP
+    ipad := set_byte(ipad, i, get_byte(block, i) # 54);
+    opad := set_byte(opad, i, get_byte(block, i) # 92);
+  END LOOP;
+  INSERT INTO ${SIGNING_KEYS_TABLE} (id, inner_pad, outer_pad) VALUES (key_id, ipad, opad);
+END
+$add_key$;`
+
+const REMOVE_KEY_FUNCTION = `CREATE FUNCTION ${SIGNED_CONTEXT_SCHEMA}.remove_key(key_id text) RETURNS boolean
+LANGUAGE sql SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $remove_key$
+  WITH removed AS (DELETE FROM ${SIGNING_KEYS_TABLE} WHERE id = key_id RETURNING id)
+  SELECT count(*) > 0 FROM removed
+$remove_key$;`
+
+/**
+ * The migration of signed mode: schema tenant_rls, its key table, current_tenant() and the key
+ * helpers, all owned by `owner`, and EXECUTE on current_tenant() (and nothing else) for `role`.
+ * Run it as `owner` (it needs CREATE on the database) or as a superuser: every object is handed to
+ * `owner` explicitly, so a superuser-run migration leaves no superuser-owned function behind.
+ * Apply it before the tables whose policies call the function. Statements are separated by
+ * drizzle's `--> statement-breakpoint`; one transaction, so current_tenant() is never callable by
+ * PUBLIC in between (PostgreSQL grants EXECUTE to PUBLIC on creation).
+ */
+export function signedContextSql (options: SignedContextSqlOptions): string {
+  const role = plainRole('role', options.role)
+  const owner = plainRole('owner', options.owner)
+  if (role === owner) failOption('signedContextSql: owner must not be the application role; the application role must not be able to read the keys')
+  const setting = validateSetting(options.setting ?? DEFAULT_SETTING)
+  const schema = SIGNED_CONTEXT_SCHEMA
+  const statements = [
+    `CREATE SCHEMA ${schema} AUTHORIZATION ${owner};`,
+    `REVOKE ALL ON SCHEMA ${schema} FROM PUBLIC;`,
+    `CREATE TABLE ${SIGNING_KEYS_TABLE} (
+  id text PRIMARY KEY CHECK (id ~ '^[A-Za-z0-9_-]{1,32}$'),
+  inner_pad bytea NOT NULL CHECK (length(inner_pad) = 64),
+  outer_pad bytea NOT NULL CHECK (length(outer_pad) = 64),
+  added_at timestamptz NOT NULL DEFAULT now()
+);`,
+    `ALTER TABLE ${SIGNING_KEYS_TABLE} OWNER TO ${owner};`,
+    `REVOKE ALL ON TABLE ${SIGNING_KEYS_TABLE} FROM PUBLIC;`,
+    currentTenantFunction(setting),
+    ADD_KEY_FUNCTION,
+    REMOVE_KEY_FUNCTION,
+    ...['current_tenant()', 'add_key(text, bytea)', 'remove_key(text)'].flatMap((fn) => [
+      `ALTER FUNCTION ${schema}.${fn} OWNER TO ${owner};`,
+      `REVOKE ALL ON FUNCTION ${schema}.${fn} FROM PUBLIC;`
+    ]),
+    `GRANT USAGE ON SCHEMA ${schema} TO ${role};`,
+    `GRANT EXECUTE ON FUNCTION ${CURRENT_TENANT_FUNCTION} TO ${role};`
+  ]
+  const header = `-- signedContextSql (fastify-tenant-rls/schema): run as ${owner} or a superuser, before the tenant tables\n`
+  return header + statements.join('\n--> statement-breakpoint\n') + '\n'
+}
