@@ -191,6 +191,41 @@ export const ConnectionFailedError = createError(
   500
 )
 
+/** The system pool's role is unsafe for cross-tenant jobs; raised by app.ready() or the first withSystem call. */
+export const UnsafeSystemRoleError = createError(
+  'FST_TENANT_RLS_UNSAFE_SYSTEM_ROLE',
+  'Refusing the system pool: %s',
+  500
+)
+
+/** An elevated call (system job, grant, review) lacks who does it or why, or gives them unbounded or malformed. Nothing was sent. */
+export const AccountabilityRequiredError = createError(
+  'FST_TENANT_RLS_ACCOUNTABILITY_REQUIRED',
+  'Elevated access needs an accountable actor and reason: %s',
+  400
+)
+
+/** A grant request breaks a rule (approver is the operator, lifetime over the maximum, bad tenant id). Nothing was written. */
+export const InvalidGrantError = createError(
+  'FST_TENANT_RLS_INVALID_GRANT',
+  'Invalid grant: %s',
+  400
+)
+
+/** No grant has that id. */
+export const GrantNotFoundError = createError(
+  'FST_TENANT_RLS_GRANT_NOT_FOUND',
+  'No grant %s',
+  404
+)
+
+/** The grant exists but cannot take this change (already revoked, already reviewed, not break-glass). Nothing was written. */
+export const GrantStateError = createError(
+  'FST_TENANT_RLS_GRANT_STATE',
+  'Grant %s',
+  409
+)
+
 /** The audit (or EXPLAIN under a tenant) was given an application role that does not exist. */
 export const AuditRoleNotFoundError = createError(
   'FST_TENANT_RLS_AUDIT_ROLE_NOT_FOUND',

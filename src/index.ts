@@ -6,11 +6,13 @@ import { fastifyTenantRls } from './plugin.js'
 import type { TenantDatabase, TenantRequestDatabase } from './tenant-database.js'
 import type { TenantRouteOptions } from './transaction-mode.js'
 import type { WithTenantCallOptions } from './with-tenant.js'
+import type { Accountability } from './elevated/accountability.js'
 
 export type { FastifyTenantRlsOptions, FastifyTenantRlsSettings, RequestVerifier, TenantPoolSource, TenantResolver } from './options.js'
 export type { OwnedPoolConfig } from './owned-pool.js'
 export type { RegisteredSchema, TenantDatabase, TenantRequestDatabase, TenantRlsRegister } from './tenant-database.js'
 export type { TenantWork, WithTenantCallOptions, WithTenantOptions } from './with-tenant.js'
+export type { Accountability } from './elevated/accountability.js'
 export type { IsolationLevel, ReadOnlyDefault, TenantRouteOptions } from './transaction-mode.js'
 export type { SettingsResolver, TransactionSettings } from './transaction-settings.js'
 export type { PublicRouteCandidate, PublicRoutesOptions } from './public-routes.js'
@@ -52,6 +54,11 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** Runs `work` in a transaction scoped to `tenantId`: commit on resolve, roll back on throw. */
     withTenant<TResult>(tenantId: string, work: (db: TenantDatabase) => Promise<TResult>, options?: WithTenantCallOptions): Promise<TResult>
+    /**
+     * Runs `work` as an audited system job on the `systemPool` option's pool: one transaction that
+     * sees every tenant. `actor` and `reason` are required. See `withSystem` in `fastify-tenant-rls/elevated`.
+     */
+    withSystem<TResult>(accountability: Accountability, work: (db: TenantDatabase) => Promise<TResult>): Promise<TResult>
   }
   interface FastifyContextConfig {
     /**

@@ -6,6 +6,9 @@ import type { Pool } from 'pg'
 import { failOption } from './errors.js'
 import { createOwnedPool } from './owned-pool.js'
 import type { OwnedPoolConfig } from './owned-pool.js'
+import { DEFAULT_AUDIT_TABLE, tableName } from './elevated/tables.js'
+import type { TableName } from './elevated/tables.js'
+import { validateSystemPool } from './elevated/system-pool.js'
 import { validateTenantIdType } from './tenant-id.js'
 import type { TenantIdType } from './tenant-id.js'
 import { validatePublicRoutes } from './public-routes.js'
@@ -133,6 +136,14 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    * skips it. Default `'warn'`. The pool role's check refuses an unsafe role whatever this says.
    */
   startupAudit?: StartupAuditMode
+  /**
+   * A pg.Pool of the dedicated system role, for `app.withSystem` (cross-tenant jobs). Checked at
+   * ready: no superuser, BYPASSRLS, no membership with the app role either way, no DELETE or
+   * TRUNCATE on an RLS table, no table owned, no CREATE in a schema.
+   */
+  systemPool?: Pool
+  /** Where `app.withSystem` records its jobs. Default `'public.tenant_rls_audit'`. */
+  auditTable?: string
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
@@ -156,6 +167,9 @@ export interface ResolvedOptions {
   /** Transaction modes of routes that do not override them (and the defaults of app.withTenant). */
   routeMode: RouteMode
   isPublicRoute: PublicRoutePredicate
+  /** The system role's pool, when app.withSystem is enabled. */
+  systemPool: Pool | undefined
+  auditTable: TableName
   startupAudit: StartupAuditMode
 }
 
@@ -172,7 +186,7 @@ const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'signedContext', 'decorator',
-  'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit'])
+  'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit', 'systemPool', 'auditTable'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
 export function validateSetting (setting: unknown): string {
@@ -325,6 +339,8 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     tenantIdType: validateTenantIdType(given.tenantIdType),
     routeMode: resolvePluginMode(given, checkedLockTimeout),
     isPublicRoute: validatePublicRoutes(publicRoutes),
+    systemPool: given.systemPool === undefined ? undefined : validateSystemPool(given.systemPool, pool),
+    auditTable: tableName('auditTable', given.auditTable, DEFAULT_AUDIT_TABLE),
     startupAudit: validateStartupAudit(given.startupAudit ?? 'warn')
   }
   // Created last, once every other option is known to be good (creating one connects nowhere yet).

@@ -35,6 +35,10 @@ import type { RouteMode, TransactionMode } from './transaction-mode.js'
 import { resolveSettings } from './transaction-settings.js'
 import type { SettingPairs } from './transaction-settings.js'
 import { checkedPoolRole, runWithTenant, withTenantCallOptions } from './with-tenant.js'
+import { checkAccountability } from './elevated/accountability.js'
+import type { Accountability } from './elevated/accountability.js'
+import { checkedSystemRole, checkSystemRole, rememberSystemRole } from './elevated/system-role.js'
+import { runWithSystem } from './elevated/with-system.js'
 import type { WithTenantCallOptions } from './with-tenant.js'
 
 const kState = Symbol('fastify-tenant-rls.state')
@@ -228,6 +232,15 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     })
   })
 
+  // Always decorated, so the type is the same with or without the option; without it, a clear refusal.
+  fastify.decorate('withSystem', async function withSystem<TResult> (accountability: Accountability, work: (db: TenantDatabase) => Promise<TResult>) {
+    const who = checkAccountability(accountability)
+    const systemPool = options.systemPool
+    if (systemPool === undefined) throw new InvalidOptionError('app.withSystem needs the systemPool option: a pg.Pool of the dedicated system role')
+    // Before app.ready() the pool has not been checked with the app role known: checked on its own now.
+    return runWithSystem(systemPool, who, work, createDatabase, options.auditTable, () => checkedSystemRole(systemPool))
+  })
+
   fastify.addHook('onReady', async function refuseUnsafeRole () {
     // Every transaction opened from now on must run as this role, the one just checked.
     expectedRole = await checkPoolRole(options.pool, function warnAboutSharedRole (warning) {
@@ -253,6 +266,8 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
         onFinding: (finding) => { fastify.log.warn({ rule: finding.rule, object: finding.object, fix: finding.fix }, `fastify-tenant-rls: ${finding.rule} ${finding.object}: ${finding.message}`) }
       })
     }
+    // With the app role known, so membership and sameness are checked against it too.
+    if (options.systemPool !== undefined) rememberSystemRole(options.systemPool, await checkSystemRole(options.systemPool, expectedRole).catch(explainConnectionFailure))
   })
 
   // Route-level hooks run after every hook of the instance chain, so a hook added here finishes the

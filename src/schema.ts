@@ -219,6 +219,12 @@ function quoteIdentifier (name: string): string {
   return `"${name.replaceAll('"', '""')}"`
 }
 
+/** A drizzle table's name as SQL: quoted, and schema-qualified when the table names its schema. */
+export function quotedTableName (table: PgTable): string {
+  const config = getTableConfig(table)
+  return config.schema === undefined ? quoteIdentifier(config.name) : `${quoteIdentifier(config.schema)}.${quoteIdentifier(config.name)}`
+}
+
 /**
  * The SQL drizzle-kit does not generate, for every tenant table in `schema` (the module of your
  * tables): FORCE ROW LEVEL SECURITY, so the table owner is held to the policy too, and exactly
@@ -235,7 +241,7 @@ export function tenantTablesSql (schema: Record<string, unknown>, options: Tenan
   const tables = Object.values(schema).filter(isTenantTable)
   if (tables.length === 0) failOption('tenantTablesSql: the schema has no table declared with tenantTable')
   const statements = tables.flatMap((table) => {
-    const name = qualifiedName(table)
+    const name = quotedTableName(table)
     return [
       `ALTER TABLE ${name} FORCE ROW LEVEL SECURITY;`,
       `REVOKE ALL ON TABLE ${name} FROM ${quoteIdentifier(role)};`,
@@ -246,14 +252,9 @@ export function tenantTablesSql (schema: Record<string, unknown>, options: Tenan
   return header + statements.join('\n--> statement-breakpoint\n') + '\n'
 }
 
-function qualifiedName (table: PgTable): string {
-  const config = getTableConfig(table)
-  return config.schema === undefined ? quoteIdentifier(config.name) : `${quoteIdentifier(config.schema)}.${quoteIdentifier(config.name)}`
-}
-
 // A table name as the text literal Citus's functions take (they read it as a regclass).
 function tableLiteral (table: PgTable): string {
-  return `'${qualifiedName(table).replaceAll("'", "''")}'`
+  return `'${quotedTableName(table).replaceAll("'", "''")}'`
 }
 
 /**
@@ -274,7 +275,7 @@ export function citusSql (schema: Record<string, unknown>): string {
     for (const { columns, foreignTable } of foreignKeys) {
       if (columns.length === 1 && columns[0]?.name === TENANT_ID_COLUMN && !isTenantTable(foreignTable)) references.add(foreignTable)
     }
-    return { name: qualifiedName(table), table, foreignKeys: foreignKeys.map(({ foreignTable }) => ({ parent: qualifiedName(foreignTable) })) }
+    return { name: quotedTableName(table), table, foreignKeys: foreignKeys.map(({ foreignTable }) => ({ parent: quotedTableName(foreignTable) })) }
   })
   const [first, ...others] = parentsFirst(nodes)
   const statements = [

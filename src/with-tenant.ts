@@ -182,7 +182,8 @@ function emitSignedContextWarning (warning: SignedContextProblem): void {
 const factories = new WeakMap<object, DatabaseFactory>()
 const schemaless = createDatabaseFactory(undefined)
 
-function databaseFactoryFor (schema: Record<string, unknown> | undefined): DatabaseFactory {
+/** The drizzle factory for `schema`, built once per schema object. */
+export function databaseFactoryFor (schema: Record<string, unknown> | undefined): DatabaseFactory {
   if (schema === undefined) return schemaless
   let factory = factories.get(schema)
   if (factory === undefined) {

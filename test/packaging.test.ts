@@ -21,6 +21,7 @@ const manifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as
 const ENTRY_POINTS: Record<string, string> = {
   'fastify-tenant-rls': 'withTenant',
   'fastify-tenant-rls/schema': 'createTenantTable',
+  'fastify-tenant-rls/elevated': 'withSystem',
   'fastify-tenant-rls/audit': 'auditDatabase',
   'fastify-tenant-rls/testing': 'assertTenantIsolation'
 }
