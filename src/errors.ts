@@ -300,3 +300,17 @@ export const ErasureIncompleteError = createError(
 export function failOption (message: string): never {
   throw new InvalidOptionError(message)
 }
+
+/** The tenant's status (option tenantStatus) is suspended, unknown, or it has no row: nothing of the request ran. */
+export const TenantSuspendedError = createError(
+  'FST_TENANT_RLS_TENANT_SUSPENDED',
+  'The tenant is suspended',
+  403
+)
+
+/** The tenant is being moved to another database (status 'moving'): nothing of the request ran; retry after the Retry-After delay. */
+export const TenantMovingError = createError(
+  'FST_TENANT_RLS_TENANT_MOVING',
+  'The tenant is being moved; retry later',
+  503
+)

@@ -21,6 +21,10 @@ import { resolvePluginMode, validateTimeout } from './transaction-mode.js'
 import type { IsolationLevel, ReadOnlyDefault, RouteMode } from './transaction-mode.js'
 import type { SettingsResolver } from './transaction-settings.js'
 import type { StartupAuditMode } from './audit/startup-audit.js'
+import { validateTenantStatus } from './tenant-status/options.js'
+import type { TenantStatusOptions } from './tenant-status/options.js'
+import { tenantStatusCheck } from './tenant-status/check.js'
+import type { TenantStatusCheck } from './tenant-status/check.js'
 
 /**
  * Returns the tenant id for a verified request, or null/undefined when it has none. `claims` is
@@ -144,6 +148,13 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
   systemPool?: Pool
   /** Where `app.withSystem` records its jobs. Default `'public.tenant_rls_audit'`. */
   auditTable?: string
+  /**
+   * Check the tenant's status on every tenant transaction, inside the opening (no extra round
+   * trip): a suspended tenant (or one without a row) gets 403 FST_TENANT_RLS_TENANT_SUSPENDED, a
+   * moving one 503 FST_TENANT_RLS_TENANT_MOVING with Retry-After, and the route's first query never
+   * runs. Set the table up with `tenantStatusSql`. See README "Erasing and suspending".
+   */
+  tenantStatus?: TenantStatusOptions
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
@@ -171,6 +182,8 @@ export interface ResolvedOptions {
   systemPool: Pool | undefined
   auditTable: TableName
   startupAudit: StartupAuditMode
+  /** The opening's status check, when the tenantStatus option is given. */
+  tenantStatus: TenantStatusCheck | undefined
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
@@ -186,7 +199,7 @@ const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'signedContext', 'decorator',
-  'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit', 'systemPool', 'auditTable'])
+  'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit', 'systemPool', 'auditTable', 'tenantStatus'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
 export function validateSetting (setting: unknown): string {
@@ -305,6 +318,10 @@ function validateStartupAudit (mode: unknown): StartupAuditMode {
   return mode
 }
 
+function checkOf (status: ReturnType<typeof validateTenantStatus>): TenantStatusCheck | undefined {
+  return status === undefined ? undefined : tenantStatusCheck(status)
+}
+
 /** Validates the user's options once, at register time, and fills in the defaults. */
 export function resolveOptions (options: unknown): ResolvedOptions {
   if (options === null || typeof options !== 'object') failOption('options must be an object with `pool` or `connectionString`')
@@ -341,7 +358,8 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     isPublicRoute: validatePublicRoutes(publicRoutes),
     systemPool: given.systemPool === undefined ? undefined : validateSystemPool(given.systemPool, pool),
     auditTable: tableName('auditTable', given.auditTable, DEFAULT_AUDIT_TABLE),
-    startupAudit: validateStartupAudit(given.startupAudit ?? 'warn')
+    startupAudit: validateStartupAudit(given.startupAudit ?? 'warn'),
+    tenantStatus: checkOf(validateTenantStatus(given.tenantStatus))
   }
   // Created last, once every other option is known to be good (creating one connects nowhere yet).
   return { ...resolved, ownsPool, pool: validatePool(ownsPool ? createOwnedPool(connectionString as string, poolConfig) : pool) }

@@ -185,6 +185,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       preparedStatements: options.preparedStatements,
       preparedRouteQueries: options.preparedRouteQueries,
       signedContext: options.signedContext,
+      tenantStatus: options.tenantStatus,
       expectedRole,
       onDiscard (reason) {
         // The route left something on its session: worth a look, as the next tenant never sees it.
@@ -222,6 +223,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       preparedStatements: options.preparedStatements,
       preparedRouteQueries: options.preparedRouteQueries,
       signedContext: options.signedContext,
+      tenantStatus: options.tenantStatus,
       onDiscard (reason) {
         fastify.log.warn({ tenantId, reason }, 'fastify-tenant-rls: connection discarded, withTenant work left session state on it')
       },

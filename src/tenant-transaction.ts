@@ -30,6 +30,7 @@ import type { ResolvedSignedContext } from './signed-context/options.js'
 import { signTenantContext } from './signed-context/signer.js'
 import type { IsolationLevel } from './transaction-mode.js'
 import type { SettingPairs } from './transaction-settings.js'
+import type { TenantStatusCheck } from './tenant-status/check.js'
 
 /** What a finished transaction did. */
 export type TransactionOutcome = 'committed' | 'rolled back'
@@ -221,6 +222,11 @@ export interface TenantTransactionOptions {
    * checks. Route SQL that sets the tenant setting itself has no such signature: it sees no rows.
    */
   signedContext?: ResolvedSignedContext | undefined
+  /**
+   * The tenant's status check (tenant-status/): one more statement of the opening, failing when the
+   * tenant is not active, so that the first query never runs for a suspended or moving tenant.
+   */
+  tenantStatus?: TenantStatusCheck | undefined
   /** Called when the connection is destroyed rather than reused, with what route code left on it. */
   onDiscard?: ((reason: string) => void) | undefined
   /**
@@ -344,7 +350,7 @@ export class TenantTransaction implements Queryable {
     try {
       const { statements: [, opening], cached } = this.#openingStatements([...this.#signature(client), ['transaction_read_only', 'on']])
       const assert = (marker: string): PipelinedStatement => ({ text: PRE_COMMIT_CHECK_SQL, values: [this.#setting, this.tenantId, role, marker] })
-      const before = [opening as PipelinedStatement, assert(UNEXPECTED_ROLE_MARKER)]
+      const before = [opening as PipelinedStatement, assert(UNEXPECTED_ROLE_MARKER), ...this.#statusStatements()]
       // The session read goes last: unlike after a COMMIT, the transaction's own tenant setting is
       // still in force before the reset, and the reset (RESET ALL, SET SESSION AUTHORIZATION DEFAULT)
       // also clears any session-level value the query set. What the read finds after it is what the
@@ -358,6 +364,8 @@ export class TenantTransaction implements Queryable {
     } catch (error) {
       // The failure skipped the session reset: the connection may carry whatever the query left.
       leftover = 'the query failed before the session reset'
+      const refusal = this.#hooks.tenantStatus?.refusal(error)
+      if (refusal !== undefined) throw refusal
       if (isCheckFailure(error, UNEXPECTED_ROLE_MARKER)) throw new UnexpectedRoleError('another role than the one checked')
       throw isCheckFailure(error, CONTEXT_CHANGED_MARKER) ? new TenantContextChangedError({ cause: error }) : error
     } finally {
@@ -432,10 +440,11 @@ export class TenantTransaction implements Queryable {
     const named = this.#nameOf(client, config, kind)
     const opening = sendOpening(client, [
       ...statements,
-      ...(counting ? [{ text: CATALOG_WRITES_SQL }] : [])
+      ...(counting ? [{ text: CATALOG_WRITES_SQL }] : []),
+      ...this.#statusStatements()
     ], named === undefined ? config : { ...config, name: named.name }, values, this.#prepared(false) && cached, named?.evicted)
     if (opening.result !== undefined) carry(opening.result)
-    const [, row, counted] = await opening.opened
+    const [, row, counted] = await opening.opened.catch((error: unknown) => { throw this.#hooks.tenantStatus?.refusal(error) ?? error })
     if (counting) this.#catalogWrites = counted?.[0] ?? undefined
     const role = String(row?.[1])
     const expected = this.#hooks.expectedRole
@@ -444,6 +453,12 @@ export class TenantTransaction implements Queryable {
     this.#role = expected ?? role
     if (expected !== undefined && role !== expected) throw new UnexpectedRoleError(role)
     return client
+  }
+
+  // Last of the opening: the tenant setting is in force (the tenants table's policy reads it).
+  #statusStatements (): PipelinedStatement[] {
+    const status = this.#hooks.tenantStatus
+    return status === undefined ? [] : [status.statement(this.tenantId)]
   }
 
   // The signed context's setting for this connection (none when the mode is off). Signed per
