@@ -314,3 +314,10 @@ export const TenantMovingError = createError(
   'The tenant is being moved; retry later',
   503
 )
+
+/** The `route` option's function threw or rejected for the tenant: nothing was sent; retry later. */
+export const TenantRouteFailedError = createError(
+  'FST_TENANT_RLS_ROUTE_FAILED',
+  'The database of the tenant could not be found; retry later',
+  503
+)

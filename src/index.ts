@@ -31,6 +31,7 @@ export type { SettingWarning } from './safety-checks.js'
 // Signed tenant context: the option's types, and the startup check's facts without the throw.
 export type { SignedContextOptions, SigningKey } from './signed-context/options.js'
 export type { TenantStatusOptions } from './tenant-status/options.js'
+export type { TenantRoute } from './routing/tenant-router.js'
 export { inspectSignedContext } from './signed-context/inspection.js'
 export type { SignedContextInspection, SignedContextProblem } from './signed-context/inspection.js'
 export * as errors from './errors.js'

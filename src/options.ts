@@ -22,6 +22,7 @@ import type { IsolationLevel, ReadOnlyDefault, RouteMode } from './transaction-m
 import type { SettingsResolver } from './transaction-settings.js'
 import type { StartupAuditMode } from './audit/startup-audit.js'
 import { validateTenantStatus } from './tenant-status/options.js'
+import type { TenantRoute } from './routing/tenant-router.js'
 import type { TenantStatusOptions } from './tenant-status/options.js'
 import { tenantStatusCheck } from './tenant-status/check.js'
 import type { TenantStatusCheck } from './tenant-status/check.js'
@@ -155,6 +156,14 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    * runs. Set the table up with `tenantStatusSql`. See README "Erasing and suspending".
    */
   tenantStatus?: TenantStatusOptions
+  /**
+   * Which database holds each tenant: returns the app role's pool there (sync or async). Asked once
+   * per tenant and cached (10,000 tenants, 30 seconds); a pool it names is checked like `pool`
+   * before its first transaction. Default: every tenant on `pool`. See README "Routing tenants".
+   */
+  route?: TenantRoute
+  /** The pools `route` can return, checked at ready like `pool` (others are checked on first use). */
+  routedPools?: Pool[]
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
@@ -184,6 +193,8 @@ export interface ResolvedOptions {
   startupAudit: StartupAuditMode
   /** The opening's status check, when the tenantStatus option is given. */
   tenantStatus: TenantStatusCheck | undefined
+  route: TenantRoute | undefined
+  routedPools: Pool[]
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
@@ -199,7 +210,7 @@ const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'signedContext', 'decorator',
-  'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit', 'systemPool', 'auditTable', 'tenantStatus'])
+  'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit', 'systemPool', 'auditTable', 'tenantStatus', 'route', 'routedPools'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
 export function validateSetting (setting: unknown): string {
@@ -318,6 +329,14 @@ function validateStartupAudit (mode: unknown): StartupAuditMode {
   return mode
 }
 
+function validateRouting (route: unknown, routedPools: unknown): Pick<ResolvedOptions, 'route' | 'routedPools'> {
+  if (route !== undefined && typeof route !== 'function') failOption('route must be a function (tenantId) => pg.Pool, sync or async, naming the pool of the database that holds the tenant')
+  if (routedPools === undefined) return { route: route as TenantRoute | undefined, routedPools: [] }
+  if (route === undefined) failOption('routedPools needs route: they are the pools route may return')
+  if (!Array.isArray(routedPools)) failOption('routedPools must be an array of pg.Pool')
+  return { route: route as TenantRoute, routedPools: routedPools.map(validatePool) }
+}
+
 function checkOf (status: ReturnType<typeof validateTenantStatus>): TenantStatusCheck | undefined {
   return status === undefined ? undefined : tenantStatusCheck(status)
 }
@@ -359,7 +378,8 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     systemPool: given.systemPool === undefined ? undefined : validateSystemPool(given.systemPool, pool),
     auditTable: tableName('auditTable', given.auditTable, DEFAULT_AUDIT_TABLE),
     startupAudit: validateStartupAudit(given.startupAudit ?? 'warn'),
-    tenantStatus: checkOf(validateTenantStatus(given.tenantStatus))
+    tenantStatus: checkOf(validateTenantStatus(given.tenantStatus)),
+    ...validateRouting(given.route, given.routedPools)
   }
   // Created last, once every other option is known to be good (creating one connects nowhere yet).
   return { ...resolved, ownsPool, pool: validatePool(ownsPool ? createOwnedPool(connectionString as string, poolConfig) : pool) }

@@ -29,6 +29,10 @@ import { createDatabaseFactory } from './tenant-database.js'
 import type { TenantDatabase } from './tenant-database.js'
 import { resolveTenantId } from './tenant-resolution.js'
 import { TenantTransaction } from './tenant-transaction.js'
+import { TenantRouter } from './routing/tenant-router.js'
+import type { Placement } from './routing/tenant-router.js'
+import { checkedRoutedPool } from './routing/pool-check.js'
+import { normalizeTenantId } from './tenant-id.js'
 import type { Queryable } from './tenant-transaction.js'
 import { resolveRouteMode, transactionModeFor } from './transaction-mode.js'
 import type { RouteMode, TransactionMode } from './transaction-mode.js'
@@ -62,6 +66,8 @@ interface TenantRequestState {
   database: TenantDatabase<Record<string, unknown>> | null
   /** Set once the reply is decided (onSend or onError): no transaction may begin after that. */
   settled: boolean
+  /** The tenant's pool and its checked role, with the route option; undefined: the plugin's pool. */
+  readonly placement: Placement | undefined
 }
 
 /** What onRoute adds to the config of every route it sees. */
@@ -142,6 +148,9 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
 
   decorateEveryRequest(fastify, options.decorator)
 
+  const route = options.route
+  const router = route === undefined ? undefined : new TenantRouter(route, (pool) => checkedRoutedPool(pool, options.signedContext, options.setting))
+
   function openDatabase (request: FastifyRequest, state: TenantRequestState): TenantDatabase<Record<string, unknown>> {
     return createDatabase(warningWhenRefused(request, transactionOf(state)))
   }
@@ -179,14 +188,14 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   function transactionOf (state: TenantRequestState): TenantTransaction {
     if (state.transaction !== null) return state.transaction
     const reply = state.reply
-    const transaction = new TenantTransaction(options.pool, state.tenantId, options.setting, {
+    const transaction = new TenantTransaction(state.placement?.pool ?? options.pool, state.tenantId, options.setting, {
       ...transactionModeOf(reply.request),
       settings: state.settings ?? undefined,
       preparedStatements: options.preparedStatements,
       preparedRouteQueries: options.preparedRouteQueries,
       signedContext: options.signedContext,
       tenantStatus: options.tenantStatus,
-      expectedRole,
+      expectedRole: state.placement?.role ?? expectedRole,
       onDiscard (reason) {
         // The route left something on its session: worth a look, as the next tenant never sees it.
         reply.log.warn({ route: reply.request.routeOptions.url, reason }, 'fastify-tenant-rls: connection discarded, route code left session state on it')
@@ -216,8 +225,11 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
 
   // async: a bad per-call option rejects, like every other failure of withTenant, rather than throwing.
   fastify.decorate('withTenant', async function withTenant<TResult> (tenantId: string, work: (db: TenantDatabase) => Promise<TResult>, callOptions?: WithTenantCallOptions) {
+    // Routed only once the id is valid (runWithTenant refuses it otherwise): a bad id never reaches route.
+    const canonical = router === undefined ? null : normalizeTenantId(tenantId, options.tenantIdType)
+    const placement = canonical === null ? undefined : await router?.placementOf(canonical)
     // Before app.ready() the startup check has not run: check the pool now, as the standalone withTenant does.
-    return runWithTenant(options.pool, options.setting, createDatabase, tenantId, work, () => expectedRole ?? checkedPoolRole(options.pool), {
+    return runWithTenant(placement?.pool ?? options.pool, options.setting, createDatabase, tenantId, work, () => placement?.role ?? expectedRole ?? checkedPoolRole(options.pool), {
       ...withTenantCallOptions(callOptions, options.routeMode, options.setting),
       tenantIdType: options.tenantIdType,
       preparedStatements: options.preparedStatements,
@@ -268,6 +280,8 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
         onFinding: (finding) => { fastify.log.warn({ rule: finding.rule, object: finding.object, fix: finding.fix }, `fastify-tenant-rls: ${finding.rule} ${finding.object}: ${finding.message}`) }
       })
     }
+    // The pools route may return, held to the role (and signed-context) check of the pool above.
+    if (router !== undefined) await Promise.all(options.routedPools.map((pool) => router.check(pool))).catch(explainConnectionFailure)
     // With the app role known, so membership and sameness are checked against it too.
     if (options.systemPool !== undefined) rememberSystemRole(options.systemPool, await checkSystemRole(options.systemPool, expectedRole).catch(explainConnectionFailure))
   })
@@ -302,7 +316,8 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     const finishedByRoute = config[kFinishedByRoute] === true
     // Declared before the plugin: the instance hook must still run after the route's own onSend hooks.
     if (!finishedByRoute) runOnSendHookLast(request, finishRouteRegisteredEarlier.name)
-    const state: TenantRequestState = { tenantId, reply, finishedByRoute, settings: null, openDatabase, transaction: null, database: null, settled: false }
+    const placement = router === undefined ? undefined : await router.placementOf(tenantId)
+    const state: TenantRequestState = { tenantId, reply, finishedByRoute, settings: null, openDatabase, transaction: null, database: null, settled: false, placement }
     ;(request as unknown as RequestWithState)[kState] = state
     request.log = request.log.child({ tenantId })
     reply.log = request.log

@@ -154,11 +154,11 @@ export function checkedPoolRole (pool: Pool): Promise<string> {
   return role
 }
 
-// The signed-context check of each pool, once per pool and set of keys (a worker passes the same
+// The signed-context check of each pool (shared with routed pools, routing/), once per pool and set of keys (a worker passes the same
 // options on every call, validated anew each time). A failed check is not kept, as for the role.
 const checkedSignedContexts = new WeakMap<Pool, Map<string, Promise<void>>>()
 
-function checkedSignedContext (pool: Pool, context: ResolvedSignedContext, setting: string): Promise<void> {
+export function checkedSignedContext (pool: Pool, context: ResolvedSignedContext, setting: string): Promise<void> {
   let byKeys = checkedSignedContexts.get(pool)
   if (byKeys === undefined) {
     byKeys = new Map()
