@@ -26,7 +26,7 @@ t.test('the least recently used tenant is dropped beyond the size bound', async 
   t.equal(asked.at(-1), 't0', 't0, the least recently used, was evicted and asked again')
 })
 
-t.test('a placement older than the age bound is asked again; forget drops it at once', async (t) => {
+t.test('a placement older than the age bound is asked again', async (t) => {
   const realNow = Date.now
   let now = realNow()
   Date.now = () => now
@@ -39,7 +39,4 @@ t.test('a placement older than the age bound is asked again; forget drops it at 
   now += 1
   await router.placementOf('a')
   t.same(asked, ['a', 'a'])
-  router.forget('a')
-  await router.placementOf('a')
-  t.same(asked, ['a', 'a', 'a'])
 })

@@ -56,12 +56,6 @@ export class TenantRouter {
     return placement
   }
 
-  /** Forgets the placement of `tenantId` (after moving it), or of every tenant. */
-  forget (tenantId?: string): void {
-    if (tenantId === undefined) this.#cache.clear()
-    else this.#cache.delete(tenantId)
-  }
-
   /** Checks a pool the route will name, at ready; the check is kept per pool. */
   check (pool: Pool): Promise<string> {
     return this.#checkPool(validatePool(pool))
