@@ -321,3 +321,10 @@ export const TenantRouteFailedError = createError(
   'The database of the tenant could not be found; retry later',
   503
 )
+
+/** With tenantStatus, app.ready() could not read the status through the pool's role (no such table or column, no SELECT). */
+export const TenantStatusUnreadableError = createError(
+  'FST_TENANT_RLS_TENANT_STATUS_UNREADABLE',
+  'Refusing to start: the tenant status cannot be read (%s); run tenantStatusSql or fix the tenantStatus option',
+  500
+)

@@ -280,6 +280,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
         onFinding: (finding) => { fastify.log.warn({ rule: finding.rule, object: finding.object, fix: finding.fix }, `fastify-tenant-rls: ${finding.rule} ${finding.object}: ${finding.message}`) }
       })
     }
+    await options.tenantStatus?.verify(options.pool)
     // The pools route may return, held to the role (and signed-context) check of the pool above.
     if (router !== undefined) await Promise.all(options.routedPools.map((pool) => router.check(pool))).catch(explainConnectionFailure)
     // With the app role known, so membership and sameness are checked against it too.

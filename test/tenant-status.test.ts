@@ -149,6 +149,12 @@ t.test('singleRoundTrip: a suspended or moving tenant\'s query is skipped, still
   t.equal(moving.headers['retry-after'], '7')
 })
 
+t.test('a status the app role cannot read refuses to start, naming the table', async (t) => {
+  await t.rejects(buildApp(t, { pool, options: { tenantStatus: { table: 'public.tenants', column: 'state' } } }), { code: 'FST_TENANT_RLS_TENANT_STATUS_UNREADABLE', message: /public\.tenants: column "state" does not exist/ })
+  await t.rejects(buildApp(t, { pool, options: { tenantStatus: { table: 'public.tenants', column: 'name' } } }), { code: 'FST_TENANT_RLS_TENANT_STATUS_UNREADABLE', message: /permission denied/ })
+  await t.rejects(buildApp(t, { pool, options: { tenantStatus: { table: 'public.orgs' } } }), { code: 'FST_TENANT_RLS_TENANT_STATUS_UNREADABLE', message: /does not exist/ })
+})
+
 t.test('the option is checked at register', async (t) => {
   const bad: unknown[] = [
     null, 'public.tenants', {}, { table: 'tenants' }, { table: 'public.tenants', column: 'Status' },
