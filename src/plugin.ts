@@ -31,7 +31,7 @@ import { resolveTenantId } from './tenant-resolution.js'
 import { TenantTransaction } from './tenant-transaction.js'
 import { TenantRouter } from './routing/tenant-router.js'
 import type { Placement } from './routing/tenant-router.js'
-import { checkedRoutedPool } from './routing/pool-check.js'
+import { routedPoolChecker } from './routing/pool-check.js'
 import { normalizeTenantId } from './tenant-id.js'
 import type { Queryable } from './tenant-transaction.js'
 import { resolveRouteMode, transactionModeFor } from './transaction-mode.js'
@@ -149,7 +149,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   decorateEveryRequest(fastify, options.decorator)
 
   const route = options.route
-  const router = route === undefined ? undefined : new TenantRouter(route, (pool) => checkedRoutedPool(pool, options.signedContext, options.setting))
+  const router = route === undefined ? undefined : new TenantRouter(route, routedPoolChecker(options))
 
   function openDatabase (request: FastifyRequest, state: TenantRequestState): TenantDatabase<Record<string, unknown>> {
     return createDatabase(warningWhenRefused(request, transactionOf(state)))

@@ -153,6 +153,23 @@ t.test('the tenant status is read on the tenant\'s own server', async (t) => {
   t.same((await checked.inject({ url: '/names', headers: bearer(checked, { tenant_id: tenantA }) })).json(), ['a-1', 'a-2'])
 })
 
+t.test('with tenantStatus, a routed pool whose database lacks the status is refused before its first transaction', async (t) => {
+  const third = await createTestDatabase(t)
+  const { tenantA: tenantE } = await createProjectsTable(third)
+  const thirdPool = third.appPool({ max: 1 })
+  const app = await buildApp(t, {
+    pool: firstPool,
+    options: { route: (tenantId) => tenantId === tenantE ? thirdPool : firstPool, tenantStatus: { table: 'public.tenants' } },
+    routes (app) { app.get('/names', async (request) => names(await request.db.select({ name: projects.name }).from(projects))) }
+  })
+  const res = await app.inject({ url: '/names', headers: bearer(app, { tenant_id: tenantE }) })
+  t.equal(res.statusCode, 500)
+  t.equal(res.json().code, 'FST_TENANT_RLS_TENANT_STATUS_UNREADABLE')
+  await third.asOwner(tenantStatusSql({ appRole: third.appRole, table: 'public.tenants' }))
+  t.same((await app.inject({ url: '/names', headers: bearer(app, { tenant_id: tenantE }) })).json(), ['a-1', 'a-2'], 'a failed check is not kept')
+  await third.assertNoLeaks(t, thirdPool)
+})
+
 t.test('the options are checked at register', async (t) => {
   for (const options of [{ route: 'db2' }, { routedPools: [secondPool] }, { route: byTable, routedPools: secondPool }, { route: byTable, routedPools: [{}] }]) {
     await t.rejects(buildApp(t, { pool: firstPool, options: options as never }), { code: 'FST_TENANT_RLS_INVALID_OPTION' }, Object.keys(options).join(', '))
