@@ -296,11 +296,6 @@ export const ErasureIncompleteError = createError(
   500
 )
 
-/** Throws FST_TENANT_RLS_INVALID_OPTION: the one way every register-time check refuses an option. */
-export function failOption (message: string): never {
-  throw new InvalidOptionError(message)
-}
-
 /** The tenant's status (option tenantStatus) is suspended, unknown, or it has no row: nothing of the request ran. */
 export const TenantSuspendedError = createError(
   'FST_TENANT_RLS_TENANT_SUSPENDED',
@@ -322,9 +317,14 @@ export const TenantRouteFailedError = createError(
   503
 )
 
-/** With tenantStatus, app.ready() could not read the status through the pool's role (no such table or column, no SELECT). */
+/** With tenantStatus, the status could not be read through a pool's role (no such table or column, no SELECT): at app.ready(), or before a routed pool's first transaction. */
 export const TenantStatusUnreadableError = createError(
   'FST_TENANT_RLS_TENANT_STATUS_UNREADABLE',
-  'Refusing to start: the tenant status cannot be read (%s); run tenantStatusSql or fix the tenantStatus option',
+  'The tenant status cannot be read (%s); run tenantStatusSql on that database or fix the tenantStatus option',
   500
 )
+
+/** Throws FST_TENANT_RLS_INVALID_OPTION: the one way every register-time check refuses an option. */
+export function failOption (message: string): never {
+  throw new InvalidOptionError(message)
+}
