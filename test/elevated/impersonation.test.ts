@@ -63,6 +63,11 @@ async function app (t: Test, options: Partial<FastifyTenantRlsSettings> = {}): P
         await request.db.execute(sql`DELETE FROM tenant_rls_audit`)
         return { ok: true }
       })
+      // Its first query leaves a trace no rollback undoes: a sequence advances even in a transaction rolled back.
+      app.get('/probe', async (request) => {
+        await request.db.execute(sql`SELECT pg_catalog.nextval('impersonation_probe')`)
+        return { ok: true }
+      })
       app.get('/whoami', async (request) => ({ tenant: request.tenantId }))
     }
   })
@@ -139,6 +144,20 @@ t.test('every denial is a 403 with its own code, the route\'s first query skippe
       { actor: alice, tenant_id: tenantA, grant_id: null, detail: { route: '/projects/careless', status: 500, admission: 'refused' } }
     ], `${name}: recorded`)
   }
+})
+
+t.test('a refused admission fails inside the opening: PostgreSQL never runs the route\'s first query', async (t) => {
+  await db.asOwner(`CREATE SEQUENCE impersonation_probe; GRANT USAGE ON SEQUENCE impersonation_probe TO ${db.appRole}`)
+  t.teardown(() => db.asOwner('DROP SEQUENCE impersonation_probe'))
+  const { app: server } = await app(t)
+  const probed = async (): Promise<boolean> => (await db.admin.query('SELECT is_called FROM impersonation_probe')).rows[0].is_called
+  const refused = await server.inject({ method: 'GET', url: '/probe', headers: as(server, alice) })
+  t.equal(refused.statusCode, 403)
+  t.equal(await probed(), false, 'the sequence never advanced')
+  // nextval writes: a read-only grant would refuse it.
+  await createGrant(systemPool, { operator: alice, tenantId: tenantA, reason: ticket, approver: bob, write: true })
+  t.equal((await server.inject({ method: 'GET', url: '/probe', headers: as(server, alice) })).statusCode, 200)
+  t.equal(await probed(), true, 'control: admitted, the query runs')
 })
 
 t.test('a read-only grant cannot write, nor lift READ ONLY; a writing grant writes', async (t) => {
