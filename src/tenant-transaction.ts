@@ -516,8 +516,12 @@ export class TenantTransaction implements Queryable {
     return [{ text: this.#sentOther ? SESSION_READ_AFTER_OTHER_SQL : SESSION_READ_SQL, values: [this.#setting] }, ...SESSION_RESET]
   }
 
-  /** What the session read found that must not reach the next user of the connection, if anything. */
-  async #leftover (client: PoolClient, row: Array<string | null> | undefined, expectedRole = this.#role): Promise<string | undefined> {
+  /**
+   * What the session read found that must not reach the next user of the connection, if anything.
+   * A refused impersonation failed its open before the role was read, on a sound connection (the
+   * server skipped to the Sync): the role checked at startup is the one to find.
+   */
+  async #leftover (client: PoolClient, row: Array<string | null> | undefined, expectedRole = this.#role ?? (this.#hooks.admission?.refused === true ? this.#hooks.expectedRole : undefined)): Promise<string | undefined> {
     if (row === undefined) return 'the session could not be read'
     const [setting, role, , deallocate, protocolPrepared] = row
     if (setting !== null && setting !== '') return 'a session-level tenant setting'

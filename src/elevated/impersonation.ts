@@ -59,6 +59,8 @@ export interface AdmissionCheck {
   admitted (row: ReadonlyArray<string | null> | undefined): void
   /** The plugin's error for a failed opening when the admission refused it; undefined for any other failure. */
   refusal (error: unknown): Error | undefined
+  /** True once the admission refused: the open failed on a connection left sound. */
+  readonly refused: boolean
 }
 
 /**
@@ -100,6 +102,9 @@ export function admissionCheck (impersonation: Impersonation, grantsTable: Table
       if (code !== '22P02' || !String(message).includes(REFUSED_MARKER)) return undefined
       impersonation.outcome = 'refused'
       return new ImpersonationRefusedError(`no live grant lets ${impersonation.operator} act as this tenant`, { cause: error })
+    },
+    get refused () {
+      return impersonation.outcome === 'refused'
     }
   }
 }

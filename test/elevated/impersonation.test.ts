@@ -107,7 +107,7 @@ t.test('a grant admits its operator: reads, audited with operator, tenant, grant
 })
 
 t.test('every denial is a 403 with its own code, the route\'s first query skipped, nothing committed, the refusal recorded', async (t) => {
-  const { app: server } = await app(t)
+  const { app: server, logs } = await app(t)
   const mallory = 'support:mallory@example.com'
   const cases: Array<[string, () => Promise<unknown>]> = [
     ['no grant', async () => {}],
@@ -140,6 +140,7 @@ t.test('every denial is a 403 with its own code, the route\'s first query skippe
       if (url === '/projects') t.equal(reply.json().code, 'FST_TENANT_RLS_IMPERSONATION_REFUSED', name)
     }
     t.same(await committedNames(db, tenantA), ['a-1', 'a-2'], `${name}: nothing committed`)
+    t.same(logs.filter((line) => /discarded/.test(line.msg)), [], `${name}: the connection kept`)
     t.match(await requestRows(since), [
       { actor: alice, tenant_id: tenantA, grant_id: null, detail: { method: 'POST', route: '/projects', status: 403, admission: 'refused' } },
       { actor: alice, tenant_id: tenantA, grant_id: null, detail: { route: '/projects/careless', status: 500, admission: 'refused' } }
