@@ -143,7 +143,7 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    * TRUNCATE on an RLS table, no table owned, no CREATE in a schema.
    */
   systemPool?: Pool
-  /** Where `app.withSystem` records its jobs. Default `'public.tenant_rls_audit'`. */
+  /** Where `app.withSystem` records its jobs and the plugin its impersonated requests. Default `'public.tenant_rls_audit'`. */
   auditTable?: string
   /**
    * The claim (a dotted path) naming the support operator who acts as the token's tenant. A token
