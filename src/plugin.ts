@@ -39,7 +39,7 @@ import { checkAccountability } from './elevated/accountability.js'
 import type { Accountability } from './elevated/accountability.js'
 import { checkedSystemRole, checkSystemRole, rememberSystemRole } from './elevated/system-role.js'
 import { runWithSystem } from './elevated/with-system.js'
-import { actorOf, admissionCheck, auditBeforeReply } from './elevated/impersonation.js'
+import { actorOf, admissionCheck, auditBeforeReply, noteStatements } from './elevated/impersonation.js'
 import type { Impersonation } from './elevated/impersonation.js'
 import type { WithTenantCallOptions } from './with-tenant.js'
 
@@ -147,7 +147,8 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   decorateEveryRequest(fastify, options.decorator)
 
   function openDatabase (request: FastifyRequest, state: TenantRequestState): TenantDatabase<Record<string, unknown>> {
-    return createDatabase(warningWhenRefused(request, transactionOf(state)))
+    const queryable = warningWhenRefused(request, transactionOf(state))
+    return createDatabase(state.impersonation === null ? queryable : noteStatements(state.impersonation, queryable))
   }
 
   // Routes onRoute never saw (declared before the plugin): decided on their first request, once.
@@ -303,7 +304,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     const claims = await authenticate(request)
     const tenantId = await resolveTenantId(request, claims, options)
     const operator = actorOf(claims, (given) => readClaim(given, options.actorClaimPath), options.systemPool)
-    const impersonation: Impersonation | null = operator === undefined ? null : { operator, tenantId, outcome: 'unchecked', admission: null, recorded: false }
+    const impersonation: Impersonation | null = operator === undefined ? null : { operator, tenantId, outcome: 'unchecked', admission: null, recorded: false, statements: [] }
     const finishedByRoute = config[kFinishedByRoute] === true
     // Declared before the plugin: the instance hook must still run after the route's own onSend hooks.
     if (!finishedByRoute) runOnSendHookLast(request, finishRouteRegisteredEarlier.name)

@@ -50,6 +50,55 @@ export interface Impersonation {
   admission: Admission | null
   /** Set once its audit row is on its way: one row per request. */
   recorded: boolean
+  /** What each route statement did, from the server's CommandComplete: never its text or values. */
+  statements: StatementAccess[]
+}
+
+/** One route statement of an impersonated request, as recorded: its command tag, the tables it names and its row count. */
+export interface StatementAccess {
+  command: string | null
+  /** Relations named after FROM, JOIN, INTO or UPDATE in the statement's text (drizzle quotes them); not those reached through views or functions. */
+  tables: string[]
+  rows: number | null
+}
+
+// A relation after the keywords that introduce one: quoted (drizzle's form, optionally schema-
+// qualified) or a plain identifier. Only the statement's text is read, never its bound values.
+const RELATION = /\b(?:from|join|into|update)\s+((?:"[^"]{1,63}"|[a-z_][a-z0-9_$]{0,62})(?:\.(?:"[^"]{1,63}"|[a-z_][a-z0-9_$]{0,62}))?)/gi
+const MAX_TABLES = 20
+
+function tablesOf (config: unknown): string[] {
+  const text = typeof config === 'string' ? config : (config as { text?: unknown } | null)?.text
+  if (typeof text !== 'string') return []
+  const names = new Set<string>()
+  for (const [, name] of text.matchAll(RELATION)) {
+    if (name !== undefined && names.size < MAX_TABLES) names.add(name.replaceAll('"', ''))
+  }
+  return [...names]
+}
+
+/** At most this many statements are listed in a request's row; `statementCount` keeps the total. */
+const MAX_RECORDED_STATEMENTS = 100
+
+interface QueryOutcome {
+  command?: unknown
+  rowCount?: unknown
+}
+
+/** Wraps the request's query door so that each completed statement is noted for the audit row. */
+export function noteStatements<T extends { query (config: unknown, values?: unknown[]): Promise<QueryOutcome> }> (impersonation: Impersonation, queryable: T): T {
+  return {
+    ...queryable,
+    async query (config: unknown, values?: unknown[]) {
+      const result = await queryable.query(config, values)
+      impersonation.statements.push({
+        command: typeof result.command === 'string' ? result.command : null,
+        tables: tablesOf(config),
+        rows: typeof result.rowCount === 'number' ? result.rowCount : null
+      })
+      return result
+    }
+  }
 }
 
 /** What the tenant transaction runs in its opening for an impersonated request. */
@@ -127,7 +176,9 @@ export function auditBeforeReply (impersonation: Impersonation, request: Fastify
       status,
       admission: impersonation.outcome,
       write: impersonation.admission?.write ?? null,
-      breakGlass: impersonation.admission?.breakGlass ?? null
+      breakGlass: impersonation.admission?.breakGlass ?? null,
+      statementCount: impersonation.statements.length,
+      statements: impersonation.statements.slice(0, MAX_RECORDED_STATEMENTS)
     }
     const event: AuditEvent = 'impersonation.request'
     systemPool.query(appendAuditSql(auditTable), [event, impersonation.operator, null, impersonation.tenantId, impersonation.admission?.grantId ?? null, detail])

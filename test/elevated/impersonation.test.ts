@@ -102,7 +102,7 @@ t.test('a grant admits its operator: reads, audited with operator, tenant, grant
   const read = await server.inject({ method: 'GET', url: '/projects', headers: as(server, alice) })
   t.equal(read.statusCode, 200)
   t.same(read.json(), ['a-1', 'a-2'], 'the tenant\'s rows, and only them')
-  t.match(await requestRows(since), [{ actor: alice, tenant_id: tenantA, grant_id: grant.id, detail: { method: 'GET', route: '/projects', status: 200, admission: 'admitted', write: false, breakGlass: false } }])
+  t.match(await requestRows(since), [{ actor: alice, tenant_id: tenantA, grant_id: grant.id, detail: { method: 'GET', route: '/projects', status: 200, admission: 'admitted', write: false, breakGlass: false, statementCount: 1, statements: [{ command: 'SELECT', tables: ['projects'], rows: 2 }] } }])
   t.same(logs.filter((line) => line.level >= 40), [], 'a support grant is not warned about')
 })
 
@@ -173,9 +173,13 @@ t.test('a read-only grant cannot write, nor lift READ ONLY; a writing grant writ
   t.same(await committedNames(db, tenantA), ['a-1', 'a-2'], 'nothing committed')
 
   await createGrant(systemPool, { operator: alice, tenantId: tenantA, reason: ticket, approver: bob, write: true })
+  const since = (await world.auditRows()).length
   const allowed = await server.inject({ method: 'POST', url: '/projects', headers: as(server, alice), payload: { name: 'written' } })
   t.equal(allowed.statusCode, 200)
   t.same(await committedNames(db, tenantA), ['a-1', 'a-2', 'written'])
+  const [row] = await requestRows(since)
+  t.same(row?.detail.statements, [{ command: 'INSERT', tables: ['projects'], rows: 1 }], 'the statement recorded: command, tables and row count')
+  t.notMatch(JSON.stringify(row), /written/, 'never a parameter value')
 })
 
 t.test('revoking a grant stops the very next request', async (t) => {
