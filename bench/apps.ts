@@ -21,6 +21,8 @@ import { items, newestItems, postItem, threeDependentQueries } from './workloads
 export interface AppSettings {
   appUrl: string
   manualUrl: string
+  /** The signed role's URL, for variants in signed mode (its only policy on items is the signed one). */
+  signedUrl: string
   jwtSecret: string
   poolSize: number
 }
@@ -65,7 +67,8 @@ async function baseline (name: AppName, settings: AppSettings, observer: AppObse
 async function pluginApp (variant: typeof PLUGIN_VARIANTS[number], settings: AppSettings, observer: AppObserver): Promise<BenchApp> {
   const name = variant.app
   const app = await withJwt(name, settings, observer)
-  const pool = new pg.Pool(poolConfig(settings, settings.appUrl))
+  const signed = 'signedContext' in variant.settings
+  const pool = new pg.Pool(poolConfig(settings, signed ? settings.signedUrl : settings.appUrl))
   observer.pool(name, pool)
   await app.register(fastifyTenantRls, { ...variant.settings, pool, schema: { items } })
   const options = { config: { tenant: variant.route } }

@@ -4,14 +4,19 @@
 // BYPASSRLS, standing for an application that filters with WHERE tenant_id = $1 itself. A finished
 // seed is recorded in bench_seed and reused; an unfinished or older one is dropped and rebuilt.
 import pg from 'pg'
-import { sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from 'fastify-tenant-rls/schema'
+import { installSigningKey, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql, signedContextSql, signedCurrentTenantSql } from 'fastify-tenant-rls/schema'
+import type { SigningKey } from 'fastify-tenant-rls'
 
 export const DATABASE = 'tenant_rls_bench'
 export const APP_ROLE = 'tenant_rls_bench_app'
 export const MANUAL_ROLE = 'tenant_rls_bench_manual'
+/** A second application role whose only policy on items is the signed one (signed tenant context). */
+export const SIGNED_ROLE = 'tenant_rls_bench_signed'
+/** The bench's signing key, installed by the seed; a benchmark secret, not one to reuse. */
+export const BENCH_SIGNING_KEY: SigningKey = { id: 'bench', secret: 'benchmark-signing-key-not-a-secret-0123456789' }
 const OWNER_ROLE = 'tenant_rls_bench_owner'
 const PASSWORD = 'bench-password'
-const SEED_VERSION = 1
+const SEED_VERSION = 2
 export const ROWS = 1_000_000
 export const TENANTS = 1_000
 /** Title of the rows W2 inserts; deleted at the start of every run so reruns start equal. */
@@ -23,12 +28,14 @@ export interface Seeded {
   adminUrl: string
   appUrl: string
   manualUrl: string
+  signedUrl: string
   tenants: string[]
   /** Seconds spent seeding in this run; 0 when an earlier seed was reused. */
   seedSeconds: number
 }
 
 const POLICY = "tenant_id = (SELECT nullif(current_setting('app.current_tenant_id', true), '')::uuid)"
+const SIGNED_POLICY = `tenant_id = (SELECT ${signedCurrentTenantSql()})`
 
 function withDatabase (url: string, database: string, role?: string): string {
   const target = new URL(url)
@@ -58,11 +65,12 @@ async function createDatabase (serverUrl: string): Promise<void> {
   await root.connect()
   try {
     await root.query(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`)
-    for (const role of [APP_ROLE, MANUAL_ROLE, OWNER_ROLE]) await root.query(`DROP ROLE IF EXISTS ${role}`)
+    for (const role of [APP_ROLE, MANUAL_ROLE, SIGNED_ROLE, OWNER_ROLE]) await root.query(`DROP ROLE IF EXISTS ${role}`)
     await root.query(`CREATE DATABASE ${DATABASE}`)
     await root.query(`CREATE ROLE ${OWNER_ROLE} NOLOGIN`)
     await root.query(`CREATE ROLE ${APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${PASSWORD}'`)
     await root.query(`CREATE ROLE ${MANUAL_ROLE} LOGIN NOSUPERUSER BYPASSRLS PASSWORD '${PASSWORD}'`)
+    await root.query(`CREATE ROLE ${SIGNED_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${PASSWORD}'`)
   } finally {
     await root.end()
   }
@@ -73,8 +81,11 @@ async function fill (adminUrl: string): Promise<void> {
   await admin.connect()
   try {
     await admin.query(`
-      GRANT CONNECT ON DATABASE ${DATABASE} TO ${APP_ROLE}, ${MANUAL_ROLE};
+      GRANT CONNECT ON DATABASE ${DATABASE} TO ${APP_ROLE}, ${MANUAL_ROLE}, ${SIGNED_ROLE};
       GRANT USAGE, CREATE ON SCHEMA public TO ${OWNER_ROLE};
+      GRANT CREATE ON DATABASE ${DATABASE} TO ${OWNER_ROLE};
+      SET ROLE ${OWNER_ROLE};
+      ${signedContextSql({ role: SIGNED_ROLE, owner: OWNER_ROLE })}
       SET ROLE ${OWNER_ROLE};
       CREATE TABLE tenants (id uuid PRIMARY KEY);
       INSERT INTO tenants SELECT md5('bench-tenant-' || n)::uuid FROM generate_series(0, ${TENANTS - 1}) AS n;
@@ -92,11 +103,17 @@ async function fill (adminUrl: string): Promise<void> {
       CREATE INDEX ${TENANT_INDEX} ON items (tenant_id, created_at DESC);
       ALTER TABLE items ENABLE ROW LEVEL SECURITY;
       ALTER TABLE items FORCE ROW LEVEL SECURITY;
-      CREATE POLICY tenant_isolation ON items USING (${POLICY}) WITH CHECK (${POLICY});
-      GRANT SELECT, INSERT ON items TO ${APP_ROLE}, ${MANUAL_ROLE};
-      GRANT SELECT ON tenants TO ${APP_ROLE}, ${MANUAL_ROLE};
+      -- Each application role gets its own policy: the plain one for the app role, the signed one
+      -- (the tenant through tenant_rls.current_tenant()) for the signed role; same table, same index.
+      CREATE POLICY tenant_isolation ON items TO ${APP_ROLE} USING (${POLICY}) WITH CHECK (${POLICY});
+      CREATE POLICY signed_isolation ON items TO ${SIGNED_ROLE} USING (${SIGNED_POLICY}) WITH CHECK (${SIGNED_POLICY});
+      GRANT SELECT, INSERT ON items TO ${APP_ROLE}, ${MANUAL_ROLE}, ${SIGNED_ROLE};
+      GRANT SELECT ON tenants TO ${APP_ROLE}, ${MANUAL_ROLE}, ${SIGNED_ROLE};
       RESET ROLE;
     `)
+    await admin.query(`SET ROLE ${OWNER_ROLE}`)
+    await installSigningKey(admin, BENCH_SIGNING_KEY)
+    await admin.query('RESET ROLE')
     await admin.query('VACUUM ANALYZE items')
     await admin.query(`CREATE TABLE bench_seed (version int NOT NULL); INSERT INTO bench_seed VALUES (${SEED_VERSION})`)
   } finally {
@@ -120,6 +137,7 @@ export async function seed (serverUrl: string): Promise<Seeded> {
     // Hardened on every run, as the README says (idempotent): a seed from before the hardening, or
     // pg_stat_statements installed by an earlier run's profile, would otherwise fail the startup check.
     await admin.query(sharedRoleHardeningSql({ role: APP_ROLE, database: DATABASE }))
+    await admin.query(sharedRoleHardeningSql({ role: SIGNED_ROLE, database: DATABASE }))
     await admin.query(sharedRoleSuperuserHardeningSql())
     const removed = await admin.query('DELETE FROM items WHERE title = $1', [POSTED_TITLE])
     if ((removed.rowCount ?? 0) > 0) await admin.query('VACUUM ANALYZE items')
@@ -128,6 +146,7 @@ export async function seed (serverUrl: string): Promise<Seeded> {
       adminUrl,
       appUrl: withDatabase(serverUrl, DATABASE, APP_ROLE),
       manualUrl: withDatabase(serverUrl, DATABASE, MANUAL_ROLE),
+      signedUrl: withDatabase(serverUrl, DATABASE, SIGNED_ROLE),
       tenants: rows.map((row) => row.id),
       seedSeconds
     }
