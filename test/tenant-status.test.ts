@@ -74,6 +74,17 @@ t.test('a suspended tenant: 403, the first query never ran, other tenants unaffe
   t.equal(await probes(), before + 1, 'the probe does count a query that runs')
 })
 
+t.test('a refusal leaves the connection sound: it goes back to the pool, not destroyed', async (t) => {
+  let removed = 0
+  const onRemove = (): void => { removed += 1 }
+  pool.on('remove', onRemove)
+  t.teardown(() => { pool.off('remove', onRemove) })
+  await setStatus(tenantA, 'suspended')
+  for (let i = 0; i < 3; i++) t.equal((await app.inject({ url: '/probe', headers: as(tenantA) })).statusCode, 403)
+  t.equal(removed, 0, 'no connection was discarded')
+  t.equal(pool.idleCount, pool.totalCount)
+})
+
 t.test('a moving tenant: 503 with Retry-After, the first query never ran', async (t) => {
   const before = await probes()
   await setStatus(tenantA, 'moving')
