@@ -67,6 +67,20 @@ t.test('request.db reads and writes each tenant on its own server', async (t) =>
   await second.admin.query("DELETE FROM projects WHERE name = 'routed-write'")
 })
 
+t.test('singleRoundTrip: each query goes alone to the tenant\'s server, checked against that pool\'s role', async (t) => {
+  const single = await buildApp(t, {
+    pool: firstPool,
+    options: { route: byTable, singleRoundTrip: true },
+    routes (app) { app.get('/names', async (request) => names(await request.db.select({ name: projects.name }).from(projects))) }
+  })
+  secondTraffic.reset()
+  t.same((await single.inject({ url: '/names', headers: bearer(single, { tenant_id: tenantC }) })).json(), ['a-1', 'a-2'])
+  secondTraffic.reset()
+  t.same((await single.inject({ url: '/names', headers: bearer(single, { tenant_id: tenantC }) })).json(), ['a-1', 'a-2'])
+  t.equal(secondTraffic.read().roundTrips, 1, 'one round trip on the second server, no BEGIN')
+  t.equal(secondTraffic.read().commands.includes('BEGIN'), false)
+})
+
 t.test('app.withTenant goes to the same server as requests', async (t) => {
   const seen = await app.withTenant(tenantC, async (db) => (await db.execute<{ port: string }>(sql`SELECT current_setting('port') AS port`)).rows[0]?.port)
   const { rows } = await second.admin.query<{ port: string }>("SELECT current_setting('port') AS port")
