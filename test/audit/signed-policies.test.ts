@@ -3,11 +3,15 @@
 // policy, which route SQL can fool by writing the setting, is an error, and the signed one passes.
 // A look-alike current_tenant() in another schema, or the signed source with an OR beside it, is
 // no tenant source in either mode.
+import fastifyJwt from '@fastify/jwt'
+import Fastify from 'fastify'
 import t from 'tap'
+import fastifyTenantRls from 'fastify-tenant-rls'
 import { auditDatabase } from 'fastify-tenant-rls/audit'
 import type { AuditReport } from 'fastify-tenant-rls/audit'
 import { runCli } from '../../dist/cli/run-cli.js'
-import { createSignedWorld } from '../helpers/signed-context.js'
+import { JWT_SECRET } from '../helpers/fixture.js'
+import { createSignedWorld, signedNotes } from '../helpers/signed-context.js'
 
 const world = await createSignedWorld(t)
 const { db } = world
@@ -71,6 +75,19 @@ t.test('the CLI: --signed-context turns the plain policy into an error and exits
   }
   t.same(await rules(['--signed-context']), { code: 1, rules: ['tables.policy-unsigned policy tenant_isolation on plain_notes'] })
   t.same((await rules([])).rules, [], 'without the flag: no table finding')
+})
+
+t.test('the startup audit of a signed plugin passes a table declared with signedContext: true', async (t) => {
+  // The plain table out of the role's reach, so the signed mode's own startup check accepts the database.
+  await db.admin.query(`REVOKE ALL ON plain_notes FROM ${db.appRole}`)
+  t.teardown(() => db.admin.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON plain_notes TO ${db.appRole}`))
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifyJwt, { secret: JWT_SECRET })
+  const pool = db.appPool()
+  await app.register(fastifyTenantRls, { pool, schema: { signedNotes }, signedContext: { keys: [world.key] }, startupAudit: 'error' })
+  await app.ready()
+  t.pass('ready: no finding refused the start')
 })
 
 t.test('signedContext must be a boolean', async (t) => {
