@@ -13,6 +13,7 @@ import pg from 'pg'
 import type { PoolConfig } from 'pg'
 import fastifyTenantRls from 'fastify-tenant-rls'
 import postgres from 'postgres'
+import { BENCH_SIGNING_KEY } from './seed.js'
 import type { SocketWatch } from './socket-traffic.js'
 import { PLUGIN_VARIANTS } from './targets.js'
 import type { AppName } from './targets.js'
@@ -21,6 +22,7 @@ import { items, newestItems, postItem, threeDependentQueries } from './workloads
 export interface AppSettings {
   appUrl: string
   manualUrl: string
+  signedUrl: string
   jwtSecret: string
   poolSize: number
 }
@@ -65,9 +67,13 @@ async function baseline (name: AppName, settings: AppSettings, observer: AppObse
 async function pluginApp (variant: typeof PLUGIN_VARIANTS[number], settings: AppSettings, observer: AppObserver): Promise<BenchApp> {
   const name = variant.app
   const app = await withJwt(name, settings, observer)
-  const pool = new pg.Pool(poolConfig(settings, settings.appUrl))
+  const signed = 'signed' in variant
+  const pool = new pg.Pool(poolConfig(settings, signed ? settings.signedUrl : settings.appUrl))
   observer.pool(name, pool)
-  await app.register(fastifyTenantRls, { ...variant.settings, pool, schema: { items } })
+  // The signed role's `items` is signed.items (its search_path); the startup audit would look for the
+  // declared table in public, where that role has no privilege, so it is left to the signed mode's own check.
+  const signedSettings = signed ? { signedContext: { keys: [BENCH_SIGNING_KEY] }, startupAudit: 'off' as const } : {}
+  await app.register(fastifyTenantRls, { ...variant.settings, ...signedSettings, pool, schema: { items } })
   const options = { config: { tenant: variant.route } }
   app.get('/w1', options, async (request) => newestItems(request.db))
   app.get('/w1p', options, async (request) => newestItems(request.db).prepare('w1').execute())

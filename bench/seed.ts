@@ -3,15 +3,24 @@
 // roles read it: the app role (subject to RLS, what the plugin uses) and a manual role with
 // BYPASSRLS, standing for an application that filters with WHERE tenant_id = $1 itself. A finished
 // seed is recorded in bench_seed and reused; an unfinished or older one is dropped and rebuilt.
+//
+// Signed mode reads a copy: signed.items, the same rows and index under the signed policy
+// (tenant_rls.current_tenant()), read by a third login role whose search_path is `signed`, so the
+// same drizzle table and the same SQL text reach it. That role may use nothing under a plain
+// policy, which the signed mode's startup check requires.
 import pg from 'pg'
-import { sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from 'fastify-tenant-rls/schema'
+import type { SigningKey } from 'fastify-tenant-rls'
+import { installSigningKey, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql, signedContextSql } from 'fastify-tenant-rls/schema'
 
 export const DATABASE = 'tenant_rls_bench'
 export const APP_ROLE = 'tenant_rls_bench_app'
 export const MANUAL_ROLE = 'tenant_rls_bench_manual'
+export const SIGNED_ROLE = 'tenant_rls_bench_signed'
 const OWNER_ROLE = 'tenant_rls_bench_owner'
 const PASSWORD = 'bench-password'
-const SEED_VERSION = 1
+const SEED_VERSION = 2
+/** The signed variant's key (a benchmark fixture, not a secret). */
+export const BENCH_SIGNING_KEY: SigningKey = { id: 'bench', secret: 'fastify-tenant-rls benchmark signing key, not a secret' }
 export const ROWS = 1_000_000
 export const TENANTS = 1_000
 /** Title of the rows W2 inserts; deleted at the start of every run so reruns start equal. */
@@ -23,12 +32,15 @@ export interface Seeded {
   adminUrl: string
   appUrl: string
   manualUrl: string
+  /** The signed role's: its unqualified `items` is signed.items. */
+  signedUrl: string
   tenants: string[]
   /** Seconds spent seeding in this run; 0 when an earlier seed was reused. */
   seedSeconds: number
 }
 
 const POLICY = "tenant_id = (SELECT nullif(current_setting('app.current_tenant_id', true), '')::uuid)"
+const SIGNED_POLICY = 'tenant_id = (SELECT tenant_rls.current_tenant()::uuid)'
 
 function withDatabase (url: string, database: string, role?: string): string {
   const target = new URL(url)
@@ -58,11 +70,13 @@ async function createDatabase (serverUrl: string): Promise<void> {
   await root.connect()
   try {
     await root.query(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`)
-    for (const role of [APP_ROLE, MANUAL_ROLE, OWNER_ROLE]) await root.query(`DROP ROLE IF EXISTS ${role}`)
+    for (const role of [APP_ROLE, MANUAL_ROLE, SIGNED_ROLE, OWNER_ROLE]) await root.query(`DROP ROLE IF EXISTS ${role}`)
     await root.query(`CREATE DATABASE ${DATABASE}`)
     await root.query(`CREATE ROLE ${OWNER_ROLE} NOLOGIN`)
     await root.query(`CREATE ROLE ${APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${PASSWORD}'`)
     await root.query(`CREATE ROLE ${MANUAL_ROLE} LOGIN NOSUPERUSER BYPASSRLS PASSWORD '${PASSWORD}'`)
+    await root.query(`CREATE ROLE ${SIGNED_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${PASSWORD}'`)
+    await root.query(`ALTER ROLE ${SIGNED_ROLE} SET search_path = signed`)
   } finally {
     await root.end()
   }
@@ -97,7 +111,25 @@ async function fill (adminUrl: string): Promise<void> {
       GRANT SELECT ON tenants TO ${APP_ROLE}, ${MANUAL_ROLE};
       RESET ROLE;
     `)
-    await admin.query('VACUUM ANALYZE items')
+    await admin.query(`GRANT CONNECT ON DATABASE ${DATABASE} TO ${SIGNED_ROLE}; GRANT CREATE ON DATABASE ${DATABASE} TO ${OWNER_ROLE}`)
+    await admin.query(signedContextSql({ role: SIGNED_ROLE, owner: OWNER_ROLE }))
+    // The rows are copied by the superuser: the owner is itself subject to the FORCE'd policy.
+    await admin.query(`
+      SET ROLE ${OWNER_ROLE};
+      CREATE SCHEMA signed;
+      CREATE TABLE signed.items (LIKE public.items INCLUDING ALL);
+      ALTER TABLE signed.items ENABLE ROW LEVEL SECURITY;
+      ALTER TABLE signed.items FORCE ROW LEVEL SECURITY;
+      CREATE POLICY tenant_isolation ON signed.items USING (${SIGNED_POLICY}) WITH CHECK (${SIGNED_POLICY});
+      GRANT USAGE ON SCHEMA signed TO ${SIGNED_ROLE};
+      GRANT SELECT, INSERT ON signed.items TO ${SIGNED_ROLE};
+      RESET ROLE;
+      INSERT INTO signed.items OVERRIDING SYSTEM VALUE SELECT * FROM public.items;
+    `)
+    await admin.query(`SET ROLE ${OWNER_ROLE}`)
+    await installSigningKey(admin, BENCH_SIGNING_KEY)
+    await admin.query('RESET ROLE')
+    await admin.query('VACUUM ANALYZE items, signed.items')
     await admin.query(`CREATE TABLE bench_seed (version int NOT NULL); INSERT INTO bench_seed VALUES (${SEED_VERSION})`)
   } finally {
     await admin.end()
@@ -119,15 +151,18 @@ export async function seed (serverUrl: string): Promise<Seeded> {
   try {
     // Hardened on every run, as the README says (idempotent): a seed from before the hardening, or
     // pg_stat_statements installed by an earlier run's profile, would otherwise fail the startup check.
-    await admin.query(sharedRoleHardeningSql({ role: APP_ROLE, database: DATABASE }))
+    for (const role of [APP_ROLE, SIGNED_ROLE]) await admin.query(sharedRoleHardeningSql({ role, database: DATABASE }))
     await admin.query(sharedRoleSuperuserHardeningSql())
-    const removed = await admin.query('DELETE FROM items WHERE title = $1', [POSTED_TITLE])
-    if ((removed.rowCount ?? 0) > 0) await admin.query('VACUUM ANALYZE items')
+    for (const table of ['items', 'signed.items']) {
+      const removed = await admin.query(`DELETE FROM ${table} WHERE title = $1`, [POSTED_TITLE])
+      if ((removed.rowCount ?? 0) > 0) await admin.query(`VACUUM ANALYZE ${table}`)
+    }
     const { rows } = await admin.query<{ id: string }>('SELECT id FROM tenants ORDER BY id')
     return {
       adminUrl,
       appUrl: withDatabase(serverUrl, DATABASE, APP_ROLE),
       manualUrl: withDatabase(serverUrl, DATABASE, MANUAL_ROLE),
+      signedUrl: withDatabase(serverUrl, DATABASE, SIGNED_ROLE),
       tenants: rows.map((row) => row.id),
       seedSeconds
     }

@@ -16,12 +16,15 @@ export interface PluginVariant {
   settings: FastifyTenantRlsSettings
   /** Applied to each of the variant's routes as `config: { tenant: route }`. */
   route: TenantRouteOptions
+  /** Signed tenant context: connects as the signed role (seed.ts), whose `items` has the signed policy, and signs with the bench key. */
+  signed?: true
 }
 
 export const PLUGIN_VARIANTS = [
   { app: 'plugin', description: 'fastify-tenant-rls, default options', settings: {}, route: {} },
   { app: 'plugin-single', description: 'fastify-tenant-rls, each query in one round trip (singleRoundTrip, read only)', settings: {}, route: { singleRoundTrip: true } },
-  { app: 'plugin-unprepared', description: 'fastify-tenant-rls, route queries not prepared (preparedRouteQueries: 0)', settings: { preparedRouteQueries: 0 }, route: {} }
+  { app: 'plugin-unprepared', description: 'fastify-tenant-rls, route queries not prepared (preparedRouteQueries: 0)', settings: { preparedRouteQueries: 0 }, route: {} },
+  { app: 'plugin-signed', description: 'fastify-tenant-rls, signed tenant context (signedContext; a copy of items under the signed policy)', settings: {}, route: {}, signed: true }
 ] as const satisfies readonly PluginVariant[]
 
 /** The baselines, each built by its own function in apps.ts. */
@@ -63,6 +66,7 @@ export const TARGETS: readonly Target[] = [
   { id: 'W1-plugin-prepared', app: 'plugin', workload: 'W1', label: 'plugin, prepared', method: 'GET', path: '/w1p' },
   { id: 'W1-plugin-single', app: 'plugin-single', workload: 'W1', label: 'plugin, single round trip', method: 'GET', path: '/w1' },
   { id: 'W1-plugin-unprepared', app: 'plugin-unprepared', workload: 'W1', label: 'plugin, route queries unprepared', method: 'GET', path: '/w1' },
+  { id: 'W1-plugin-signed', app: 'plugin-signed', workload: 'W1', label: 'plugin, signed context', method: 'GET', path: '/w1' },
   { id: 'W1-b1', app: 'b1', workload: 'W1', label: 'B1 raw pg', method: 'GET', path: '/w1' },
   { id: 'W1-b2', app: 'b2', workload: 'W1', label: 'B2 drizzle', method: 'GET', path: '/w1' },
   { id: 'W1-b2-prepared', app: 'b2', workload: 'W1', label: 'B2 drizzle, prepared', method: 'GET', path: '/w1p' },
@@ -100,6 +104,8 @@ export const COMPARISONS: readonly Comparison[] = [
   { subject: 'W1-plugin-single', baseline: 'W1-b2-prepared', metric: 'throughput', target: 1.0 },
   { subject: 'W1-plugin-single', baseline: 'W1-b2', metric: 'p50 at c=1', target: 1.0 },
   { subject: 'W1-plugin', baseline: 'W1-plugin-unprepared', metric: 'throughput' },
+  // Issue 11: signed mode may cost no more than a few percent at W1.
+  { subject: 'W1-plugin-signed', baseline: 'W1-plugin', metric: 'throughput', target: 0.95 },
   { subject: 'W1-plugin', baseline: 'W1-b2', metric: 'p50 at c=1', target: 1.2 },
   { subject: 'W1-plugin-prepared', baseline: 'W1-b2-prepared', metric: 'p50 at c=1', target: 1.2 },
   { subject: 'W2-plugin', baseline: 'W2-b2', metric: 'throughput', target: 0.9 },

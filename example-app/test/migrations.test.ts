@@ -14,10 +14,10 @@ import * as schema from '../src/schema.js'
 interface Journal { entries: Array<{ idx: number, tag: string }> }
 
 const journal = JSON.parse(await readFile(join(MIGRATIONS_FOLDER, 'meta', '_journal.json'), 'utf8')) as Journal
-// The custom migrations, by the tag drizzle-kit generate --custom --name gave them.
+// The custom migrations, by the tag drizzle-kit generate --custom --name gave them (the newest of each kind).
 const CUSTOM = /force-rls|signed-context/
 const lastGenerated = journal.entries.filter(({ tag }) => !CUSTOM.test(tag)).at(-1)
-const tagged = (name: string): { idx: number, tag: string } | undefined => journal.entries.find(({ tag }) => tag.includes(name))
+const tagged = (name: string): { idx: number, tag: string } | undefined => journal.entries.filter(({ tag }) => tag.includes(name)).at(-1)
 const readMigration = (tag: string | undefined): Promise<string> => readFile(join(MIGRATIONS_FOLDER, `${tag}.sql`), 'utf8')
 
 t.test('drizzle-kit has nothing left to generate', async (t) => {
