@@ -68,9 +68,10 @@ async function pluginApp (variant: typeof PLUGIN_VARIANTS[number], settings: App
   const name = variant.app
   const app = await withJwt(name, settings, observer)
   const signed = 'signed' in variant
-  const pool = new pg.Pool(poolConfig(settings, signed ? settings.signedUrl : settings.appUrl))
+  // A startup option: the session's default, so the plugin's RESET ALL between requests keeps it.
+  const pool = new pg.Pool(signed ? { ...poolConfig(settings, settings.signedUrl), options: '-c search_path=signed' } : poolConfig(settings, settings.appUrl))
   observer.pool(name, pool)
-  // The signed role's `items` is signed.items (its search_path); the startup audit would look for the
+  // The signed role's `items` is signed.items (search_path); the startup audit would look for the
   // declared table in public, where that role has no privilege, so it is left to the signed mode's own check.
   const signedSettings = signed ? { signedContext: { keys: [BENCH_SIGNING_KEY] }, startupAudit: 'off' as const } : {}
   await app.register(fastifyTenantRls, { ...variant.settings, ...signedSettings, pool, schema: { items } })

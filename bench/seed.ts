@@ -5,9 +5,10 @@
 // seed is recorded in bench_seed and reused; an unfinished or older one is dropped and rebuilt.
 //
 // Signed mode reads a copy: signed.items, the same rows and index under the signed policy
-// (tenant_rls.current_tenant()), read by a third login role whose search_path is `signed`, so the
-// same drizzle table and the same SQL text reach it. That role may use nothing under a plain
-// policy, which the signed mode's startup check requires.
+// (tenant_rls.current_tenant()), read by a third login role whose connections start with
+// search_path `signed` (apps.ts; not a stored role setting, which the plugin's startup check
+// refuses), so the same drizzle table and the same SQL text reach it. That role may use nothing
+// under a plain policy, which the signed mode's startup check requires.
 import pg from 'pg'
 import type { SigningKey } from 'fastify-tenant-rls'
 import { installSigningKey, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql, signedContextSql } from 'fastify-tenant-rls/schema'
@@ -76,7 +77,6 @@ async function createDatabase (serverUrl: string): Promise<void> {
     await root.query(`CREATE ROLE ${APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${PASSWORD}'`)
     await root.query(`CREATE ROLE ${MANUAL_ROLE} LOGIN NOSUPERUSER BYPASSRLS PASSWORD '${PASSWORD}'`)
     await root.query(`CREATE ROLE ${SIGNED_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${PASSWORD}'`)
-    await root.query(`ALTER ROLE ${SIGNED_ROLE} SET search_path = signed`)
   } finally {
     await root.end()
   }

@@ -4,7 +4,7 @@
 // without the rights to use it, the profile is skipped and the results say so. Tracking is off
 // during the measured rounds and on only during these passes.
 import pg from 'pg'
-import { APP_ROLE, MANUAL_ROLE } from './seed.js'
+import { APP_ROLE, MANUAL_ROLE, SIGNED_ROLE } from './seed.js'
 
 export interface StatementCost {
   /** The normalised statement, whitespace collapsed, cut to 80 characters. */
@@ -58,8 +58,8 @@ export async function prepareStatementProfiler (adminUrl: string): Promise<State
       const { rows } = await client.query<{ statement: string, calls: string, ms: number }>(`
         SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 80) AS statement, calls, total_plan_time + total_exec_time AS ms
         FROM pg_stat_statements
-        WHERE userid IN (SELECT oid FROM pg_roles WHERE rolname IN ($1, $2))
-        ORDER BY total_plan_time + total_exec_time DESC`, [APP_ROLE, MANUAL_ROLE])
+        WHERE userid IN (SELECT oid FROM pg_roles WHERE rolname IN ($1, $2, $3))
+        ORDER BY total_plan_time + total_exec_time DESC`, [APP_ROLE, MANUAL_ROLE, SIGNED_ROLE])
       const statements = rows.map((row) => ({
         statement: row.statement,
         callsPerRequest: Number(row.calls) / requests,
