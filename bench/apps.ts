@@ -13,7 +13,6 @@ import pg from 'pg'
 import type { PoolConfig } from 'pg'
 import fastifyTenantRls from 'fastify-tenant-rls'
 import postgres from 'postgres'
-import { BENCH_SIGNING_KEY } from './seed.js'
 import type { SocketWatch } from './socket-traffic.js'
 import { PLUGIN_VARIANTS } from './targets.js'
 import type { AppName } from './targets.js'
@@ -22,6 +21,7 @@ import { items, newestItems, postItem, threeDependentQueries } from './workloads
 export interface AppSettings {
   appUrl: string
   manualUrl: string
+  /** The signed role's URL, for variants in signed mode (its only policy on items is the signed one). */
   signedUrl: string
   jwtSecret: string
   poolSize: number
@@ -67,14 +67,10 @@ async function baseline (name: AppName, settings: AppSettings, observer: AppObse
 async function pluginApp (variant: typeof PLUGIN_VARIANTS[number], settings: AppSettings, observer: AppObserver): Promise<BenchApp> {
   const name = variant.app
   const app = await withJwt(name, settings, observer)
-  const signed = 'signed' in variant
-  // A startup option: the session's default, so the plugin's RESET ALL between requests keeps it.
-  const pool = new pg.Pool(signed ? { ...poolConfig(settings, settings.signedUrl), options: '-c search_path=signed' } : poolConfig(settings, settings.appUrl))
+  const signed = 'signedContext' in variant.settings
+  const pool = new pg.Pool(poolConfig(settings, signed ? settings.signedUrl : settings.appUrl))
   observer.pool(name, pool)
-  // The signed role's `items` is signed.items (search_path); the startup audit would look for the
-  // declared table in public, where that role has no privilege, so it is left to the signed mode's own check.
-  const signedSettings = signed ? { signedContext: { keys: [BENCH_SIGNING_KEY] }, startupAudit: 'off' as const } : {}
-  await app.register(fastifyTenantRls, { ...variant.settings, ...signedSettings, pool, schema: { items } })
+  await app.register(fastifyTenantRls, { ...variant.settings, pool, schema: { items } })
   const options = { config: { tenant: variant.route } }
   app.get('/w1', options, async (request) => newestItems(request.db))
   app.get('/w1p', options, async (request) => newestItems(request.db).prepare('w1').execute())

@@ -3,25 +3,20 @@
 // roles read it: the app role (subject to RLS, what the plugin uses) and a manual role with
 // BYPASSRLS, standing for an application that filters with WHERE tenant_id = $1 itself. A finished
 // seed is recorded in bench_seed and reused; an unfinished or older one is dropped and rebuilt.
-//
-// Signed mode reads a copy: signed.items, the same rows and index under the signed policy
-// (tenant_rls.current_tenant()), read by a third login role whose connections start with
-// search_path `signed` (apps.ts; not a stored role setting, which the plugin's startup check
-// refuses), so the same drizzle table and the same SQL text reach it. That role may use nothing
-// under a plain policy, which the signed mode's startup check requires.
 import pg from 'pg'
+import { installSigningKey, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql, signedContextSql, signedCurrentTenantSql } from 'fastify-tenant-rls/schema'
 import type { SigningKey } from 'fastify-tenant-rls'
-import { installSigningKey, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql, signedContextSql } from 'fastify-tenant-rls/schema'
 
 export const DATABASE = 'tenant_rls_bench'
 export const APP_ROLE = 'tenant_rls_bench_app'
 export const MANUAL_ROLE = 'tenant_rls_bench_manual'
+/** A second application role whose only policy on items is the signed one (signed tenant context). */
 export const SIGNED_ROLE = 'tenant_rls_bench_signed'
+/** The bench's signing key, installed by the seed; a benchmark secret, not one to reuse. */
+export const BENCH_SIGNING_KEY: SigningKey = { id: 'bench', secret: 'benchmark-signing-key-not-a-secret-0123456789' }
 const OWNER_ROLE = 'tenant_rls_bench_owner'
 const PASSWORD = 'bench-password'
 const SEED_VERSION = 2
-/** The signed variant's key (a benchmark fixture, not a secret). */
-export const BENCH_SIGNING_KEY: SigningKey = { id: 'bench', secret: 'fastify-tenant-rls benchmark signing key, not a secret' }
 export const ROWS = 1_000_000
 export const TENANTS = 1_000
 /** Title of the rows W2 inserts; deleted at the start of every run so reruns start equal. */
@@ -33,7 +28,6 @@ export interface Seeded {
   adminUrl: string
   appUrl: string
   manualUrl: string
-  /** The signed role's: its unqualified `items` is signed.items. */
   signedUrl: string
   tenants: string[]
   /** Seconds spent seeding in this run; 0 when an earlier seed was reused. */
@@ -41,7 +35,7 @@ export interface Seeded {
 }
 
 const POLICY = "tenant_id = (SELECT nullif(current_setting('app.current_tenant_id', true), '')::uuid)"
-const SIGNED_POLICY = 'tenant_id = (SELECT tenant_rls.current_tenant()::uuid)'
+const SIGNED_POLICY = `tenant_id = (SELECT ${signedCurrentTenantSql()})`
 
 function withDatabase (url: string, database: string, role?: string): string {
   const target = new URL(url)
@@ -87,8 +81,11 @@ async function fill (adminUrl: string): Promise<void> {
   await admin.connect()
   try {
     await admin.query(`
-      GRANT CONNECT ON DATABASE ${DATABASE} TO ${APP_ROLE}, ${MANUAL_ROLE};
+      GRANT CONNECT ON DATABASE ${DATABASE} TO ${APP_ROLE}, ${MANUAL_ROLE}, ${SIGNED_ROLE};
       GRANT USAGE, CREATE ON SCHEMA public TO ${OWNER_ROLE};
+      GRANT CREATE ON DATABASE ${DATABASE} TO ${OWNER_ROLE};
+      SET ROLE ${OWNER_ROLE};
+      ${signedContextSql({ role: SIGNED_ROLE, owner: OWNER_ROLE })}
       SET ROLE ${OWNER_ROLE};
       CREATE TABLE tenants (id uuid PRIMARY KEY);
       INSERT INTO tenants SELECT md5('bench-tenant-' || n)::uuid FROM generate_series(0, ${TENANTS - 1}) AS n;
@@ -106,30 +103,18 @@ async function fill (adminUrl: string): Promise<void> {
       CREATE INDEX ${TENANT_INDEX} ON items (tenant_id, created_at DESC);
       ALTER TABLE items ENABLE ROW LEVEL SECURITY;
       ALTER TABLE items FORCE ROW LEVEL SECURITY;
-      CREATE POLICY tenant_isolation ON items USING (${POLICY}) WITH CHECK (${POLICY});
-      GRANT SELECT, INSERT ON items TO ${APP_ROLE}, ${MANUAL_ROLE};
-      GRANT SELECT ON tenants TO ${APP_ROLE}, ${MANUAL_ROLE};
+      -- Each application role gets its own policy: the plain one for the app role, the signed one
+      -- (the tenant through tenant_rls.current_tenant()) for the signed role; same table, same index.
+      CREATE POLICY tenant_isolation ON items TO ${APP_ROLE} USING (${POLICY}) WITH CHECK (${POLICY});
+      CREATE POLICY signed_isolation ON items TO ${SIGNED_ROLE} USING (${SIGNED_POLICY}) WITH CHECK (${SIGNED_POLICY});
+      GRANT SELECT, INSERT ON items TO ${APP_ROLE}, ${MANUAL_ROLE}, ${SIGNED_ROLE};
+      GRANT SELECT ON tenants TO ${APP_ROLE}, ${MANUAL_ROLE}, ${SIGNED_ROLE};
       RESET ROLE;
-    `)
-    await admin.query(`GRANT CONNECT ON DATABASE ${DATABASE} TO ${SIGNED_ROLE}; GRANT CREATE ON DATABASE ${DATABASE} TO ${OWNER_ROLE}`)
-    await admin.query(signedContextSql({ role: SIGNED_ROLE, owner: OWNER_ROLE }))
-    // The rows are copied by the superuser: the owner is itself subject to the FORCE'd policy.
-    await admin.query(`
-      SET ROLE ${OWNER_ROLE};
-      CREATE SCHEMA signed;
-      CREATE TABLE signed.items (LIKE public.items INCLUDING ALL);
-      ALTER TABLE signed.items ENABLE ROW LEVEL SECURITY;
-      ALTER TABLE signed.items FORCE ROW LEVEL SECURITY;
-      CREATE POLICY tenant_isolation ON signed.items USING (${SIGNED_POLICY}) WITH CHECK (${SIGNED_POLICY});
-      GRANT USAGE ON SCHEMA signed TO ${SIGNED_ROLE};
-      GRANT SELECT, INSERT ON signed.items TO ${SIGNED_ROLE};
-      RESET ROLE;
-      INSERT INTO signed.items OVERRIDING SYSTEM VALUE SELECT * FROM public.items;
     `)
     await admin.query(`SET ROLE ${OWNER_ROLE}`)
     await installSigningKey(admin, BENCH_SIGNING_KEY)
     await admin.query('RESET ROLE')
-    await admin.query('VACUUM ANALYZE items, signed.items')
+    await admin.query('VACUUM ANALYZE items')
     await admin.query(`CREATE TABLE bench_seed (version int NOT NULL); INSERT INTO bench_seed VALUES (${SEED_VERSION})`)
   } finally {
     await admin.end()
@@ -151,12 +136,11 @@ export async function seed (serverUrl: string): Promise<Seeded> {
   try {
     // Hardened on every run, as the README says (idempotent): a seed from before the hardening, or
     // pg_stat_statements installed by an earlier run's profile, would otherwise fail the startup check.
-    for (const role of [APP_ROLE, SIGNED_ROLE]) await admin.query(sharedRoleHardeningSql({ role, database: DATABASE }))
+    await admin.query(sharedRoleHardeningSql({ role: APP_ROLE, database: DATABASE }))
+    await admin.query(sharedRoleHardeningSql({ role: SIGNED_ROLE, database: DATABASE }))
     await admin.query(sharedRoleSuperuserHardeningSql())
-    for (const table of ['items', 'signed.items']) {
-      const removed = await admin.query(`DELETE FROM ${table} WHERE title = $1`, [POSTED_TITLE])
-      if ((removed.rowCount ?? 0) > 0) await admin.query(`VACUUM ANALYZE ${table}`)
-    }
+    const removed = await admin.query('DELETE FROM items WHERE title = $1', [POSTED_TITLE])
+    if ((removed.rowCount ?? 0) > 0) await admin.query('VACUUM ANALYZE items')
     const { rows } = await admin.query<{ id: string }>('SELECT id FROM tenants ORDER BY id')
     return {
       adminUrl,

@@ -212,6 +212,13 @@ export const InvalidGrantError = createError(
   400
 )
 
+/** A token with an actor claim (an impersonation) that no live grant admits, or that the plugin cannot audit. Nothing was read or kept. */
+export const ImpersonationRefusedError = createError(
+  'FST_TENANT_RLS_IMPERSONATION_REFUSED',
+  'Impersonation refused: %s',
+  403
+)
+
 /** No grant has that id. */
 export const GrantNotFoundError = createError(
   'FST_TENANT_RLS_GRANT_NOT_FOUND',

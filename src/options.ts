@@ -6,7 +6,8 @@ import type { Pool } from 'pg'
 import { failOption } from './errors.js'
 import { createOwnedPool } from './owned-pool.js'
 import type { OwnedPoolConfig } from './owned-pool.js'
-import { DEFAULT_AUDIT_TABLE, tableName } from './elevated/tables.js'
+import { DEFAULT_AUDIT_TABLE, DEFAULT_GRANTS_TABLE, tableName } from './elevated/tables.js'
+import { DEFAULT_ACTOR_CLAIM } from './elevated/impersonation.js'
 import type { TableName } from './elevated/tables.js'
 import { validateSystemPool } from './elevated/system-pool.js'
 import { validateTenantIdType } from './tenant-id.js'
@@ -142,8 +143,17 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    * TRUNCATE on an RLS table, no table owned, no CREATE in a schema.
    */
   systemPool?: Pool
-  /** Where `app.withSystem` records its jobs. Default `'public.tenant_rls_audit'`. */
+  /** Where `app.withSystem` records its jobs and the plugin its impersonated requests. Default `'public.tenant_rls_audit'`. */
   auditTable?: string
+  /**
+   * The claim (a dotted path) naming the support operator who acts as the token's tenant. A token
+   * that carries it is an impersonation: admitted only under a live grant (403 otherwise), READ ONLY
+   * unless the grant allows writes, recorded in the audit trail through `systemPool`. Default
+   * `'act.sub'` (RFC 8693's actor claim).
+   */
+  actorClaim?: string
+  /** Where the support grants are, for the admission of impersonated requests. Default `'public.tenant_rls_grants'`. */
+  grantsTable?: string
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
@@ -171,6 +181,8 @@ export interface ResolvedOptions {
   systemPool: Pool | undefined
   auditTable: TableName
   startupAudit: StartupAuditMode
+  actorClaimPath: readonly string[]
+  grantsTable: TableName
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
@@ -186,7 +198,8 @@ const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'signedContext', 'decorator',
-  'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit', 'systemPool', 'auditTable'])
+  'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit', 'systemPool', 'auditTable',
+  'actorClaim', 'grantsTable'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
 export function validateSetting (setting: unknown): string {
@@ -291,11 +304,11 @@ function validateVerifier (verify: unknown, jwtNamespace: unknown): Pick<Resolve
   return { verify: verify as RequestVerifier | undefined, jwtNamespace: jwtNamespace as string | undefined }
 }
 
-function parseClaimPath (claim: unknown): readonly string[] {
-  if (typeof claim !== 'string') failOption(`claim must be a string such as 'tenant_id' or 'org.id', got ${typeof claim}`)
+function parseClaimPath (claim: unknown, option = 'claim'): readonly string[] {
+  if (typeof claim !== 'string') failOption(`${option} must be a string such as 'tenant_id' or 'org.id', got ${typeof claim}`)
   const path = claim.split('.')
   if (!path.every((segment) => CLAIM_SEGMENT.test(segment))) {
-    failOption(`claim must be a claim name or a dotted path of names such as 'org.id', got ${JSON.stringify(claim)}`)
+    failOption(`${option} must be a claim name or a dotted path of names such as 'org.id', got ${JSON.stringify(claim)}`)
   }
   return path
 }
@@ -341,7 +354,9 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     isPublicRoute: validatePublicRoutes(publicRoutes),
     systemPool: given.systemPool === undefined ? undefined : validateSystemPool(given.systemPool, pool),
     auditTable: tableName('auditTable', given.auditTable, DEFAULT_AUDIT_TABLE),
-    startupAudit: validateStartupAudit(given.startupAudit ?? 'warn')
+    startupAudit: validateStartupAudit(given.startupAudit ?? 'warn'),
+    actorClaimPath: parseClaimPath(given.actorClaim ?? DEFAULT_ACTOR_CLAIM, 'actorClaim'),
+    grantsTable: tableName('grantsTable', given.grantsTable, DEFAULT_GRANTS_TABLE)
   }
   // Created last, once every other option is known to be good (creating one connects nowhere yet).
   return { ...resolved, ownsPool, pool: validatePool(ownsPool ? createOwnedPool(connectionString as string, poolConfig) : pool) }

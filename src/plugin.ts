@@ -27,7 +27,7 @@ import { checkPoolRole, describeRoleProblem, inspectPolicySetting } from './safe
 import { checkSignedContext, describeSignedContextProblem } from './signed-context/inspection.js'
 import { createDatabaseFactory } from './tenant-database.js'
 import type { TenantDatabase } from './tenant-database.js'
-import { resolveTenantId } from './tenant-resolution.js'
+import { readClaim, resolveTenantId } from './tenant-resolution.js'
 import { TenantTransaction } from './tenant-transaction.js'
 import type { Queryable } from './tenant-transaction.js'
 import { resolveRouteMode, transactionModeFor } from './transaction-mode.js'
@@ -39,6 +39,8 @@ import { checkAccountability } from './elevated/accountability.js'
 import type { Accountability } from './elevated/accountability.js'
 import { checkedSystemRole, checkSystemRole, rememberSystemRole } from './elevated/system-role.js'
 import { runWithSystem } from './elevated/with-system.js'
+import { actorOf, admissionCheck, auditBeforeReply, noteStatements } from './elevated/impersonation.js'
+import type { Impersonation } from './elevated/impersonation.js'
 import type { WithTenantCallOptions } from './with-tenant.js'
 
 const kState = Symbol('fastify-tenant-rls.state')
@@ -62,6 +64,8 @@ interface TenantRequestState {
   database: TenantDatabase<Record<string, unknown>> | null
   /** Set once the reply is decided (onSend or onError): no transaction may begin after that. */
   settled: boolean
+  /** The token names an actor: a support operator acting as the tenant (elevated/impersonation.ts). */
+  readonly impersonation: Impersonation | null
 }
 
 /** What onRoute adds to the config of every route it sees. */
@@ -143,7 +147,8 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   decorateEveryRequest(fastify, options.decorator)
 
   function openDatabase (request: FastifyRequest, state: TenantRequestState): TenantDatabase<Record<string, unknown>> {
-    return createDatabase(warningWhenRefused(request, transactionOf(state)))
+    const queryable = warningWhenRefused(request, transactionOf(state))
+    return createDatabase(state.impersonation === null ? queryable : noteStatements(state.impersonation, queryable))
   }
 
   // Routes onRoute never saw (declared before the plugin): decided on their first request, once.
@@ -186,6 +191,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       preparedRouteQueries: options.preparedRouteQueries,
       signedContext: options.signedContext,
       expectedRole,
+      admission: state.impersonation === null ? undefined : admissionCheck(state.impersonation, options.grantsTable, reply.log),
       onDiscard (reason) {
         // The route left something on its session: worth a look, as the next tenant never sees it.
         reply.log.warn({ route: reply.request.routeOptions.url, reason }, 'fastify-tenant-rls: connection discarded, route code left session state on it')
@@ -298,10 +304,12 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     if (request.is404 || config.tenant === false || (config[kPublicRoute] ?? isPublicUnseenRoute(request))) return
     const claims = await authenticate(request)
     const tenantId = await resolveTenantId(request, claims, options)
+    const operator = actorOf(claims, (given) => readClaim(given, options.actorClaimPath), options.systemPool)
+    const impersonation: Impersonation | null = operator === undefined ? null : { operator, tenantId, outcome: 'unchecked', admission: null, recorded: false, statements: [] }
     const finishedByRoute = config[kFinishedByRoute] === true
     // Declared before the plugin: the instance hook must still run after the route's own onSend hooks.
     if (!finishedByRoute) runOnSendHookLast(request, finishRouteRegisteredEarlier.name)
-    const state: TenantRequestState = { tenantId, reply, finishedByRoute, settings: null, openDatabase, transaction: null, database: null, settled: false }
+    const state: TenantRequestState = { tenantId, reply, finishedByRoute, settings: null, openDatabase, transaction: null, database: null, settled: false, impersonation }
     ;(request as unknown as RequestWithState)[kState] = state
     request.log = request.log.child({ tenantId })
     reply.log = request.log
@@ -333,9 +341,11 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   fastify.addHook('onSend', finishRouteRegisteredEarlier)
 
   // Callback style, so that the common case (no transaction, or one never opened) allocates no promise.
-  function finishTenantTransaction (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (error: Error | null, payload?: unknown) => void): void {
+  function finishTenantTransaction (request: FastifyRequest, reply: FastifyReply, payload: unknown, finished: (error: Error | null, payload?: unknown) => void): void {
     const state = stateOf(request)
-    if (state === null) return done(null, payload)
+    if (state === null) return finished(null, payload)
+    // An impersonated request's audit row goes in once the transaction has ended, before the reply.
+    const done = state.impersonation === null || options.systemPool === undefined ? finished : auditBeforeReply(state.impersonation, request, reply, options.systemPool, options.auditTable, finished)
     state.settled = true
     const transaction = state.transaction
     if (transaction === null || transaction.finished) return done(null, payload)

@@ -6,7 +6,7 @@ import type { ResolvedOptions } from './options.js'
 import { normalizeTenantId } from './tenant-id.js'
 
 /** Reads a claim by path using own properties only, so `__proto__` or `constructor` read nothing. */
-function readClaim (claims: unknown, path: readonly string[]): unknown {
+export function readClaim (claims: unknown, path: readonly string[]): unknown {
   let value = claims
   for (const segment of path) {
     if (value === null || typeof value !== 'object' || !Object.hasOwn(value, segment)) return undefined

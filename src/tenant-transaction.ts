@@ -25,6 +25,7 @@ import { classifyRouteStatement } from './route-statement.js'
 import type { RouteStatementKind } from './route-statement.js'
 import { errorForSqlState } from './sql-state-errors.js'
 import type { EnclosedQuery, PipelinedStatement } from './opening-query.js'
+import type { AdmissionCheck } from './elevated/impersonation.js'
 import { backendPidOf } from './signed-context/backend-pid.js'
 import type { ResolvedSignedContext } from './signed-context/options.js'
 import { signTenantContext } from './signed-context/signer.js'
@@ -221,6 +222,11 @@ export interface TenantTransactionOptions {
    * checks. Route SQL that sets the tenant setting itself has no such signature: it sees no rows.
    */
   signedContext?: ResolvedSignedContext | undefined
+  /**
+   * An impersonated request (elevated/impersonation.ts): the opening also runs the admission, last
+   * before the first query; without a live grant it fails, so the query never runs.
+   */
+  admission?: AdmissionCheck | undefined
   /** Called when the connection is destroyed rather than reused, with what route code left on it. */
   onDiscard?: ((reason: string) => void) | undefined
   /**
@@ -344,7 +350,8 @@ export class TenantTransaction implements Queryable {
     try {
       const { statements: [, opening], cached } = this.#openingStatements([...this.#signature(client), ['transaction_read_only', 'on']])
       const assert = (marker: string): PipelinedStatement => ({ text: PRE_COMMIT_CHECK_SQL, values: [this.#setting, this.tenantId, role, marker] })
-      const before = [opening as PipelinedStatement, assert(UNEXPECTED_ROLE_MARKER)]
+      const admission = this.#hooks.admission
+      const before = [opening as PipelinedStatement, assert(UNEXPECTED_ROLE_MARKER), ...(admission === undefined ? [] : [admission.statement])]
       // The session read goes last: unlike after a COMMIT, the transaction's own tenant setting is
       // still in force before the reset, and the reset (RESET ALL, SET SESSION AUTHORIZATION DEFAULT)
       // also clears any session-level value the query set. What the read finds after it is what the
@@ -354,11 +361,15 @@ export class TenantTransaction implements Queryable {
       const named = this.#nameOf(client, config, kind)
       sent = sendEnclosed(client, before, named === undefined ? config : { ...config, name: named.name }, values,
         after, this.#prepared(false) && cached, named?.evicted)
-      return await sent.result
+      const result = await sent.result
+      admission?.admitted(sent.rows[2])
+      return result
     } catch (error) {
       // The failure skipped the session reset: the connection may carry whatever the query left.
       leftover = 'the query failed before the session reset'
       if (isCheckFailure(error, UNEXPECTED_ROLE_MARKER)) throw new UnexpectedRoleError('another role than the one checked')
+      const refused = this.#hooks.admission?.refusal(error)
+      if (refused !== undefined) throw refused
       throw isCheckFailure(error, CONTEXT_CHANGED_MARKER) ? new TenantContextChangedError({ cause: error }) : error
     } finally {
       if (leftover === undefined) {
@@ -430,12 +441,18 @@ export class TenantTransaction implements Queryable {
     // can never let the first query run outside the transaction.
     const { statements, cached } = this.#openingStatements(this.#signature(client))
     const named = this.#nameOf(client, config, kind)
-    const opening = sendOpening(client, [
+    const admission = this.#hooks.admission
+    const sent = [
       ...statements,
-      ...(counting ? [{ text: CATALOG_WRITES_SQL }] : [])
-    ], named === undefined ? config : { ...config, name: named.name }, values, this.#prepared(false) && cached, named?.evicted)
+      ...(counting ? [{ text: CATALOG_WRITES_SQL }] : []),
+      // Last, after the tenant setting its grants policy reads, right before the first query.
+      ...(admission === undefined ? [] : [admission.statement])
+    ]
+    const opening = sendOpening(client, sent, named === undefined ? config : { ...config, name: named.name }, values, this.#prepared(false) && cached, named?.evicted)
     if (opening.result !== undefined) carry(opening.result)
-    const [, row, counted] = await opening.opened
+    const rows = admission === undefined ? await opening.opened : await opening.opened.catch((error: unknown) => { throw admission.refusal(error) ?? error })
+    const [, row, counted] = rows
+    admission?.admitted(rows[sent.length - 1])
     if (counting) this.#catalogWrites = counted?.[0] ?? undefined
     const role = String(row?.[1])
     const expected = this.#hooks.expectedRole
@@ -499,8 +516,12 @@ export class TenantTransaction implements Queryable {
     return [{ text: this.#sentOther ? SESSION_READ_AFTER_OTHER_SQL : SESSION_READ_SQL, values: [this.#setting] }, ...SESSION_RESET]
   }
 
-  /** What the session read found that must not reach the next user of the connection, if anything. */
-  async #leftover (client: PoolClient, row: Array<string | null> | undefined, expectedRole = this.#role): Promise<string | undefined> {
+  /**
+   * What the session read found that must not reach the next user of the connection, if anything.
+   * A refused impersonation failed its open before the role was read, on a sound connection (the
+   * server skipped to the Sync): the role checked at startup is the one to find.
+   */
+  async #leftover (client: PoolClient, row: Array<string | null> | undefined, expectedRole = this.#role ?? (this.#hooks.admission?.refused === true ? this.#hooks.expectedRole : undefined)): Promise<string | undefined> {
     if (row === undefined) return 'the session could not be read'
     const [setting, role, , deallocate, protocolPrepared] = row
     if (setting !== null && setting !== '') return 'a session-level tenant setting'

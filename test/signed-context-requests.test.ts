@@ -19,6 +19,18 @@ const { db, a, b, key } = world
 // Signed mode refuses a database where any table the app role reads keeps a plain policy: the
 // plain twin goes. The unsigned comparison runs on a database of its own (projects, plain policies).
 await db.asOwner('DROP TABLE plain_notes')
+// A plain policy that applies only to another role is no concern of the app role's (and its
+// startup check): the table stays closed to the app role, which no permissive policy admits.
+await db.admin.query('CREATE ROLE signed_test_other NOLOGIN')
+t.teardown(async () => { await db.admin.query('DROP OWNED BY signed_test_other; DROP ROLE signed_test_other').catch(() => {}) })
+await db.asOwner(`
+  CREATE TABLE other_role_notes (tenant_id uuid NOT NULL, body text NOT NULL);
+  ALTER TABLE other_role_notes ENABLE ROW LEVEL SECURITY;
+  ALTER TABLE other_role_notes FORCE ROW LEVEL SECURITY;
+  CREATE POLICY other_role_only ON other_role_notes TO signed_test_other
+    USING (tenant_id = (SELECT nullif(current_setting('app.current_tenant_id', true), '')::uuid));
+  GRANT SELECT ON other_role_notes TO ${db.appRole};
+`)
 const pool = db.appPool()
 const traffic = watchWireTraffic(pool)
 t.afterEach(async (t) => { await db.assertNoLeaks(t, pool) })

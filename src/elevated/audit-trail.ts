@@ -19,6 +19,8 @@ import { MAX_ACTOR_LENGTH, MAX_REASON_LENGTH } from './accountability.js'
 export type AuditEvent =
   | 'system_job.started' | 'system_job.committed' | 'system_job.rolled_back'
   | 'grant.created' | 'grant.revoked' | 'break_glass.opened' | 'break_glass.reviewed'
+  /** A request under impersonation (admitted, refused or never checked), recorded by the plugin through the system pool. */
+  | 'impersonation.request'
 
 /** The previous hash of the first row. */
 const GENESIS = '0'.repeat(64)

@@ -59,6 +59,9 @@ WITH fn AS (
 usable AS (
   SELECT pol.oid, pol.polname, pol.polrelid, pol.polqual, pol.polwithcheck FROM pg_catalog.pg_policy pol
   WHERE pol.polpermissive AND pg_catalog.has_table_privilege(pol.polrelid, 'SELECT, INSERT, UPDATE, DELETE')
+    -- Only policies that apply to this role (TO PUBLIC, the role, or a role it is a member of):
+    -- a policy for another role neither grants nor reads anything for this one.
+    AND EXISTS (SELECT FROM pg_catalog.unnest(pol.polroles) AS r(oid) WHERE r.oid = 0 OR pg_catalog.pg_has_role(r.oid, 'MEMBER'))
 )
 SELECT current_user::text AS role,
   EXISTS (SELECT FROM fn) AS installed,

@@ -206,15 +206,20 @@ export const isolationCases: IsolationCase[] = [
   }
 ]
 
-/** Registers every isolation case as a subtest of `t`, against `target`. */
-export async function runIsolationCases (t: Test, db: TestDatabase, world: World, target: Target): Promise<void> {
+/** The two tenants of `world`, a pool of `target`, and one route per case, as both runners serve them. */
+function casesOf (t: Test, world: World, target: Target): { a: string, sides: Sides, pool: ReturnType<Target['pool']>, attacks: Record<string, (request: FastifyRequest) => Promise<unknown>> } {
   const [a, b] = world.tenants
   const sides: Sides = { a, b, aDoc: world.ids[a]?.['INV-1'] ?? '', bDoc: world.ids[b]?.['INV-1'] ?? '', bDoc2: world.ids[b]?.['INV-2'] ?? '' }
-  const pool = target.pool(t)
   const attacks = Object.fromEntries(isolationCases.map((attackCase, index) => [
     `case-${index}`,
     (request: FastifyRequest) => attackCase.attack(dbOf(request), sides)
   ]))
+  return { a, sides, pool: target.pool(t), attacks }
+}
+
+/** Registers every isolation case as a subtest of `t`, against `target`. */
+export async function runIsolationCases (t: Test, db: TestDatabase, world: World, target: Target): Promise<void> {
+  const { a, sides, pool, attacks } = casesOf(t, world, target)
   const { app, sqlStates } = await attackApp(t, pool, attacks)
 
   for (const [index, attackCase] of isolationCases.entries()) {
@@ -253,7 +258,7 @@ export async function runIsolationCases (t: Test, db: TestDatabase, world: World
       }
     })
     for (let round = 0; round < 8; round++) {
-      const tenant = round % 2 === 0 ? a : b
+      const tenant = round % 2 === 0 ? a : sides.b
       const response = await callAs(app, tenant, 'prepared')
       t.equal(response.statusCode, 200)
       t.same(response.json(), { tenants: [tenant], genericPlans: target.namedStatements ? round + 1 : null }, `round ${round}`)
@@ -270,13 +275,7 @@ export async function runIsolationCases (t: Test, db: TestDatabase, world: World
 const SINGLE_ROUND_TRIP_REFUSALS = new Set(['FST_TENANT_RLS_READ_ONLY_TRANSACTION', 'FST_TENANT_RLS_SINGLE_ROUND_TRIP_REFUSED'])
 
 export async function runIsolationCasesSingleRoundTrip (t: Test, db: TestDatabase, world: World, target: Target): Promise<void> {
-  const [a, b] = world.tenants
-  const sides: Sides = { a, b, aDoc: world.ids[a]?.['INV-1'] ?? '', bDoc: world.ids[b]?.['INV-1'] ?? '', bDoc2: world.ids[b]?.['INV-2'] ?? '' }
-  const pool = target.pool(t)
-  const attacks = Object.fromEntries(isolationCases.map((attackCase, index) => [
-    `case-${index}`,
-    (request: FastifyRequest) => attackCase.attack(dbOf(request), sides)
-  ]))
+  const { a, sides, pool, attacks } = casesOf(t, world, target)
   const { app } = await attackApp(t, pool, attacks, { singleRoundTrip: true })
   for (const [index, attackCase] of isolationCases.entries()) {
     await t.test(`${target.name}, single round trip: ${attackCase.name}`, async (t) => {
