@@ -281,6 +281,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
         schema: options.schema,
         setting: options.setting,
         tenantIdType: options.tenantIdType,
+        signedContext: options.signedContext !== undefined,
         role: expectedRole,
         mode: options.startupAudit,
         onFinding: (finding) => { fastify.log.warn({ rule: finding.rule, object: finding.object, fix: finding.fix }, `fastify-tenant-rls: ${finding.rule} ${finding.object}: ${finding.message}`) }

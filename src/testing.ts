@@ -18,6 +18,9 @@ import type { Pool, PoolClient } from 'pg'
 import { bypassFindings } from './audit/bypass-rules.js'
 import { readAuditFacts } from './audit/facts.js'
 import { DEFAULT_SETTING, validateSetting } from './options.js'
+import { setLocalTenantContext } from './signed-context/local-context.js'
+import { validateSignedContext } from './signed-context/options.js'
+import type { ResolvedSignedContext, SignedContextOptions } from './signed-context/options.js'
 import { describeTable, discoverTenantTables, parentsFirst } from './tenant-catalog.js'
 import type { CatalogColumn, CatalogForeignKey, CatalogTable } from './tenant-catalog.js'
 import { validateTenantIdType } from './tenant-id.js'
@@ -29,9 +32,10 @@ export type { DrilledTable, RestoreDrillOptions, RestoreDrillReport, WitnessTabl
 /**
  * Where a check failed. `structure` is about the table's definition (RLS, FORCE, policies);
  * `bypass` is an object that reads the tables around their policies (a view, a materialized view or
- * a SECURITY DEFINER function the app role may use), named in `table`.
+ * a SECURITY DEFINER function the app role may use), named in `table`. `forge` (signed mode only):
+ * SQL that writes tenant B into the setting inside A's signed transaction reads B's row.
  */
-export type IsolationOperation = 'structure' | 'seed' | 'read' | 'insert' | 'update' | 'delete' | 'bypass'
+export type IsolationOperation = 'structure' | 'seed' | 'read' | 'insert' | 'update' | 'delete' | 'bypass' | 'forge'
 
 /** One way a table is not isolated. */
 export interface IsolationFailure {
@@ -68,6 +72,12 @@ export interface IsolationCheckOptions {
   tenantIdType?: TenantIdType
   /** Column values for tables whose rows cannot be generated (check constraints, custom types). */
   rows?: Record<string, RowFactory>
+  /**
+   * The plugin's `signedContext` (the same keys): the kit then signs each tenant context it opens,
+   * as the plugin does, and also checks that SQL writing another tenant into the setting inside a
+   * signed transaction reads nothing of it (operation `forge`).
+   */
+  signedContext?: SignedContextOptions
 }
 
 /** Thrown by `assertTenantIsolation`; the message lists every failure. */
@@ -170,12 +180,12 @@ async function structureFailures (pool: Pool, table: string): Promise<string[]> 
 }
 
 /** Runs `work` as the application role inside a transaction for `tenant` that is always rolled back. */
-async function asTenant<T> (pool: Pool, setting: string, tenant: string | null, work: (client: PoolClient) => Promise<T>): Promise<T> {
+async function asTenant<T> (pool: Pool, setting: string, tenant: string | null, signed: ResolvedSignedContext | undefined, work: (client: PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect()
   let broken: Error | undefined
   try {
     await client.query('BEGIN')
-    if (tenant !== null) await client.query('SELECT set_config($1, $2, true)', [setting, tenant])
+    if (tenant !== null) await setLocalTenantContext(client, setting, tenant, signed)
     return await work(client)
   } catch (error) {
     broken = error as Error
@@ -237,6 +247,7 @@ const describeAttempt = (outcome: { rows: number } | { state: string }): string 
 export async function checkTenantIsolation (options: IsolationCheckOptions): Promise<IsolationReport> {
   const { appPool, adminPool, schema = 'public', tenantColumn = 'tenant_id', rows = {} } = options
   const setting = validateSetting(options.setting ?? DEFAULT_SETTING)
+  const signed = options.signedContext === undefined ? undefined : validateSignedContext(options.signedContext)
   const names = options.tables ?? await discoverTenantTables(adminPool, schema, tenantColumn)
   const tables = parentsFirst(await Promise.all(names.map((name) => describeTable(adminPool, name))))
   const failures: IsolationFailure[] = []
@@ -281,7 +292,7 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
     const client = await adminPool.connect()
     try {
       await client.query('BEGIN')
-      await client.query('SELECT set_config($1, $2, true)', [setting, tenant])
+      await setLocalTenantContext(client, setting, tenant, signed)
       const result = await work(client)
       await client.query('COMMIT')
       return result
@@ -327,7 +338,7 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
     const ofB = keyCondition(table, rowB)
     const ofA = keyCondition(table, rowA)
 
-    await asTenant(appPool, setting, a, async (client) => {
+    await asTenant(appPool, setting, a, signed, async (client) => {
       const { rows: [seen] } = await client.query<{ others: number, b: number, own: number }>(
         `SELECT count(*) FILTER (WHERE ${column} IS DISTINCT FROM $${ofB.values.length + 1})::int AS others,
            count(*) FILTER (WHERE ${ofB.sql})::int AS b,
@@ -337,7 +348,7 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
       )
       if ((seen?.others ?? 0) > 0) fail(name, 'read', `tenant A can read ${seen?.others} row(s) of other tenants`)
       if ((seen?.b ?? 0) > 0) fail(name, 'read', "tenant A can read tenant B's row by its key")
-      if (seen?.own !== 1) fail(name, 'read', 'tenant A cannot read its own row, so the other checks prove nothing (policy too strict?)')
+      if (seen?.own !== 1) fail(name, 'read', `tenant A cannot read its own row, so the other checks prove nothing (policy too strict?${signed === undefined ? ' a signed policy needs options.signedContext' : ' the key not installed?'})`)
 
       const control = builder.build(table, a)
       const own = await attempt(client, control.sql, control.values)
@@ -359,7 +370,15 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
       if (!('rows' in removeB && removeB.rows === 0)) fail(name, 'delete', `deleting tenant B's row ${describeAttempt(removeB)} instead of matching 0 rows`)
     })
 
-    const withoutTenant = await asTenant(appPool, setting, null, (client) => attempt(client, `SELECT 1 FROM ${name}`, []))
+    if (signed !== undefined) {
+      // The attack signed mode closes: A's signed context, then route SQL writes B into the setting.
+      const forged = await asTenant(appPool, setting, a, signed, async (client) => {
+        await client.query('SELECT set_config($1, $2, true)', [setting, b])
+        return await attempt(client, `SELECT 1 FROM ${name} WHERE ${ofB.sql}`, ofB.values)
+      })
+      if ('rows' in forged && forged.rows > 0) fail(name, 'forge', `SQL that writes tenant B into ${setting} inside A's signed transaction reads B's row: the policy trusts the setting instead of tenant_rls.current_tenant()`)
+    }
+    const withoutTenant = await asTenant(appPool, setting, null, undefined, (client) => attempt(client, `SELECT 1 FROM ${name}`, []))
     if ('rows' in withoutTenant && withoutTenant.rows > 0) fail(name, 'read', `without a tenant set, ${withoutTenant.rows} row(s) are readable`)
   }
 }

@@ -1,9 +1,10 @@
-// Builds the example API: @fastify/jwt, fastify-tenant-rls on the app role's pool, the routes.
+// Builds the example API: @fastify/jwt, fastify-tenant-rls in signed mode on the app role's pool, the routes.
 // The server (server.ts) and the tests both build it here.
 import fastifyJwt from '@fastify/jwt'
 import Fastify from 'fastify'
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import fastifyTenantRls from 'fastify-tenant-rls'
+import type { SignedContextOptions } from 'fastify-tenant-rls'
 import type pg from 'pg'
 import { registerMetrics } from './metrics.js'
 import type { MetricsOptions } from './metrics.js'
@@ -17,6 +18,8 @@ export interface ExampleAppOptions {
   pool: pg.Pool
   /** HS256 secret the tokens are signed with. */
   jwtSecret: string
+  /** The signed tenant context's keys (context-keys.ts): the policies trust no tenant without its signature. */
+  signedContext: SignedContextOptions
   /** Fastify's own options (logger, ...). */
   fastify?: FastifyServerOptions
   /** GET /metrics: how many tenants get a label of their own (see metrics.ts). */
@@ -28,7 +31,7 @@ export async function buildApp (options: ExampleAppOptions): Promise<FastifyInst
   const app = Fastify(options.fastify ?? {})
   await app.register(fastifyJwt, { secret: options.jwtSecret })
   // The tenant comes from the token's tenant_id claim (the plugin's default).
-  await app.register(fastifyTenantRls, { pool: options.pool, schema })
+  await app.register(fastifyTenantRls, { pool: options.pool, schema, signedContext: options.signedContext })
   registerMetrics(app, options.metrics)
   app.get('/health', { config: { tenant: false }, schema: { response: { 200: { type: 'object', properties: { ok: { type: 'boolean' } } } } } }, async function health () {
     return { ok: true }

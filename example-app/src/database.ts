@@ -5,12 +5,20 @@ import { fileURLToPath } from 'node:url'
 import { drizzle } from 'drizzle-orm/node-postgres'
 import { migrate } from 'drizzle-orm/node-postgres/migrator'
 import { withTenant } from 'fastify-tenant-rls'
-import { sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from 'fastify-tenant-rls/schema'
+import type { SignedContextOptions, SigningKey } from 'fastify-tenant-rls'
+import { installSigningKey, SIGNING_KEYS_TABLE, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from 'fastify-tenant-rls/schema'
 import pg from 'pg'
 import * as schema from './schema.js'
 
 /** The group role the checked-in migrations grant table privileges to (see drizzle/0001_*.sql). */
 export const GRANTEE_ROLE = 'example_app'
+
+/**
+ * The group role that owns the signed tenant context (schema tenant_rls, its key table and
+ * functions; drizzle/0002_*.sql). The owner role joins it, so migrations and key installation run
+ * as the owner; the app role never does, so it can neither read nor install a key.
+ */
+export const KEYS_OWNER_ROLE = 'example_keys'
 
 /** The migrations drizzle-kit generated from schema.ts, plus the tenantTablesSql custom one. */
 export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../drizzle', import.meta.url))
@@ -55,6 +63,7 @@ export async function createRoles (admin: pg.Pool, roles: RoleCredentials): Prom
  */
 export async function grantRoles (admin: pg.Pool, roles: DatabaseRoles): Promise<void> {
   await createRoleIfMissing(admin, GRANTEE_ROLE, 'NOLOGIN NOSUPERUSER NOBYPASSRLS')
+  await createRoleIfMissing(admin, KEYS_OWNER_ROLE, 'NOLOGIN NOSUPERUSER NOBYPASSRLS')
   const owner = escapeIdentifier(roles.ownerRole)
   const { rows } = await admin.query<{ name: string }>('SELECT current_database() AS name')
   const database = rows[0]?.name ?? ''
@@ -64,7 +73,8 @@ export async function grantRoles (admin: pg.Pool, roles: DatabaseRoles): Promise
     GRANT CREATE ON DATABASE ${escapeIdentifier(database)} TO ${owner};
     GRANT USAGE, CREATE ON SCHEMA public TO ${owner};
     GRANT USAGE ON SCHEMA public TO ${escapeIdentifier(GRANTEE_ROLE)};
-    GRANT ${escapeIdentifier(GRANTEE_ROLE)} TO ${escapeIdentifier(roles.appRole)}
+    GRANT ${escapeIdentifier(GRANTEE_ROLE)} TO ${escapeIdentifier(roles.appRole)};
+    GRANT ${escapeIdentifier(KEYS_OWNER_ROLE)} TO ${owner}
   `)
 }
 
@@ -89,12 +99,27 @@ export async function migrateDatabase (admin: pg.Pool, ownerRole: string): Promi
 }
 
 /**
- * Brings a database to the example's schema for existing roles: grants, then migrations. The
- * example's tests (and anything that wants the example's tables) start from here.
+ * Installs, as the owner role, each of `keys` the database does not hold yet (by id), so setup can
+ * run on every start. A key whose id is installed with another secret is left alone: the plugin's
+ * startup check then refuses to start, naming the key.
  */
-export async function setUpDatabase (admin: pg.Pool, roles: DatabaseRoles): Promise<void> {
+export async function installContextKeys (admin: pg.Pool, ownerRole: string, keys: readonly SigningKey[]): Promise<void> {
+  await asOwner(admin, ownerRole, async (client) => {
+    for (const key of keys) {
+      const { rowCount } = await client.query(`SELECT 1 FROM ${SIGNING_KEYS_TABLE} WHERE id = $1`, [key.id])
+      if (rowCount === 0) await installSigningKey(client, key)
+    }
+  })
+}
+
+/**
+ * Brings a database to the example's schema for existing roles: grants, migrations, then the
+ * signing keys. The example's tests (and anything that wants the example's tables) start from here.
+ */
+export async function setUpDatabase (admin: pg.Pool, roles: DatabaseRoles, signedContext: SignedContextOptions): Promise<void> {
   await grantRoles(admin, roles)
   await migrateDatabase(admin, roles.ownerRole)
+  await installContextKeys(admin, roles.ownerRole, signedContext.keys)
 }
 
 /** The two demo organizations and the rows `seedDemoData` gives them (fixed ids: seeding is repeatable). */
@@ -118,9 +143,9 @@ export const DEMO = {
 
 /**
  * Inserts the demo tenants (as the owner: the app role has no privilege on `tenants`) and their
- * rows (through withTenant on the app pool, so RLS checks every row). Existing rows are kept.
+ * rows (through withTenant on the app pool, signed, so RLS checks every row). Existing rows are kept.
  */
-export async function seedDemoData (admin: pg.Pool, ownerRole: string, appPool: pg.Pool): Promise<void> {
+export async function seedDemoData (admin: pg.Pool, ownerRole: string, appPool: pg.Pool, signedContext: SignedContextOptions): Promise<void> {
   await asOwner(admin, ownerRole, async (client) => {
     await drizzle(client).insert(schema.tenants)
       .values(Object.values(DEMO).map(({ id, name }) => ({ id, name })))
@@ -134,6 +159,6 @@ export async function seedDemoData (admin: pg.Pool, ownerRole: string, appPool: 
           .values(project.tasks.map((title) => ({ projectId: project.id, title })))
           .onConflictDoNothing()
       }
-    }, { schema })
+    }, { schema, signedContext })
   }
 }

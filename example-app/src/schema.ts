@@ -10,7 +10,7 @@ export const tenants = pgTable('tenants', {
   name: text('name').notNull()
 })
 
-const tenantTable = createTenantTable({ tenants: tenants.id })
+const tenantTable = createTenantTable({ tenants: tenants.id, signedContext: true })
 
 export const projects = tenantTable('projects', {
   id: uuid('id').notNull().defaultRandom(),

@@ -7,6 +7,7 @@ import { relative } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import pg from 'pg'
 import { buildApp } from './app.js'
+import { contextKeysFrom } from './context-keys.js'
 import { createRoles, DEMO, seedDemoData, setUpDatabase } from './database.js'
 import { DATA_DIR, startEmbeddedPostgres } from './embedded-postgres.js'
 import type { EmbeddedServer } from './embedded-postgres.js'
@@ -18,6 +19,7 @@ const EXAMPLE_DATABASE = 'tenant_rls_example'
 const DATA_FOLDER = relative(process.cwd(), DATA_DIR)
 // Demo values: a real deployment reads its secrets from its environment and sets both variables.
 const JWT_SECRET = process.env.JWT_SECRET ?? 'example-app-demo-secret-do-not-use-in-production'
+const CONTEXT_KEYS = contextKeysFrom(process.env)
 const ROLES = {
   ownerRole: 'example_owner',
   appRole: 'example_api',
@@ -117,15 +119,17 @@ async function main (): Promise<void> {
   })
   // An idle connection the server terminates (say PostgreSQL shutting down) must not crash the process.
   appPool.on('error', (error) => console.error('idle database connection failed:', error.message))
+  const signedContext = { keys: CONTEXT_KEYS.keys }
+  if (CONTEXT_KEYS.development) console.warn('TENANT_CONTEXT_KEY is not set: signing the tenant context with the DEVELOPMENT key, whose secret is public. Set TENANT_CONTEXT_KEY (openssl rand -base64 48) and TENANT_CONTEXT_KEY_ID anywhere but your laptop.')
   try {
     await createRoles(admin, ROLES)
-    await setUpDatabase(admin, ROLES)
-    await seedDemoData(admin, ROLES.ownerRole, appPool)
+    await setUpDatabase(admin, ROLES, signedContext)
+    await seedDemoData(admin, ROLES.ownerRole, appPool, signedContext)
   } finally {
     await admin.end()
   }
 
-  const app = running.app = await buildApp({ pool: appPool, jwtSecret: JWT_SECRET, fastify: { logger: { level: process.env.LOG_LEVEL ?? 'info' } } })
+  const app = running.app = await buildApp({ pool: appPool, jwtSecret: JWT_SECRET, signedContext, fastify: { logger: { level: process.env.LOG_LEVEL ?? 'info' } } })
   const address = await app.listen({ port: PORT, host: HOST })
   const sign = (tenantId: string, subject: string): string => app.jwt.sign({ tenant_id: tenantId, sub: subject }, { expiresIn: '24h' })
   printDemo(address, { acme: sign(DEMO.acme.id, 'demo-user@acme'), globex: sign(DEMO.globex.id, 'demo-user@globex') })

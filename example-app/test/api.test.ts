@@ -3,21 +3,25 @@
 // another tenant's ids answer 404 exactly like unknown ones, duplicates answer 409 without naming
 // the other row, and every route validates its input.
 import { randomUUID } from 'node:crypto'
+import { sql } from 'drizzle-orm'
 import t from 'tap'
 import type { Test } from 'tap'
 import { createTestDatabase } from '../../test/helpers/database.js'
+import { newKey } from '../../test/helpers/signed-context.js'
 import { buildApp } from '../src/app.js'
 import { DEMO, seedDemoData, setUpDatabase } from '../src/database.js'
+import * as schema from '../src/schema.js'
 
 const JWT_SECRET = 'example-app-test-secret-long-enough-for-hs256'
 
 const db = await createTestDatabase(t)
 const roles = { ownerRole: db.ownerRole, appRole: db.appRole }
 const pool = db.appPool()
-await setUpDatabase(db.admin, roles)
-await seedDemoData(db.admin, db.ownerRole, pool)
+const signedContext = { keys: [newKey('example-test')] }
+await setUpDatabase(db.admin, roles, signedContext)
+await seedDemoData(db.admin, db.ownerRole, pool, signedContext)
 
-const app = await buildApp({ pool, jwtSecret: JWT_SECRET })
+const app = await buildApp({ pool, jwtSecret: JWT_SECRET, signedContext })
 t.teardown(() => app.close())
 
 const ACME = DEMO.acme
@@ -156,10 +160,26 @@ t.test('no token, no data; the health check needs none', async (t) => {
   t.same((await app.inject({ url: '/health' })).json(), { ok: true })
 })
 
+t.test('signed mode: SQL that writes another tenant into the setting sees and changes nothing of it', async (t) => {
+  // What an injection would do inside Acme's transaction: switch the setting to Globex, in a savepoint.
+  const seen = await app.withTenant(ACME.id, async (db) => {
+    await db.execute(sql`SAVEPOINT switch`)
+    await db.execute(sql`SELECT set_config('app.current_tenant_id', ${GLOBEX.id}, true)`)
+    const projects = await db.select().from(schema.projects)
+    const renamed = await db.update(schema.projects).set({ name: 'Taken over' }).returning()
+    await db.execute(sql`ROLLBACK TO SAVEPOINT switch`)
+    return { projects: projects.length, renamed: renamed.length }
+  })
+  t.same(seen, { projects: 0, renamed: 0 })
+  t.same(await committedProject(GLOBEX.projects[0].id), { tenant_id: GLOBEX.id, name: 'Moon base' }, 'Globex\'s project is untouched')
+})
+
 t.test('the startup steps can run again on a prepared database', async (t) => {
   const before = await db.admin.query('SELECT (SELECT count(*) FROM projects)::int AS projects, (SELECT count(*) FROM tasks)::int AS tasks')
-  await setUpDatabase(db.admin, roles)
-  await seedDemoData(db.admin, db.ownerRole, pool)
+  await setUpDatabase(db.admin, roles, signedContext)
+  await seedDemoData(db.admin, db.ownerRole, pool, signedContext)
+  const { rows: keys } = await db.admin.query('SELECT id FROM tenant_rls.signing_keys')
+  t.same(keys, [{ id: 'example-test' }], 'the key was installed once')
   const after = await db.admin.query('SELECT (SELECT count(*) FROM projects)::int AS projects, (SELECT count(*) FROM tasks)::int AS tasks')
   t.same(after.rows, before.rows, 'nothing was added twice')
 })

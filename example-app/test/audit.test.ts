@@ -5,14 +5,15 @@
 import t from 'tap'
 import { auditDatabase } from 'fastify-tenant-rls/audit'
 import { createTestDatabase } from '../../test/helpers/database.js'
+import { newKey } from '../../test/helpers/signed-context.js'
 import { ruleIds } from '../../test/helpers/audit-world.js'
 import { GRANTEE_ROLE, setUpDatabase } from '../src/database.js'
 
 const db = await createTestDatabase(t)
-await setUpDatabase(db.admin, { ownerRole: db.ownerRole, appRole: db.appRole })
+await setUpDatabase(db.admin, { ownerRole: db.ownerRole, appRole: db.appRole }, { keys: [newKey('example-test')] })
 
 t.test('the example app\'s schema passes clean', async (t) => {
-  const report = await auditDatabase(db.admin, { appRole: db.appRole })
+  const report = await auditDatabase(db.admin, { appRole: db.appRole, signedContext: true })
   t.same(report.findings, [])
   t.same(report.tables, ['projects', 'tasks'])
   t.ok(report.ok)
@@ -32,7 +33,7 @@ t.test('a broken copy fails with the rule ids of what was broken', async (t) => 
       GRANT SELECT ON open_tasks TO ${GRANTEE_ROLE};
       GRANT TEMPORARY ON DATABASE ${new URL(db.adminUrl).pathname.slice(1)} TO ${db.appRole};
     `)
-    const report = await auditDatabase(client, { appRole: db.appRole })
+    const report = await auditDatabase(client, { appRole: db.appRole, signedContext: true })
     t.same(ruleIds(report), [
       'bypass.view',
       'default-deny.unregistered-global',
@@ -47,5 +48,5 @@ t.test('a broken copy fails with the rule ids of what was broken', async (t) => 
     await client.query('ROLLBACK')
     client.release()
   }
-  t.same((await auditDatabase(db.admin, { appRole: db.appRole })).findings, [], 'rolled back: clean again')
+  t.same((await auditDatabase(db.admin, { appRole: db.appRole, signedContext: true })).findings, [], 'rolled back: clean again')
 })

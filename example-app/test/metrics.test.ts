@@ -4,6 +4,7 @@
 import { randomUUID } from 'node:crypto'
 import t from 'tap'
 import { createTestDatabase } from '../../test/helpers/database.js'
+import { newKey } from '../../test/helpers/signed-context.js'
 import { buildApp } from '../src/app.js'
 import { DEMO, seedDemoData, setUpDatabase } from '../src/database.js'
 
@@ -11,10 +12,11 @@ const JWT_SECRET = 'example-app-test-secret-long-enough-for-hs256'
 
 const db = await createTestDatabase(t)
 const pool = db.appPool()
-await setUpDatabase(db.admin, { ownerRole: db.ownerRole, appRole: db.appRole })
-await seedDemoData(db.admin, db.ownerRole, pool)
+const signedContext = { keys: [newKey('example-test')] }
+await setUpDatabase(db.admin, { ownerRole: db.ownerRole, appRole: db.appRole }, signedContext)
+await seedDemoData(db.admin, db.ownerRole, pool, signedContext)
 
-const app = await buildApp({ pool, jwtSecret: JWT_SECRET, metrics: { maxTenantLabels: 1 } })
+const app = await buildApp({ pool, jwtSecret: JWT_SECRET, signedContext, metrics: { maxTenantLabels: 1 } })
 t.teardown(() => app.close())
 const ACME = DEMO.acme.id
 const GLOBEX = DEMO.globex.id

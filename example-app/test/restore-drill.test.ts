@@ -4,15 +4,17 @@
 import t from 'tap'
 import { restoreDrill } from 'fastify-tenant-rls/testing'
 import { createTestDatabase } from '../../test/helpers/database.js'
+import { newKey } from '../../test/helpers/signed-context.js'
 import { DEMO, seedDemoData, setUpDatabase } from '../src/database.js'
 
 const db = await createTestDatabase(t)
 const appPool = db.appPool()
-await setUpDatabase(db.admin, { ownerRole: db.ownerRole, appRole: db.appRole })
-await seedDemoData(db.admin, db.ownerRole, appPool)
+const signedContext = { keys: [newKey('example-test')] }
+await setUpDatabase(db.admin, { ownerRole: db.ownerRole, appRole: db.appRole }, signedContext)
+await seedDemoData(db.admin, db.ownerRole, appPool, signedContext)
 
 t.test('Acme is restored byte for byte from its export; Globex is untouched', async (t) => {
-  const report = await restoreDrill({ appPool, adminPool: db.admin, tenantId: DEMO.acme.id, otherTenantIds: [DEMO.globex.id] })
+  const report = await restoreDrill({ appPool, adminPool: db.admin, tenantId: DEMO.acme.id, otherTenantIds: [DEMO.globex.id], signedContext })
   t.same(report.failures, [])
   t.ok(report.ok)
   t.same(report.tables.map(({ table, restoredRows }) => [table, restoredRows]), [['projects', 2], ['tasks', 3]])

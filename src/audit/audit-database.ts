@@ -26,6 +26,12 @@ export interface AuditOptions {
   tenantIdType?: TenantIdType
   /** The registry of global relations: tables the app role may read with no tenant column (bare or schema-qualified names). */
   allowGlobal?: readonly string[]
+  /**
+   * The plugin runs with `signedContext`: policies must read the tenant through
+   * tenant_rls.current_tenant(); one that reads the setting itself is an error
+   * (`tables.policy-unsigned`). Default false.
+   */
+  signedContext?: boolean
 }
 
 /** What `auditDatabase` found. */
@@ -62,8 +68,10 @@ export async function auditDatabase (db: Queryable, options: AuditOptions): Prom
   const setting = validateSetting(options.setting ?? DEFAULT_SETTING)
   const tenantIdType = validateTenantIdType(options.tenantIdType)
   const allowGlobal = options.allowGlobal ?? []
+  const signedContext = options.signedContext ?? false
+  if (typeof signedContext !== 'boolean') failOption(`auditDatabase: signedContext must be true or false, got ${JSON.stringify(signedContext)}`)
   const facts = await readAuditFacts(db, { appRole, schema, tenantColumn })
-  const convention = { setting, tenantColumn }
+  const convention = { setting, tenantColumn, signedContext }
   const findings = [
     ...tableFindings(facts, convention),
     ...defaultDenyFindings(facts, allowGlobal, tenantColumn),

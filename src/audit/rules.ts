@@ -24,6 +24,7 @@ export const AUDIT_RULES = {
   'tables.policy-text-cast': { severity: 'warning', why: 'comparing the tenant column cast to text cannot use an index on the column: every query scans the whole table' },
   // Measured on PostgreSQL 17, 1,000,000 rows, a forced sequential scan, median of 7: 61 ms with (select …), 351 ms without.
   'tables.policy-form': { severity: 'warning', why: "without (select …) the setting is read for every row, not once per statement (a 1,000,000-row scan: 351 ms instead of 61 ms); without nullif(…, '') a connection whose setting was reset reads '' and every query fails with a uuid cast error instead of seeing no rows" },
+  'tables.policy-unsigned': { severity: 'error', why: 'in signed mode only tenant_rls.current_tenant() is proof of the tenant: a policy that reads the setting itself lets route SQL that writes the setting (an injection, a savepoint switch) read and write another tenant\'s rows' },
   'default-deny.unregistered-global': { severity: 'error', why: 'the app role can read a relation with no tenant column that is not in the registry of global tables (--allow-global): every tenant reads all of it' },
   'keys.tenant-column-type': { severity: 'error', why: 'the tenant column is not of the tenant id type: comparisons cast, indexes go unused, and spellings of one tenant multiply' },
   'keys.tenant-column-nullable': { severity: 'error', why: 'a row with a NULL tenant belongs to no tenant: no policy ever shows it, and nothing stops it being written' },

@@ -20,6 +20,8 @@ export interface StartupAuditOptions {
   schema: Record<string, unknown>
   setting: string
   tenantIdType: TenantIdType
+  /** The plugin runs with `signedContext`: policies must read the tenant through the verifying function. */
+  signedContext?: boolean
   mode: StartupAuditMode
   /** Receives each finding once (every mode but 'off'). */
   onFinding: (finding: AuditFinding) => void
@@ -51,7 +53,7 @@ export async function auditRegisteredTables (pool: Pool, options: StartupAuditOp
     // A declared table missing from the database is drizzle's migration business, not this check's.
     const declared = { ...facts, tables: facts.tables.filter((table) => names.has(table.relname)) }
     if (declared.tables.length === 0) continue
-    const convention = { setting: options.setting, tenantColumn: TENANT_COLUMN }
+    const convention = { setting: options.setting, tenantColumn: TENANT_COLUMN, signedContext: options.signedContext === true }
     findings.push(...[...tableFindings(declared, convention), ...keyFindings(declared, TENANT_COLUMN, COLUMN_TYPE[options.tenantIdType])]
       .filter((entry) => entry.severity === 'error'))
   }

@@ -1,14 +1,17 @@
 // Verdicts on the tenant tables and their policies: RLS on and FORCE'd, a policy for every command
 // the app role may run, WITH CHECK where it writes, and every permissive policy restricting rows to
-// the tenant in an accepted form (policy-forms.ts).
+// the tenant in an accepted form (policy-forms.ts); in signed mode, through the verifying function only.
 import type { AuditFacts, PolicyFacts, TenantTableFacts } from './facts.js'
 import { judgeExpression } from './policy-forms.js'
 import { finding, type AuditFinding } from './rules.js'
+import { CURRENT_TENANT_FUNCTION } from '../signed-context/schema-sql.js'
 
 /** The audit's view of how tenants are told apart. */
 export interface TenantConvention {
   setting: string
   tenantColumn: string
+  /** The plugin runs with `signedContext`: a policy that reads the setting itself is forgeable by route SQL. */
+  signedContext?: boolean
 }
 
 const COMMANDS = [
@@ -21,9 +24,16 @@ const COMMANDS = [
 const COMMAND_WORD: Readonly<Record<PolicyFacts['command'], string>> = { '*': 'ALL', r: 'SELECT', a: 'INSERT', w: 'UPDATE', d: 'DELETE' }
 
 /** The standard policy, as the fix for a table that lacks one. */
-export function standardPolicySql (table: string, { setting, tenantColumn }: TenantConvention, type = 'uuid'): string {
-  const tenant = `(select nullif(current_setting('${setting}', true), '')${type === 'text' ? '' : `::${type}`})`
+export function standardPolicySql (table: string, convention: TenantConvention, type = 'uuid'): string {
+  const tenant = tenantSourceSql(convention, type)
+  const { tenantColumn } = convention
   return `CREATE POLICY tenant_isolation ON ${table} USING (${tenantColumn} = ${tenant}) WITH CHECK (${tenantColumn} = ${tenant});`
+}
+
+/** The recommended tenant source of the mode: the verifying function in signed mode, else the setting. */
+function tenantSourceSql ({ setting, signedContext = false }: TenantConvention, type: string): string {
+  const cast = type === 'text' ? '' : `::${type}`
+  return signedContext ? `(select ${CURRENT_TENANT_FUNCTION}${cast})` : `(select nullif(current_setting('${setting}', true), '')${cast})`
 }
 
 const policyObject = (policy: PolicyFacts, table: TenantTableFacts): string => `policy ${policy.name} on ${table.name}`
@@ -57,7 +67,7 @@ function policyFindings (table: TenantTableFacts, policy: PolicyFacts, conventio
   const writes = policy.command === '*' || policy.command === 'a' || policy.command === 'w'
   if (writes && policy.withCheck === null && (table.privileges.insert || table.privileges.update)) {
     findings.push(finding('tables.policy-without-check', object, `the ${COMMAND_WORD[policy.command]} policy has no WITH CHECK${policy.command === 'a' ? ': any row is accepted' : ''}`,
-      `ALTER POLICY ${policy.name} ON ${table.name} WITH CHECK (${convention.tenantColumn} = (select nullif(current_setting('${convention.setting}', true), '')::${table.columnType}));`))
+      `ALTER POLICY ${policy.name} ON ${table.name} WITH CHECK (${convention.tenantColumn} = ${tenantSourceSql(convention, table.columnType)});`))
   }
   // The app role's own policies; inherited roles' are role.broader-policy's to report.
   if (!policy.appliesToApp) return findings
@@ -71,7 +81,11 @@ function policyFindings (table: TenantTableFacts, policy: PolicyFacts, conventio
     findings.push(finding('tables.policy-text-cast', object, `the policy casts ${convention.tenantColumn} to text to compare it`,
       `compare the column itself: ${convention.tenantColumn} = (select nullif(current_setting('${convention.setting}', true), '')::${table.columnType})`))
   }
-  if (verdicts.some((verdict) => verdict.source !== undefined && !verdict.source.preferred)) {
+  // In signed mode a setting-reading policy is the hole the mode closes, not a style question.
+  if (convention.signedContext === true && verdicts.some((verdict) => verdict.source !== undefined && !verdict.source.signed)) {
+    findings.push(finding('tables.policy-unsigned', object, `the policy reads the setting '${convention.setting}' itself, which route SQL can write, instead of ${CURRENT_TENANT_FUNCTION}`,
+      `ALTER POLICY ${policy.name} ON ${table.name} USING (${convention.tenantColumn} = ${tenantSourceSql(convention, table.columnType)}) WITH CHECK (${convention.tenantColumn} = ${tenantSourceSql(convention, table.columnType)}); or declare the table with createTenantTable({ ..., signedContext: true })`))
+  } else if (verdicts.some((verdict) => verdict.source !== undefined && !verdict.source.preferred)) {
     findings.push(finding('tables.policy-form', object, "the policy reads the setting without (select …) or without nullif(…, '')",
       `ALTER POLICY ${policy.name} ON ${table.name} USING (${convention.tenantColumn} = (select nullif(current_setting('${convention.setting}', true), '')::${table.columnType}));`))
   }

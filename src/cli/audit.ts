@@ -19,6 +19,8 @@ Options:
   --setting <name>         setting the policies read (default: app.current_tenant_id)
   --tenant-id-type <type>  uuid, bigint or slug (default: uuid)
   --allow-global <t1,t2>   tables the app role may read without a tenant column (repeatable)
+  --signed-context         the plugin runs with signedContext: policies that read the setting
+                           themselves instead of tenant_rls.current_tenant() are errors
   --format text|json       output format (default: text)
   -h, --help               this text`
 
@@ -56,6 +58,7 @@ async function run (command: ParsedCommand, io: CliIo): Promise<typeof EXIT[keyo
   const report = await withDatabaseClient(url, (client) => usageOnInvalidOption(() => auditDatabase(client, {
     appRole,
     allowGlobal,
+    signedContext: command.values['signed-context'] === true,
     ...(text(command.values, 'schema') === undefined ? {} : { schema: text(command.values, 'schema') as string }),
     ...(text(command.values, 'tenant-column') === undefined ? {} : { tenantColumn: text(command.values, 'tenant-column') as string }),
     ...(text(command.values, 'setting') === undefined ? {} : { setting: text(command.values, 'setting') as string }),
@@ -76,7 +79,8 @@ export const auditCommand: Subcommand = {
     'tenant-column': { type: 'string' },
     setting: { type: 'string' },
     'tenant-id-type': { type: 'string' },
-    'allow-global': { type: 'string', multiple: true }
+    'allow-global': { type: 'string', multiple: true },
+    'signed-context': { type: 'boolean' }
   },
   run
 }

@@ -96,7 +96,13 @@ export async function restoreDrill (options: RestoreDrillOptions): Promise<Resto
     for (const table of gone.tables) if (table.rows > 0) fail(`${table.name}: ${table.rows} row(s) of the tenant were left after the erasure`)
 
     await tenantsRow.restore()
-    await importTenant({ pool: appPool, from: exportFile, tenantId: scope.tenantId, ...(scope.setting === undefined ? {} : { setting: scope.setting }) })
+    await importTenant({
+      pool: appPool,
+      from: exportFile,
+      tenantId: scope.tenantId,
+      ...(scope.setting === undefined ? {} : { setting: scope.setting }),
+      ...(scope.signedContext === undefined ? {} : { signedContext: scope.signedContext })
+    })
 
     const restored = await tenantChecksums({ ...scope, pool: appPool })
     report.tables = manifest.tables.map((table) => {

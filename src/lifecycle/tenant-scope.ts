@@ -5,6 +5,8 @@ import type { Pool } from 'pg'
 import { InvalidOptionError, TenantInvalidError } from '../errors.js'
 import { DEFAULT_SETTING, validateSetting } from '../options.js'
 import { TENANT_ID_COLUMN } from '../schema.js'
+import { validateSignedContext } from '../signed-context/options.js'
+import type { ResolvedSignedContext, SignedContextOptions } from '../signed-context/options.js'
 import { normalizeTenantId, validateTenantIdType } from '../tenant-id.js'
 import type { TenantIdType } from '../tenant-id.js'
 
@@ -24,6 +26,8 @@ export interface TenantScopeOptions {
   setting?: string
   /** Type of the tenant ids, as the plugin's `tenantIdType`. Default `'uuid'`. */
   tenantIdType?: TenantIdType
+  /** The plugin's `signedContext`, for tables whose policies verify a signed tenant context: the job's transaction is signed as the plugin's are. */
+  signedContext?: SignedContextOptions
 }
 
 /** How far a long export or import has got, for a progress line. */
@@ -49,6 +53,7 @@ export interface TenantScope {
   tenantColumn: string
   setting: string
   tenantIdType: TenantIdType
+  signed: ResolvedSignedContext | undefined
 }
 
 const IDENTIFIER = /^[a-z_][a-z0-9_]*$/
@@ -79,6 +84,7 @@ export function tenantScope (options: TenantScopeOptions): TenantScope {
     schema: plainIdentifier('schema', options.schema ?? 'public'),
     tenantColumn: plainIdentifier('tenantColumn', options.tenantColumn ?? TENANT_ID_COLUMN),
     setting: validateSetting(options.setting ?? DEFAULT_SETTING),
-    tenantIdType
+    tenantIdType,
+    signed: options.signedContext === undefined ? undefined : validateSignedContext(options.signedContext)
   }
 }

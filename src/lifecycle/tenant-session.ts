@@ -6,6 +6,8 @@
 // protocol mid-stream) is destroyed, never handed back to the pool.
 import type { Pool, PoolClient } from 'pg'
 import { UnexpectedRoleError } from '../errors.js'
+import { setLocalTenantContext } from '../signed-context/local-context.js'
+import type { ResolvedSignedContext } from '../signed-context/options.js'
 import { DEFAULT_LOCK_TIMEOUT } from '../tenant-transaction.js'
 
 /** How the session's transaction is opened and finished. */
@@ -19,6 +21,8 @@ export interface SessionMode {
   rollback?: boolean
   /** The role the pool was checked for; any other current_user is refused. */
   expectedRole?: string
+  /** Signed mode: the tenant is set again with its signature, made for this client's backend. */
+  signed?: ResolvedSignedContext | undefined
 }
 
 // Fixed keywords only: BEGIN takes no parameters.
@@ -50,6 +54,9 @@ export async function inTenantSession<T> (pool: Pool, mode: SessionMode, work: (
     await client.query(`BEGIN ISOLATION LEVEL ${ISOLATION_SQL[mode.isolation]} ${mode.readOnly ? 'READ ONLY' : 'READ WRITE'}`)
     const { rows: [opened] } = await client.query<{ role: string }>(OPENING_SQL, [mode.setting, mode.tenantId, String(DEFAULT_LOCK_TIMEOUT)])
     if (mode.expectedRole !== undefined && opened?.role !== mode.expectedRole) throw new UnexpectedRoleError(opened?.role)
+    // One more round trip per job, not per row: signing needs nothing the opening returns, but the
+    // opening's statement is shared by every job and stays unsigned.
+    if (mode.signed !== undefined) await setLocalTenantContext(client, mode.setting, mode.tenantId, mode.signed)
     const result = await work(client)
     await client.query(mode.rollback === true ? 'ROLLBACK' : 'COMMIT')
     return result
