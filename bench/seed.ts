@@ -15,7 +15,8 @@ export const SIGNED_ROLE = 'tenant_rls_bench_signed'
 /** The bench's signing key, installed by the seed; a benchmark secret, not one to reuse. */
 export const BENCH_SIGNING_KEY: SigningKey = { id: 'bench', secret: 'benchmark-signing-key-not-a-secret-0123456789' }
 const OWNER_ROLE = 'tenant_rls_bench_owner'
-const PASSWORD = 'bench-password'
+/** Password of the bench's login roles (a throwaway local database). */
+export const PASSWORD = 'bench-password'
 const SEED_VERSION = 2
 export const ROWS = 1_000_000
 export const TENANTS = 1_000
@@ -37,7 +38,8 @@ export interface Seeded {
 const POLICY = "tenant_id = (SELECT nullif(current_setting('app.current_tenant_id', true), '')::uuid)"
 const SIGNED_POLICY = `tenant_id = (SELECT ${signedCurrentTenantSql()})`
 
-function withDatabase (url: string, database: string, role?: string): string {
+/** `url` pointed at `database`, as `role` (with the bench's password) when given. */
+export function withDatabase (url: string, database: string, role?: string): string {
   const target = new URL(url)
   target.pathname = `/${database}`
   if (role !== undefined) {

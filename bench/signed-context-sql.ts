@@ -14,6 +14,7 @@ import { backendPidOf } from '../src/signed-context/backend-pid.js'
 import { validateSignedContext } from '../src/signed-context/options.js'
 import { signTenantContext } from '../src/signed-context/signer.js'
 import { startPostgres } from '../test/helpers/postgres-server.js'
+import { PASSWORD, withDatabase } from './seed.js'
 import { median } from './summary.js'
 
 const SAMPLES = Number(process.argv[2] ?? 400)
@@ -22,21 +23,10 @@ const ROWS_PER_TENANT = 500
 const DATABASE = 'tenant_rls_signed_bench'
 const APP = 'signed_bench_app'
 const OWNER = 'signed_bench_owner'
-const PASSWORD = 'bench-password'
 const SETTING = 'app.current_tenant_id'
 const QUERY = (table: string): string => `SELECT id, created_at, title, amount FROM ${table} ORDER BY created_at DESC LIMIT 20`
 const FORMS = { plain: 'plain_items', signed: 'signed_items' } as const
 type Form = keyof typeof FORMS
-
-function at (url: string, database: string, role?: string): string {
-  const target = new URL(url)
-  target.pathname = `/${database}`
-  if (role !== undefined) {
-    target.username = role
-    target.password = PASSWORD
-  }
-  return target.toString()
-}
 
 async function seed (serverUrl: string): Promise<{ appUrl: string, tenants: string[], key: ReturnType<typeof validateSignedContext> }> {
   const root = new pg.Client({ connectionString: serverUrl })
@@ -47,7 +37,7 @@ async function seed (serverUrl: string): Promise<{ appUrl: string, tenants: stri
   await root.query(`CREATE ROLE ${OWNER} NOLOGIN; CREATE ROLE ${APP} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${PASSWORD}'`)
   await root.end()
 
-  const admin = new pg.Client({ connectionString: at(serverUrl, DATABASE) })
+  const admin = new pg.Client({ connectionString: withDatabase(serverUrl, DATABASE) })
   await admin.connect()
   await admin.query(`GRANT CONNECT ON DATABASE ${DATABASE} TO ${APP}; GRANT USAGE, CREATE ON SCHEMA public TO ${OWNER}; GRANT USAGE ON SCHEMA public TO ${APP}`)
   await admin.query(signedContextSql({ role: APP, owner: OWNER, setting: SETTING }))
@@ -72,7 +62,7 @@ async function seed (serverUrl: string): Promise<{ appUrl: string, tenants: stri
   for (const table of Object.values(FORMS)) await admin.query(`VACUUM ANALYZE ${table}`)
   const { rows } = await admin.query<{ id: string }>('SELECT id FROM tenants ORDER BY id')
   await admin.end()
-  return { appUrl: at(serverUrl, DATABASE, APP), tenants: rows.map((row) => row.id), key: context }
+  return { appUrl: withDatabase(serverUrl, DATABASE, APP), tenants: rows.map((row) => row.id), key: context }
 }
 
 interface Explained { 'Planning Time': number, 'Execution Time': number, Plan: { 'Node Type': string, Plans?: Array<{ 'Node Type': string, 'Index Name'?: string }> } }
