@@ -38,8 +38,8 @@ interface Connection {
   execute (message: Record<string, never>): void
   sync (): void
   stream: { cork?: () => void, uncork?: () => void }
-  /** Named statements this connection has prepared, and those whose Parse is on its way, by name. */
   close (message: { type: 'S', name: string }): void
+  /** Named statements this connection has prepared, and those whose Parse is on its way, by name. */
   parsedStatements: Record<string, string | undefined>
   submittedNamedStatements: Record<string, string | undefined>
   on (event: 'parseComplete', listener: () => void): void

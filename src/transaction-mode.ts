@@ -139,5 +139,8 @@ function byMethod (value: ReadOnlyDefault, method: string): boolean {
 /** The mode of one transaction: `'safe-methods'` is decided by the request's method; single round trip is read only. */
 export function transactionModeFor (mode: RouteMode, method: string): TransactionMode {
   const singleRoundTrip = byMethod(mode.singleRoundTrip, method)
-  return { ...mode, singleRoundTrip, readOnly: singleRoundTrip || byMethod(mode.readOnly, method) }
+  const readOnly = singleRoundTrip || byMethod(mode.readOnly, method)
+  // The usual case (no 'safe-methods', nothing to adjust) allocates nothing per transaction.
+  if (mode.singleRoundTrip === singleRoundTrip && mode.readOnly === readOnly) return mode as TransactionMode
+  return { ...mode, singleRoundTrip, readOnly }
 }

@@ -84,6 +84,20 @@ t.test('the setting is gone after the Sync: the same connection, asked directly,
   }
 })
 
+t.test('A then B on the one connection: the same prepared statement, each sees only its own rows, nothing of A reaches B', async (t) => {
+  const asB = bearer(app, { tenant_id: tenantB })
+  const pids = new Set<number>()
+  for (const [headers, expected] of [[asA, ['a-1', 'a-2']], [asB, ['b-1']], [asA, ['a-1', 'a-2']], [asB, ['b-1']]] as const) {
+    const res = await app.inject({ url: '/twice', headers })
+    t.same(res.json().first, expected)
+    t.equal(res.json().setting, headers === asA ? tenantA : tenantB, 'the setting is the request\'s own')
+    const { rows } = await db.admin.query("SELECT pid FROM pg_stat_activity WHERE usename = $1 AND backend_type = 'client backend'", [db.appRole])
+    for (const row of rows) pids.add(row.pid)
+  }
+  t.equal(pids.size, 1, 'one server connection served all four')
+  t.equal(traffic.read().checkouts, 8)
+})
+
 t.test('writes fail as read-only, nothing is written, whether the query starts with INSERT or hides it in WITH', async (t) => {
   for (const url of ['/insert', '/insert-in-with']) {
     const res = await get(url)
