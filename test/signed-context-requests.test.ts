@@ -106,6 +106,20 @@ t.test('withTenant signs its transactions; without the key the same pool sees no
   t.same(await withTenant(pool, a, read), [], 'unsigned: the signed policy denies')
 })
 
+t.test('a connection that reports no backend pid is refused before anything is sent, and released', async (t) => {
+  const single = db.appPool({ max: 1 })
+  const app = await switchingApp({ pool: single, signedContext: { keys: [key] } }, signedNotes, b)
+  // After the startup check: a pooler in between would show no pid to sign for.
+  const forgetPid = (client: object): void => { delete (client as { processID?: number }).processID }
+  single.on('acquire', forgetPid)
+  const res = await app.inject({ url: '/list', headers: bearer(app, { tenant_id: a }) })
+  t.equal(res.statusCode, 500)
+  t.equal(res.json().code, 'FST_TENANT_RLS_SIGNED_CONTEXT_UNAVAILABLE')
+  single.off('acquire', forgetPid)
+  t.same((await app.inject({ url: '/list', headers: bearer(app, { tenant_id: a }) })).json(), [a], 'the next request, on a connection with its pid, works')
+  await db.assertNoLeaks(t, single)
+})
+
 t.test('a key the database does not hold is refused at startup, with the fix', async (t) => {
   const other = Fastify()
   await other.register(fastifyJwt, { secret: JWT_SECRET })
