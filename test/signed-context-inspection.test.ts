@@ -1,7 +1,8 @@
 // The startup check of signed mode against a real database: a correct installation passes, and
 // each way a database can be wrong for signed mode (a superuser-run migration's owner, an owner
 // that bypasses RLS or that the app role can become, keys the app role can reach, policies that do
-// not call the verifying function, a key never installed, a pooler in between, a skewed clock) is
+// not read the verifying view, a view that verifies nothing or reads the keys with the reader's
+// rights, a key never installed, a pooler in between, a skewed clock) is
 // refused with its fix, or, for a key being retired, reported as a warning.
 import t from 'tap'
 import type { Test } from 'tap'
@@ -19,6 +20,8 @@ const pool = db.appPool()
 // The plain table is the other test file's control; here every table the app role uses is signed.
 await db.asOwner(`REVOKE ALL ON plain_notes FROM ${db.appRole}`)
 t.afterEach(async (t) => db.assertNoLeaks(t, pool))
+// The view as signedContextSql made it, to put back after a test replaced it.
+const { rows: [view] } = await db.admin.query<{ definition: string }>("SELECT pg_get_viewdef('tenant_rls.current_tenant'::regclass) AS definition")
 
 /** Applies `change` as the superuser, inspects, then applies `undo`, whatever happened. */
 async function inspectedWith (t: Test, change: string, undo: string): Promise<SignedContextInspection> {
@@ -38,11 +41,11 @@ t.test('a database set up with signedContextSql and a key installed passes', asy
 
 const refusals: Array<{ name: string, change: string, undo: string, problem: RegExp, fix: RegExp }> = [
   {
-    name: 'a verifying function owned by a superuser (a hand-written migration run as one)',
-    change: 'ALTER FUNCTION tenant_rls.current_tenant() OWNER TO CURRENT_USER',
-    undo: `ALTER FUNCTION tenant_rls.current_tenant() OWNER TO ${db.ownerRole}`,
+    name: 'a verifying view owned by a superuser (a hand-written migration run as one)',
+    change: 'ALTER VIEW tenant_rls.current_tenant OWNER TO CURRENT_USER',
+    undo: `ALTER VIEW tenant_rls.current_tenant OWNER TO ${db.ownerRole}`,
     problem: /owned by the superuser "postgres"/,
-    fix: /ALTER FUNCTION tenant_rls\.current_tenant\(\) OWNER TO/
+    fix: /ALTER VIEW tenant_rls\.current_tenant OWNER TO/
   },
   {
     name: 'an owner with BYPASSRLS',
@@ -76,43 +79,43 @@ const refusals: Array<{ name: string, change: string, undo: string, problem: Reg
     name: 'a table with the plain policy that the app role uses',
     change: `GRANT SELECT ON plain_notes TO ${db.appRole}`,
     undo: `REVOKE SELECT ON plain_notes FROM ${db.appRole}`,
-    problem: /tenant_isolation on plain_notes do not call tenant_rls\.current_tenant\(\)/,
+    problem: /tenant_isolation on plain_notes do not read tenant_rls\.current_tenant:/,
     fix: /signedContext: true/
   },
   {
-    name: 'a policy that calls the function but also reads the setting',
-    change: `CREATE POLICY sneaky ON signed_notes USING (tenant_rls.current_tenant() IS NOT NULL OR tenant_id = current_setting('${SETTING}')::uuid)`,
+    name: 'a policy that reads the view but also reads the setting',
+    change: `CREATE POLICY sneaky ON signed_notes USING ((select tenant_id from tenant_rls.current_tenant) IS NOT NULL OR tenant_id = current_setting('${SETTING}')::uuid)`,
     undo: 'DROP POLICY sneaky ON signed_notes',
     problem: /sneaky on signed_notes read the setting 'app\.current_tenant_id' themselves/,
-    fix: /only through tenant_rls\.current_tenant\(\)/
+    fix: /only through tenant_rls\.current_tenant$/
   },
   {
-    name: 'a verifying function with the caller\'s search_path',
-    change: 'ALTER FUNCTION tenant_rls.current_tenant() RESET search_path',
-    undo: 'ALTER FUNCTION tenant_rls.current_tenant() SET search_path = pg_catalog, pg_temp',
-    problem: /runs with the caller's search_path/,
-    fix: /SET search_path = pg_catalog, pg_temp/
+    name: 'a verifying view that reads the keys with the reader\'s rights (security_invoker)',
+    change: 'ALTER VIEW tenant_rls.current_tenant SET (security_invoker = true)',
+    undo: 'ALTER VIEW tenant_rls.current_tenant RESET (security_invoker)',
+    problem: /tenant_rls\.current_tenant raised 42501/,
+    fix: /ALTER VIEW tenant_rls\.current_tenant RESET \(security_invoker\)/
   },
   {
-    name: 'a verifying function that is not SECURITY DEFINER (it then fails on the keys)',
-    change: 'ALTER FUNCTION tenant_rls.current_tenant() SECURITY INVOKER',
-    undo: 'ALTER FUNCTION tenant_rls.current_tenant() SECURITY DEFINER',
-    problem: /is not SECURITY DEFINER/,
-    fix: /signedContextSql/
+    name: 'a verifying view replaced by one that verifies nothing',
+    change: `CREATE OR REPLACE VIEW tenant_rls.current_tenant AS SELECT nullif(current_setting('${SETTING}', true), '') AS tenant_id`,
+    undo: `CREATE OR REPLACE VIEW tenant_rls.current_tenant AS ${view?.definition ?? ''}`,
+    problem: /hands back a tenant whose signature is a forgery/,
+    fix: /CREATE OR REPLACE VIEW tenant_rls\.current_tenant with the definition signedContextSql writes/
   },
   {
-    name: 'no verifying function the app role can see',
+    name: 'no verifying view the app role can see',
     change: 'ALTER SCHEMA tenant_rls RENAME TO tenant_rls_moved',
     undo: 'ALTER SCHEMA tenant_rls_moved RENAME TO tenant_rls',
-    problem: /tenant_rls\.current_tenant\(\) does not exist/,
+    problem: /the view tenant_rls\.current_tenant does not exist/,
     fix: /signedContextSql/
   },
   {
-    name: 'the app role without EXECUTE on the function',
-    change: `REVOKE EXECUTE ON FUNCTION tenant_rls.current_tenant() FROM ${db.appRole}`,
-    undo: `GRANT EXECUTE ON FUNCTION tenant_rls.current_tenant() TO ${db.appRole}`,
-    problem: /may not execute tenant_rls\.current_tenant\(\)/,
-    fix: /GRANT EXECUTE/
+    name: 'the app role without SELECT on the view',
+    change: `REVOKE SELECT ON tenant_rls.current_tenant FROM ${db.appRole}`,
+    undo: `GRANT SELECT ON tenant_rls.current_tenant TO ${db.appRole}`,
+    problem: /may not read tenant_rls\.current_tenant/,
+    fix: /GRANT SELECT ON tenant_rls\.current_tenant/
   }
 ]
 

@@ -1,12 +1,16 @@
 // The database half of the signed tenant context: the schema tenant_rls, the table of signing keys
-// (readable by its owner only), the verifying function tenant_rls.current_tenant() the policies
-// call, the key helpers and the grants, as one migration (`signedContextSql`), and the policy's
-// tenant expression in this mode (`signedCurrentTenantSql`).
+// (readable by its owner only), the verifying view tenant_rls.current_tenant the policies read,
+// the key helpers and the grants, as one migration (`signedContextSql`), and the policy's tenant
+// expression in this mode (`signedCurrentTenantSql`).
 //
-// The function runs as the owner (SECURITY DEFINER) because only the owner may read the keys; so
-// the owner must be a plain role: a superuser or BYPASSRLS owner would turn any flaw in it into a
-// way around every policy (inspection.ts refuses both). search_path is pinned, so no object the
-// caller can name (pg_temp included) replaces a function it calls.
+// The verifier is a view, not a function: a view reads its tables with its owner's rights, so it
+// may read the keys the application role may not, and PostgreSQL plans it into the policy's
+// InitPlan like any subquery. A SECURITY DEFINER PL/pgSQL function cost about three times as much
+// per statement (bench/signed-context-sql.ts): the call itself, its SET clause, a query through SPI
+// and its expressions prepared again in every transaction. The owner must be a plain role: a
+// superuser or BYPASSRLS owner would turn any flaw in the view into a way around every policy
+// (inspection.ts refuses both). A view stores the functions and operators it calls by oid, so no
+// search_path and no object the caller creates (pg_temp included) can replace one of them.
 //
 // HMAC-SHA256 is built from the core sha256() (PostgreSQL 11+), not pgcrypto: no extension to
 // install (or to be refused by a managed service), no extension schema on the search path. The
@@ -21,17 +25,17 @@ import { SIGNATURE_SETTING, SIGNATURE_VERSION } from './signer.js'
 
 /** The schema that holds the key table and the functions. */
 export const SIGNED_CONTEXT_SCHEMA = 'tenant_rls'
-/** The verifying function the policies call in signed mode. */
-export const CURRENT_TENANT_FUNCTION = `${SIGNED_CONTEXT_SCHEMA}.current_tenant()`
+/** The verifying view the policies read in signed mode: one row, the tenant, when the signature holds. */
+export const CURRENT_TENANT_VIEW = `${SIGNED_CONTEXT_SCHEMA}.current_tenant`
 /** The table of signing keys (inner and outer HMAC blocks); only its owner reads it. */
 export const SIGNING_KEYS_TABLE = `${SIGNED_CONTEXT_SCHEMA}.signing_keys`
 
 /** Options of `signedContextSql`. */
 export interface SignedContextSqlOptions {
-  /** Role the application connects as (or a group role it is a member of): may call current_tenant(), nothing else. */
+  /** Role the application connects as (or a group role it is a member of): may read the view current_tenant, nothing else. */
   role: string
   /**
-   * Role that owns the schema, the keys and the functions: not a superuser, no BYPASSRLS, and not
+   * Role that owns the schema, the keys, the view and the functions: not a superuser, no BYPASSRLS, and not
    * a role the application role is a member of. The tables' owner (migration role) will do.
    */
   owner: string
@@ -50,50 +54,41 @@ function plainRole (what: string, name: unknown): string {
 // The cast of the function's text for each tenant id type, as in the plain policy.
 const TENANT_CAST: Readonly<Record<TenantIdType, string>> = { uuid: '::uuid', bigint: '::bigint', slug: '' }
 
-/** The verified tenant as SQL (NULL unless the signature holds), for the policies of signed mode. */
+/**
+ * The verified tenant as SQL, for the policies of signed mode: a scalar subquery of the view (NULL
+ * unless the signature holds), which PostgreSQL evaluates once per statement as an InitPlan.
+ */
 export function signedCurrentTenantSql (tenantIdType: TenantIdType = 'uuid'): string {
-  return `${CURRENT_TENANT_FUNCTION}${TENANT_CAST[validateTenantIdType(tenantIdType)]}`
+  return `(select tenant_id${TENANT_CAST[validateTenantIdType(tenantIdType)]} from ${CURRENT_TENANT_VIEW})`
 }
 
-// Every way a signature can be wrong ends in RETURN NULL, never in an error: a malformed value set
-// by route code must deny, not abort the statement with a message about the format (the cast to
-// bigint runs only once the CASE has seen at most 16 digits). The value is split with
-// string_to_array and its fields checked with length and ltrim, not with a regular expression:
-// PostgreSQL's regex engine spent 80 to 150 µs per call on the bounded repetitions a pattern for
-// this format needs, ten to twenty times the rest of the verification (bench/signed-context-sql.ts).
-// Few, large expressions: PL/pgSQL prepares each one again in every transaction.
+// Every way a signature can be wrong ends in no row, never in an error: a malformed value set by
+// route code must deny, not abort the statement with a message about the format. Nothing before the
+// MAC comparison can fail on any text (string_to_array, concat_ws, convert_to, encode), and the one
+// cast, of the expiry to bigint, runs only in the CASE's branch for a MAC that matched, so on a
+// value the plugin signed: digits. The tenant must be set for that branch too: with the tenant
+// missing, concat_ws would drop its line and an expiry field holding "<expiry> LF <tenant>" could
+// rebuild another context's message.
+// The view is as small as the check allows: PostgreSQL prepares every function call of a plan's
+// expressions again in each execution, so each call left out is a cost every statement saves. The
+// setting is read and split once (OFFSET 0 keeps that subquery from being pulled up and its
+// expressions copied into every use), the key is found by its primary key, and the MAC is compared
+// as hex text, which needs no check of the field's format first.
 // The expiry is compared with now(), the database clock at the transaction's start: the opening
 // sets the signature in the transaction's first round trip, and a long transaction (a withTenant
 // job) keeps the context it was opened with. The message is signer.ts's, field for field.
-function currentTenantFunction (setting: string): string {
-  return `CREATE FUNCTION ${CURRENT_TENANT_FUNCTION} RETURNS text
-LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL RESTRICTED
-SET search_path = pg_catalog, pg_temp
-AS $current_tenant$
-DECLARE
-  tenant text := nullif(current_setting('${setting}', true), '');
-  field text[] := string_to_array(current_setting('${SIGNATURE_SETTING}', true), '.');
-  pads record;
-BEGIN
-  -- In parentheses: plpgsql ends an IF condition at the first THEN outside them, the CASE's included.
-  IF tenant IS NULL OR NOT (CASE
-    WHEN cardinality(field) = 4 AND field[1] = '${SIGNATURE_VERSION}' AND length(field[3]) BETWEEN 1 AND 16 AND ltrim(field[3], '0123456789') = ''
-      AND length(field[4]) = 64 AND ltrim(field[4], '0123456789abcdef') = ''
-    THEN field[3]::bigint > (extract(epoch FROM now()) * 1000)::bigint
-    ELSE false END) THEN
-    RETURN NULL;
-  END IF;
-  SELECT k.inner_pad, k.outer_pad INTO pads FROM ${SIGNING_KEYS_TABLE} k WHERE k.id = field[2];
-  IF NOT FOUND THEN
-    RETURN NULL;
-  END IF;
-  IF sha256(pads.outer_pad || sha256(pads.inner_pad || convert_to(concat_ws(E'\\n', 'fastify-tenant-rls/${SIGNATURE_VERSION}', field[2], pg_backend_pid()::text, field[3], tenant), 'UTF8')))
-     = decode(field[4], 'hex') THEN
-    RETURN tenant;
-  END IF;
-  RETURN NULL;
-END
-$current_tenant$;`
+function currentTenantView (setting: string): string {
+  return `CREATE VIEW ${CURRENT_TENANT_VIEW} AS
+SELECT context.tenant_id
+FROM (SELECT nullif(current_setting('${setting}', true), '') AS tenant_id,
+             string_to_array(current_setting('${SIGNATURE_SETTING}', true), '.') AS field
+      OFFSET 0) AS context
+JOIN ${SIGNING_KEYS_TABLE} AS k ON k.id = context.field[2]
+WHERE CASE
+  WHEN context.tenant_id IS NOT NULL AND cardinality(context.field) = 4 AND context.field[1] = '${SIGNATURE_VERSION}'
+    AND encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(concat_ws(E'\\n', 'fastify-tenant-rls/${SIGNATURE_VERSION}', context.field[2], pg_backend_pid()::text, context.field[3], context.tenant_id), 'UTF8'))), 'hex') = context.field[4]
+  THEN context.field[3]::bigint > (extract(epoch FROM now()) * 1000)::bigint
+  ELSE false END;`
 }
 
 // SECURITY INVOKER: it writes the key table with the caller's own rights, so only the owner (or a
@@ -131,13 +126,24 @@ AS $remove_key$
   SELECT count(*) > 0 FROM removed
 $remove_key$;`
 
+// The view, handed to the owner (it reads the keys with its owner's rights), readable by `role`.
+function currentTenantViewStatements (role: string, owner: string, setting: string): string[] {
+  return [
+    currentTenantView(setting),
+    `ALTER VIEW ${CURRENT_TENANT_VIEW} OWNER TO ${owner};`,
+    `REVOKE ALL ON TABLE ${CURRENT_TENANT_VIEW} FROM PUBLIC;`,
+    `GRANT USAGE ON SCHEMA ${SIGNED_CONTEXT_SCHEMA} TO ${role};`,
+    `GRANT SELECT ON TABLE ${CURRENT_TENANT_VIEW} TO ${role};`
+  ]
+}
+
 /**
- * The migration of signed mode: schema tenant_rls, its key table, current_tenant() and the key
- * helpers, all owned by `owner`, and EXECUTE on current_tenant() (and nothing else) for `role`.
+ * The migration of signed mode: schema tenant_rls, its key table, the view current_tenant and the
+ * key helpers, all owned by `owner`, and SELECT on current_tenant (and nothing else) for `role`.
  * Run it as `owner` (it needs CREATE on the database) or as a superuser: every object is handed to
  * `owner` explicitly, so a superuser-run migration leaves no superuser-owned function behind.
  * Apply it before the tables whose policies call the function. Statements are separated by
- * drizzle's `--> statement-breakpoint`; one transaction, so current_tenant() is never callable by
+ * drizzle's `--> statement-breakpoint`; one transaction, so the key helpers are never callable by
  * PUBLIC in between (PostgreSQL grants EXECUTE to PUBLIC on creation).
  */
 export function signedContextSql (options: SignedContextSqlOptions): string {
@@ -157,15 +163,13 @@ export function signedContextSql (options: SignedContextSqlOptions): string {
 );`,
     `ALTER TABLE ${SIGNING_KEYS_TABLE} OWNER TO ${owner};`,
     `REVOKE ALL ON TABLE ${SIGNING_KEYS_TABLE} FROM PUBLIC;`,
-    currentTenantFunction(setting),
     ADD_KEY_FUNCTION,
     REMOVE_KEY_FUNCTION,
-    ...['current_tenant()', 'add_key(text, bytea)', 'remove_key(text)'].flatMap((fn) => [
+    ...['add_key(text, bytea)', 'remove_key(text)'].flatMap((fn) => [
       `ALTER FUNCTION ${schema}.${fn} OWNER TO ${owner};`,
       `REVOKE ALL ON FUNCTION ${schema}.${fn} FROM PUBLIC;`
     ]),
-    `GRANT USAGE ON SCHEMA ${schema} TO ${role};`,
-    `GRANT EXECUTE ON FUNCTION ${CURRENT_TENANT_FUNCTION} TO ${role};`
+    ...currentTenantViewStatements(role, owner, setting)
   ]
   const header = `-- signedContextSql (fastify-tenant-rls/schema): run as ${owner} or a superuser, before the tenant tables\n`
   return header + statements.join('\n--> statement-breakpoint\n') + '\n'
