@@ -9,7 +9,8 @@ import pg from 'pg'
 import t from 'tap'
 import type { Test } from 'tap'
 import { installSigningKey, removeSigningKey, signedContextSql } from 'fastify-tenant-rls/schema'
-import { SIGNATURE_SETTING } from '../src/signed-context/signer.js'
+import { backendPidOf } from '../src/signed-context/backend-pid.js'
+import { SIGNATURE_SETTING, signTenantContext } from '../src/signed-context/signer.js'
 import { createSignedWorld, newKey, NOTES_PER_TENANT, openSigned, resolvedKey, SETTING, visibleTenants } from './helpers/signed-context.js'
 
 const world = await createSignedWorld(t, { fillers: 38 })
@@ -167,15 +168,24 @@ t.test('A\'s own valid signature with a field appended opens nothing: the format
   })
 })
 
-t.test('A\'s own signature with the tenant moved into the expiry field and the setting emptied opens nothing, without an error', async (t) => {
+t.test('a signature for this backend with the tenant moved into the expiry field opens nothing, without an error, where the tenant setting was never set', async (t) => {
   // Without the tenant, concat_ws drops its line, so "<expiry> LF <A>" in the expiry field rebuilds
   // A's signed message: the MAC matches, and only the view's demand for a tenant keeps the expiry
-  // field's cast to bigint from failing the statement.
-  await asA(async (client, signature) => {
-    const [version, keyId, expiry, mac] = signature.split('.')
-    await client.query('SELECT set_config($1, $2, true), set_config($3, $4, true)', [SETTING, '', SIGNATURE_SETTING, `${version}.${keyId}.${expiry}\n${a}.${mac}`])
-    t.same(await visibleTenants(client, 'signed_notes'), [])
+  // field's cast to bigint from failing the statement. The setting reads NULL only on a connection
+  // that never set it (after that it reads ''), so this runs on a fresh one, with a signature made
+  // for its backend as if it had leaked.
+  const fresh = db.appPool({ max: 1 })
+  const client = await fresh.connect()
+  t.teardown(async () => {
+    client.release(true)
+    await fresh.end()
   })
+  const [version, keyId, expiry, mac] = signTenantContext({ key: world.context.signingKey, tenantId: a, backendPid: backendPidOf(client) ?? 0, expiresAt: Date.now() + 60_000 }).value.split('.')
+  await client.query('BEGIN')
+  await client.query('SELECT set_config($1, $2, true)', [SIGNATURE_SETTING, `${version}.${keyId}.${expiry}\n${a}.${mac}`])
+  t.equal((await client.query('SELECT current_setting($1, true) AS tenant', [SETTING])).rows[0]?.tenant, null, 'the tenant setting reads NULL')
+  t.same(await visibleTenants(client, 'signed_notes'), [])
+  await client.query('ROLLBACK')
 })
 
 t.test('a signature for the right pid made with an unknown secret opens nothing', async (t) => {

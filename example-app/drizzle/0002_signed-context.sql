@@ -55,16 +55,14 @@ ALTER FUNCTION tenant_rls.remove_key(text) OWNER TO example_keys;
 REVOKE ALL ON FUNCTION tenant_rls.remove_key(text) FROM PUBLIC;
 --> statement-breakpoint
 CREATE VIEW tenant_rls.current_tenant AS
-SELECT context.tenant_id
-FROM (SELECT nullif(current_setting('app.current_tenant_id', true), '') AS tenant_id,
-             string_to_array(current_setting('tenant_rls.signature', true), '.') AS field
-      OFFSET 0) AS context
-JOIN tenant_rls.signing_keys AS k ON k.id = context.field[2]
-WHERE CASE
-  WHEN context.tenant_id IS NOT NULL AND cardinality(context.field) = 4 AND context.field[1] = 'v1'
-    AND encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(concat_ws(E'\n', 'fastify-tenant-rls/v1', context.field[2], pg_backend_pid()::text, context.field[3], context.tenant_id), 'UTF8'))), 'hex') = context.field[4]
-  THEN context.field[3]::bigint > (extract(epoch FROM now()) * 1000)::bigint
-  ELSE false END;
+SELECT nullif(current_setting('app.current_tenant_id', true), '') AS tenant_id
+FROM tenant_rls.signing_keys AS k
+WHERE k.id = split_part(current_setting('tenant_rls.signature', true), '.', 2)
+  AND CASE
+    WHEN nullif(current_setting('app.current_tenant_id', true), '') IS NOT NULL AND split_part(current_setting('tenant_rls.signature', true), '.', 1) = 'v1' AND split_part(current_setting('tenant_rls.signature', true), '.', 5) = ''
+      AND encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(concat_ws(E'\n', 'fastify-tenant-rls/v1', k.id, pg_backend_pid()::text, split_part(current_setting('tenant_rls.signature', true), '.', 3), current_setting('app.current_tenant_id', true)), 'UTF8'))), 'hex') = split_part(current_setting('tenant_rls.signature', true), '.', 4)
+    THEN split_part(current_setting('tenant_rls.signature', true), '.', 3)::bigint > (extract(epoch FROM now()) * 1000)::bigint
+    ELSE false END;
 --> statement-breakpoint
 ALTER VIEW tenant_rls.current_tenant OWNER TO example_keys;
 --> statement-breakpoint

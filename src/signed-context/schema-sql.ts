@@ -64,31 +64,33 @@ export function signedCurrentTenantSql (tenantIdType: TenantIdType = 'uuid'): st
 
 // Every way a signature can be wrong ends in no row, never in an error: a malformed value set by
 // route code must deny, not abort the statement with a message about the format. Nothing before the
-// MAC comparison can fail on any text (string_to_array, concat_ws, convert_to, encode), and the one
-// cast, of the expiry to bigint, runs only in the CASE's branch for a MAC that matched, so on a
-// value the plugin signed: digits. The tenant must be set for that branch too: with the tenant
-// missing, concat_ws would drop its line and an expiry field holding "<expiry> LF <tenant>" could
-// rebuild another context's message.
-// The view is as small as the check allows: PostgreSQL prepares every function call of a plan's
-// expressions again in each execution, so each call left out is a cost every statement saves. The
-// setting is read and split once (OFFSET 0 keeps that subquery from being pulled up and its
-// expressions copied into every use), the key is found by its primary key, and the MAC is compared
-// as hex text, which needs no check of the field's format first.
+// MAC comparison can fail on any text (split_part, concat_ws, convert_to, encode), and the one cast,
+// of the expiry to bigint, runs only in the CASE's branch for a MAC that matched, so on a value the
+// plugin signed: digits. The tenant must be set for that branch too: with the tenant missing,
+// concat_ws would drop its line and an expiry field holding "<expiry> LF <tenant>" could rebuild
+// another context's message.
+// The view is as small as the check allows, because PostgreSQL pays for every function call of it
+// twice: when it plans a statement (simplifying and costing each call) and when it starts one (each
+// call is prepared again in every execution, even of a prepared statement). So: one table scanned,
+// the key found by its primary key, the fields cut with split_part (cheaper to plan than a split
+// into an array in a subquery of its own), the MAC compared as hex text (no check of the field's
+// format needed first). A subquery or a join here cost about twice as much to plan
+// (bench/signed-context-sql.ts has the figures of this form).
 // The expiry is compared with now(), the database clock at the transaction's start: the opening
 // sets the signature in the transaction's first round trip, and a long transaction (a withTenant
 // job) keeps the context it was opened with. The message is signer.ts's, field for field.
 function currentTenantView (setting: string): string {
+  const tenant = `current_setting('${setting}', true)`
+  const field = (n: number): string => `split_part(current_setting('${SIGNATURE_SETTING}', true), '.', ${n})`
   return `CREATE VIEW ${CURRENT_TENANT_VIEW} AS
-SELECT context.tenant_id
-FROM (SELECT nullif(current_setting('${setting}', true), '') AS tenant_id,
-             string_to_array(current_setting('${SIGNATURE_SETTING}', true), '.') AS field
-      OFFSET 0) AS context
-JOIN ${SIGNING_KEYS_TABLE} AS k ON k.id = context.field[2]
-WHERE CASE
-  WHEN context.tenant_id IS NOT NULL AND cardinality(context.field) = 4 AND context.field[1] = '${SIGNATURE_VERSION}'
-    AND encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(concat_ws(E'\\n', 'fastify-tenant-rls/${SIGNATURE_VERSION}', context.field[2], pg_backend_pid()::text, context.field[3], context.tenant_id), 'UTF8'))), 'hex') = context.field[4]
-  THEN context.field[3]::bigint > (extract(epoch FROM now()) * 1000)::bigint
-  ELSE false END;`
+SELECT nullif(${tenant}, '') AS tenant_id
+FROM ${SIGNING_KEYS_TABLE} AS k
+WHERE k.id = ${field(2)}
+  AND CASE
+    WHEN nullif(${tenant}, '') IS NOT NULL AND ${field(1)} = '${SIGNATURE_VERSION}' AND ${field(5)} = ''
+      AND encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(concat_ws(E'\\n', 'fastify-tenant-rls/${SIGNATURE_VERSION}', k.id, pg_backend_pid()::text, ${field(3)}, ${tenant}), 'UTF8'))), 'hex') = ${field(4)}
+    THEN ${field(3)}::bigint > (extract(epoch FROM now()) * 1000)::bigint
+    ELSE false END;`
 }
 
 // SECURITY INVOKER: it writes the key table with the caller's own rights, so only the owner (or a
