@@ -18,6 +18,12 @@ export interface ExampleAppOptions {
   pool: pg.Pool
   /** HS256 secret the tokens are signed with. */
   jwtSecret: string
+  /**
+   * Pool of the system role (database.ts SYSTEM_ROLE), with connectionTimeoutMillis set: enables
+   * app.withSystem (the usage job) and support impersonation, whose requests it records in the
+   * audit trail. Without it a token with an actor claim is refused.
+   */
+  systemPool?: pg.Pool
   /** The signed tenant context's keys (context-keys.ts): the policies trust no tenant without its signature. */
   signedContext: SignedContextOptions
   /** Fastify's own options (logger, ...). */
@@ -30,8 +36,14 @@ export interface ExampleAppOptions {
 export async function buildApp (options: ExampleAppOptions): Promise<FastifyInstance> {
   const app = Fastify(options.fastify ?? {})
   await app.register(fastifyJwt, { secret: options.jwtSecret })
-  // The tenant comes from the token's tenant_id claim (the plugin's default).
-  await app.register(fastifyTenantRls, { pool: options.pool, schema, signedContext: options.signedContext })
+  // The tenant comes from the token's tenant_id claim, a support operator from its act.sub claim
+  // (the plugin's defaults).
+  await app.register(fastifyTenantRls, {
+    pool: options.pool,
+    schema,
+    signedContext: options.signedContext,
+    ...(options.systemPool === undefined ? {} : { systemPool: options.systemPool })
+  })
   registerMetrics(app, options.metrics)
   app.get('/health', { config: { tenant: false }, schema: { response: { 200: { type: 'object', properties: { ok: { type: 'boolean' } } } } } }, async function health () {
     return { ok: true }

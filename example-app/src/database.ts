@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { drizzle } from 'drizzle-orm/node-postgres'
 import { migrate } from 'drizzle-orm/node-postgres/migrator'
 import { withTenant } from 'fastify-tenant-rls'
+import { systemRoleSql } from 'fastify-tenant-rls/elevated'
 import type { SignedContextOptions, SigningKey } from 'fastify-tenant-rls'
 import { installSigningKey, SIGNING_KEYS_TABLE, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from 'fastify-tenant-rls/schema'
 import pg from 'pg'
@@ -19,6 +20,14 @@ export const GRANTEE_ROLE = 'example_app'
  * as the owner; the app role never does, so it can neither read nor install a key.
  */
 export const KEYS_OWNER_ROLE = 'example_keys'
+
+/**
+ * The role of the system pool: cross-tenant jobs, support grants and the audit trail
+ * (drizzle/0004_*.sql and 0005_*.sql name it). It logs in itself and is a member of no role: the
+ * plugin refuses a system role that carries another role's privileges, so unlike the app role it
+ * cannot be a member of a group the migrations grant to.
+ */
+export const SYSTEM_ROLE = 'example_system'
 
 /** The migrations drizzle-kit generated from schema.ts, plus the tenantTablesSql custom one. */
 export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../drizzle', import.meta.url))
@@ -64,6 +73,8 @@ export async function createRoles (admin: pg.Pool, roles: RoleCredentials): Prom
 export async function grantRoles (admin: pg.Pool, roles: DatabaseRoles): Promise<void> {
   await createRoleIfMissing(admin, GRANTEE_ROLE, 'NOLOGIN NOSUPERUSER NOBYPASSRLS')
   await createRoleIfMissing(admin, KEYS_OWNER_ROLE, 'NOLOGIN NOSUPERUSER NOBYPASSRLS')
+  // NOLOGIN until allowSystemLogin gives it a password: the migrations only need it to exist.
+  await createRoleIfMissing(admin, SYSTEM_ROLE, 'NOLOGIN NOSUPERUSER NOBYPASSRLS')
   const owner = escapeIdentifier(roles.ownerRole)
   const { rows } = await admin.query<{ name: string }>('SELECT current_database() AS name')
   const database = rows[0]?.name ?? ''
@@ -99,6 +110,28 @@ export async function migrateDatabase (admin: pg.Pool, ownerRole: string): Promi
 }
 
 /**
+ * Makes SYSTEM_ROLE what the plugin's check wants, from systemRoleSql: BYPASSRLS (which needs a
+ * superuser, hence here and not in a migration, which runs as the owner), SELECT, INSERT, UPDATE on
+ * the tenant tables, SELECT on `tenants`, never DELETE. Run after the migrations on every setup, so
+ * a table added to schema.ts gets its privileges without a migration to forget.
+ */
+export async function grantSystemRole (admin: pg.Pool): Promise<void> {
+  const { rows } = await admin.query<{ name: string }>('SELECT current_database() AS name')
+  await admin.query(systemRoleSql(schema, { role: SYSTEM_ROLE }))
+  // The shared-role hardening revoked CONNECT from PUBLIC.
+  await admin.query(`GRANT CONNECT ON DATABASE ${escapeIdentifier(rows[0]?.name ?? '')} TO ${escapeIdentifier(SYSTEM_ROLE)}`)
+}
+
+/**
+ * Lets SYSTEM_ROLE log in with `password` (run as a superuser). Only what holds the system pool
+ * needs it: the server (it records impersonated requests and runs the usage job) and the admin
+ * script that writes grants.
+ */
+export async function allowSystemLogin (admin: pg.Pool, password: string): Promise<void> {
+  await admin.query(`ALTER ROLE ${escapeIdentifier(SYSTEM_ROLE)} LOGIN PASSWORD ${escapeLiteral(password)}`)
+}
+
+/**
  * Installs, as the owner role, each of `keys` the database does not hold yet (by id), so setup can
  * run on every start. A key whose id is installed with another secret is left alone: the plugin's
  * startup check then refuses to start, naming the key.
@@ -113,12 +146,13 @@ export async function installContextKeys (admin: pg.Pool, ownerRole: string, key
 }
 
 /**
- * Brings a database to the example's schema for existing roles: grants, migrations, then the
- * signing keys. The example's tests (and anything that wants the example's tables) start from here.
+ * Brings a database to the example's schema for existing roles: grants, migrations, the system
+ * role's privileges, then the signing keys. The example's tests (and anything that wants the example's tables) start from here.
  */
 export async function setUpDatabase (admin: pg.Pool, roles: DatabaseRoles, signedContext: SignedContextOptions): Promise<void> {
   await grantRoles(admin, roles)
   await migrateDatabase(admin, roles.ownerRole)
+  await grantSystemRole(admin)
   await installContextKeys(admin, roles.ownerRole, signedContext.keys)
 }
 
