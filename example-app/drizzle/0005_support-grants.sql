@@ -42,7 +42,7 @@ ALTER TABLE "public"."tenant_rls_grants" ENABLE ROW LEVEL SECURITY;
 --> statement-breakpoint
 ALTER TABLE "public"."tenant_rls_grants" FORCE ROW LEVEL SECURITY;
 --> statement-breakpoint
-CREATE POLICY "tenant_rls_grants_tenant_read" ON "public"."tenant_rls_grants" FOR SELECT TO "example_app" USING (tenant_id = (SELECT nullif(current_setting('app.current_tenant_id', true), '')));
+CREATE POLICY "tenant_rls_grants_tenant_read" ON "public"."tenant_rls_grants" FOR SELECT TO "example_app" USING (tenant_id = (SELECT tenant_rls.current_tenant()));
 --> statement-breakpoint
 REVOKE ALL ON TABLE "public"."tenant_rls_grants" FROM PUBLIC;
 --> statement-breakpoint

@@ -15,7 +15,9 @@ import pg from 'pg'
 import { systemRoleUrl } from './settings.js'
 
 /** A command line that names no command, an unknown one, or misses an option. */
-export class UsageError extends Error {}
+export class UsageError extends Error {
+  override name = 'UsageError'
+}
 
 const USAGE = `usage: npm run example:admin -- <command> [options]
   grant        --operator <who> --tenant <id> --approver <who> --reason <text> [--minutes <n>] [--write]
