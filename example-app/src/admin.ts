@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { accessReport, createGrant, listGrants, openBreakGlass, reviewBreakGlass, revokeGrant, verifyAuditChain } from 'fastify-tenant-rls/elevated'
 import pg from 'pg'
+import { ELEVATED_TABLES } from './database.js'
 import { systemRoleUrl } from './settings.js'
 
 /** A command line that names no command, an unknown one, or misses an option. */
@@ -84,24 +85,24 @@ export async function runAdmin (args: readonly string[], systemPool: pg.Pool): P
   }
   switch (command) {
     case 'grant':
-      return createGrant(systemPool, { operator: required(o.operator, 'operator'), tenantId: required(o.tenant, 'tenant'), approver: required(o.approver, 'approver'), reason: required(o.reason, 'reason'), write: o.write === true, ...minutes(o.minutes) })
+      return createGrant(systemPool, { operator: required(o.operator, 'operator'), tenantId: required(o.tenant, 'tenant'), approver: required(o.approver, 'approver'), reason: required(o.reason, 'reason'), write: o.write === true, ...minutes(o.minutes) }, ELEVATED_TABLES)
     case 'break-glass':
-      return openBreakGlass(systemPool, { operator: required(o.operator, 'operator'), tenantId: required(o.tenant, 'tenant'), reason: required(o.reason, 'reason'), write: o.write === true, ...minutes(o.minutes) })
+      return openBreakGlass(systemPool, { operator: required(o.operator, 'operator'), tenantId: required(o.tenant, 'tenant'), reason: required(o.reason, 'reason'), write: o.write === true, ...minutes(o.minutes) }, ELEVATED_TABLES)
     case 'revoke':
-      return revokeGrant(systemPool, target(), { by: required(o.by, 'by'), reason: required(o.reason, 'reason') })
+      return revokeGrant(systemPool, target(), { by: required(o.by, 'by'), reason: required(o.reason, 'reason') }, ELEVATED_TABLES)
     case 'review':
-      return reviewBreakGlass(systemPool, target(), { reviewer: required(o.reviewer, 'reviewer'), note: required(o.note, 'note') })
+      return reviewBreakGlass(systemPool, target(), { reviewer: required(o.reviewer, 'reviewer'), note: required(o.note, 'note') }, ELEVATED_TABLES)
     case 'grants':
-      return listGrants(systemPool, { ...(o.tenant === undefined ? {} : { tenantId: o.tenant }), live: o.live === true, unreviewed: o.unreviewed === true })
+      return listGrants(systemPool, { ...ELEVATED_TABLES, ...(o.tenant === undefined ? {} : { tenantId: o.tenant }), live: o.live === true, unreviewed: o.unreviewed === true })
     case 'report': {
       const to = date(o.to, 'to', new Date())
-      return accessReport(systemPool, required(o.tenant, 'tenant'), { from: date(o.from, 'from', new Date(to.getTime() - 30 * DAY_MS)), to })
+      return accessReport(systemPool, required(o.tenant, 'tenant'), { ...ELEVATED_TABLES, from: date(o.from, 'from', new Date(to.getTime() - 30 * DAY_MS)), to })
     }
     case 'verify': {
-      if (o.anchor === undefined) return verifyAuditChain(systemPool)
+      if (o.anchor === undefined) return verifyAuditChain(systemPool, ELEVATED_TABLES)
       const [seq, hash, ...extra] = o.anchor.split(':')
       if (seq === undefined || hash === undefined || extra.length > 0) throw new UsageError('--anchor is <seq>:<hash>, the head of an earlier verify')
-      return verifyAuditChain(systemPool, { anchor: { seq, hash } })
+      return verifyAuditChain(systemPool, { ...ELEVATED_TABLES, anchor: { seq, hash } })
     }
     default:
       throw new UsageError(command === undefined ? 'name a command' : `unknown command ${JSON.stringify(command)}`)

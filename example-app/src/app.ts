@@ -6,6 +6,7 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import fastifyTenantRls from 'fastify-tenant-rls'
 import type { SignedContextOptions } from 'fastify-tenant-rls'
 import type pg from 'pg'
+import { ELEVATED_TABLES } from './database.js'
 import { registerMetrics } from './metrics.js'
 import type { MetricsOptions } from './metrics.js'
 import { projectRoutes } from './routes/projects.js'
@@ -42,6 +43,7 @@ export async function buildApp (options: ExampleAppOptions): Promise<FastifyInst
     pool: options.pool,
     schema,
     signedContext: options.signedContext,
+    ...ELEVATED_TABLES,
     ...(options.systemPool === undefined ? {} : { systemPool: options.systemPool })
   })
   registerMetrics(app, options.metrics)

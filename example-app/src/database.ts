@@ -29,6 +29,13 @@ export const KEYS_OWNER_ROLE = 'example_keys'
  */
 export const SYSTEM_ROLE = 'example_system'
 
+/**
+ * Where the audit trail and the support grants are (drizzle/0004_*.sql to 0006_*.sql): a schema of
+ * their own, so that nothing that walks the tenant tables of public takes them for one. Given to the
+ * plugin and to every elevated call.
+ */
+export const ELEVATED_TABLES = { auditTable: 'elevated.audit_trail', grantsTable: 'elevated.grants' } as const
+
 /** The migrations drizzle-kit generated from schema.ts, plus the tenantTablesSql custom one. */
 export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../drizzle', import.meta.url))
 

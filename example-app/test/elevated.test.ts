@@ -64,7 +64,7 @@ async function admin (...args: string[]): Promise<Grant> {
 }
 
 async function auditEvents (): Promise<Array<{ event: string, actor: string, tenant_id: string | null, detail: Record<string, unknown> }>> {
-  const { rows } = await db.admin.query('SELECT event, actor, tenant_id, detail FROM tenant_rls_audit a ORDER BY a.seq')
+  const { rows } = await db.admin.query('SELECT event, actor, tenant_id, detail FROM elevated.audit_trail a ORDER BY a.seq')
   return rows
 }
 
@@ -148,10 +148,10 @@ t.test('route SQL that sets another tenant cannot read that tenant\'s grants (th
   let seen = -1
   const grantsSeen = (tenant: { id: string }, asTenant: string): Promise<void> => withTenant(pool, tenant.id, async (db) => {
     await db.execute(sql`SELECT set_config('app.current_tenant_id', ${asTenant}, true)`)
-    const { rows } = await db.execute<{ count: number }>(sql`SELECT count(*)::int AS count FROM tenant_rls_grants`)
+    const { rows } = await db.execute<{ count: number }>(sql`SELECT count(*)::int AS count FROM elevated.grants`)
     seen = rows[0]?.count ?? -1
   }, { schema, signedContext })
-  const { rows: [globex] } = await db.admin.query<{ count: number }>('SELECT count(*)::int AS count FROM tenant_rls_grants WHERE tenant_id = $1', [DEMO.globex.id])
+  const { rows: [globex] } = await db.admin.query<{ count: number }>('SELECT count(*)::int AS count FROM elevated.grants WHERE tenant_id = $1', [DEMO.globex.id])
   t.ok((globex?.count ?? 0) > 0, 'Globex has a grant')
   await grantsSeen(DEMO.globex, DEMO.globex.id)
   t.equal(seen, globex?.count, 'Globex\'s own transaction reads it (the admission query does)')
@@ -193,7 +193,7 @@ t.test('the admin script: JSON on stdout, exit code 2 on a bad command line', as
 })
 
 t.test('at the end, the audit trail verifies clean: every row hashed and chained', async (t) => {
-  const { rows: [count] } = await db.admin.query<{ rows: number }>('SELECT count(*)::int AS rows FROM tenant_rls_audit')
+  const { rows: [count] } = await db.admin.query<{ rows: number }>('SELECT count(*)::int AS rows FROM elevated.audit_trail')
   t.ok((count?.rows ?? 0) > 0)
   t.match(await runAdmin(['verify'], systemPool), { ok: true, rows: count?.rows, problems: [] })
 })

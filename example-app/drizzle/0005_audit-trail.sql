@@ -1,7 +1,7 @@
--- auditTrailSql (fastify-tenant-rls/elevated): the audit trail public.tenant_rls_audit, run as its owner
-CREATE SEQUENCE "public"."tenant_rls_audit_seq" AS bigint;
+-- auditTrailSql (fastify-tenant-rls/elevated): the audit trail elevated.audit_trail, run as its owner
+CREATE SEQUENCE "elevated"."audit_trail_seq" AS bigint;
 --> statement-breakpoint
-CREATE TABLE "public"."tenant_rls_audit" (
+CREATE TABLE "elevated"."audit_trail" (
   seq bigint PRIMARY KEY,
   occurred_at timestamptz NOT NULL,
   event text NOT NULL CHECK (event ~ '^[a-z_]+\.[a-z_]+$'),
@@ -14,13 +14,13 @@ CREATE TABLE "public"."tenant_rls_audit" (
   hash text NOT NULL
 );
 --> statement-breakpoint
-CREATE INDEX "tenant_rls_audit_tenant_idx" ON "public"."tenant_rls_audit" (tenant_id, occurred_at);
+CREATE INDEX "audit_trail_tenant_idx" ON "elevated"."audit_trail" (tenant_id, occurred_at);
 --> statement-breakpoint
-CREATE FUNCTION "public"."tenant_rls_audit_hash" (entry "public"."tenant_rls_audit") RETURNS text LANGUAGE sql STABLE
+CREATE FUNCTION "elevated"."audit_trail_hash" (entry "elevated"."audit_trail") RETURNS text LANGUAGE sql STABLE
   SET search_path TO pg_catalog, pg_temp SET "TimeZone" TO 'UTC'
   AS $$ SELECT encode(sha256(convert_to((to_jsonb(entry) - 'hash')::text, 'UTF8')), 'hex') $$;
 --> statement-breakpoint
-CREATE FUNCTION "public"."tenant_rls_audit_chain" () RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+CREATE FUNCTION "elevated"."audit_trail_chain" () RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
   SET search_path TO pg_catalog, pg_temp
   AS $$
 DECLARE
@@ -30,16 +30,16 @@ BEGIN
     RAISE EXCEPTION 'fastify-tenant-rls: audit rows are appended in READ COMMITTED transactions only, not %', current_setting('transaction_isolation') USING ERRCODE = '25001';
   END IF;
   PERFORM pg_advisory_xact_lock(hashtext('fastify-tenant-rls audit chain'), hashtext(TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME));
-  SELECT a.hash INTO previous FROM "public"."tenant_rls_audit" a ORDER BY a.seq DESC LIMIT 1;
+  SELECT a.hash INTO previous FROM "elevated"."audit_trail" a ORDER BY a.seq DESC LIMIT 1;
   NEW.prev_hash := coalesce(previous, '0000000000000000000000000000000000000000000000000000000000000000');
-  NEW.seq := nextval('"public"."tenant_rls_audit_seq"');
+  NEW.seq := nextval('"elevated"."audit_trail_seq"');
   NEW.occurred_at := clock_timestamp();
-  NEW.hash := "public"."tenant_rls_audit_hash"(NEW);
+  NEW.hash := "elevated"."audit_trail_hash"(NEW);
   RETURN NEW;
 END
 $$;
 --> statement-breakpoint
-CREATE FUNCTION "public"."tenant_rls_audit_refuse_change" () RETURNS trigger LANGUAGE plpgsql
+CREATE FUNCTION "elevated"."audit_trail_refuse_change" () RETURNS trigger LANGUAGE plpgsql
   SET search_path TO pg_catalog, pg_temp
   AS $$
 BEGIN
@@ -47,16 +47,16 @@ BEGIN
 END
 $$;
 --> statement-breakpoint
-CREATE TRIGGER "tenant_rls_audit_chain" BEFORE INSERT ON "public"."tenant_rls_audit" FOR EACH ROW EXECUTE FUNCTION "public"."tenant_rls_audit_chain"();
+CREATE TRIGGER "audit_trail_chain" BEFORE INSERT ON "elevated"."audit_trail" FOR EACH ROW EXECUTE FUNCTION "elevated"."audit_trail_chain"();
 --> statement-breakpoint
-CREATE TRIGGER "tenant_rls_audit_append_only" BEFORE UPDATE OR DELETE ON "public"."tenant_rls_audit" FOR EACH ROW EXECUTE FUNCTION "public"."tenant_rls_audit_refuse_change"();
+CREATE TRIGGER "audit_trail_append_only" BEFORE UPDATE OR DELETE ON "elevated"."audit_trail" FOR EACH ROW EXECUTE FUNCTION "elevated"."audit_trail_refuse_change"();
 --> statement-breakpoint
-CREATE TRIGGER "tenant_rls_audit_no_truncate" BEFORE TRUNCATE ON "public"."tenant_rls_audit" FOR EACH STATEMENT EXECUTE FUNCTION "public"."tenant_rls_audit_refuse_change"();
+CREATE TRIGGER "audit_trail_no_truncate" BEFORE TRUNCATE ON "elevated"."audit_trail" FOR EACH STATEMENT EXECUTE FUNCTION "elevated"."audit_trail_refuse_change"();
 --> statement-breakpoint
-REVOKE ALL ON TABLE "public"."tenant_rls_audit" FROM PUBLIC;
+REVOKE ALL ON TABLE "elevated"."audit_trail" FROM PUBLIC;
 --> statement-breakpoint
-REVOKE ALL ON SEQUENCE "public"."tenant_rls_audit_seq" FROM PUBLIC;
+REVOKE ALL ON SEQUENCE "elevated"."audit_trail_seq" FROM PUBLIC;
 --> statement-breakpoint
-REVOKE ALL ON FUNCTION "public"."tenant_rls_audit_chain"() FROM PUBLIC;
+REVOKE ALL ON FUNCTION "elevated"."audit_trail_chain"() FROM PUBLIC;
 --> statement-breakpoint
-GRANT SELECT, INSERT (event, actor, reason, tenant_id, grant_id, detail) ON TABLE "public"."tenant_rls_audit" TO "example_system";
+GRANT SELECT, INSERT (event, actor, reason, tenant_id, grant_id, detail) ON TABLE "elevated"."audit_trail" TO "example_system";
