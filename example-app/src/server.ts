@@ -63,12 +63,14 @@ Globex cannot hang a task on Acme's project (404), and a duplicate name answers 
 No token, no data (401):
   curl -s ${baseUrl}/projects
 
-SUPPORT is ${SUPPORT.operator} acting as Acme (the token's act.sub claim): refused (403) until
-a grant exists, then read-only. In another terminal (see README "Support access and break-glass"):
+SUPPORT is ${SUPPORT.operator} acting as Acme (the token's act.sub claim): refused (403)
+until a lead grants access (in another terminal), then reading Acme's projects, read-only (403 on
+a write); the access report lists it all (README "Support access and break-glass"):
   curl -s ${baseUrl}/projects ${auth('SUPPORT')}
-  npm run example:admin -- grant --operator ${SUPPORT.operator} --tenant ${DEMO.acme.id} --approver ${SUPPORT.approver} --reason "ticket #4711" --minutes 30
+  npm run -s example:admin -- grant --operator ${SUPPORT.operator} --tenant ${DEMO.acme.id} --approver ${SUPPORT.approver} --reason "ticket #4711" --minutes 30
+  curl -s ${baseUrl}/projects ${auth('SUPPORT')}
   curl -s -X POST ${baseUrl}/projects ${auth('SUPPORT')} -H 'content-type: application/json' -d '{"name":"Read-only"}'
-  npm run example:admin -- report --tenant ${DEMO.acme.id}
+  npm run -s example:admin -- report --tenant ${DEMO.acme.id}
 
 Ctrl+C stops the server and PostgreSQL; the data stays in ${process.env.DATABASE_URL ? 'your database' : DATA_FOLDER}.
 `)
