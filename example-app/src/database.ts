@@ -23,7 +23,7 @@ export const KEYS_OWNER_ROLE = 'example_keys'
 
 /**
  * The role of the system pool: cross-tenant jobs, support grants and the audit trail
- * (drizzle/0004_*.sql and 0005_*.sql name it). It logs in itself and is a member of no role: the
+ * (drizzle/0004_*.sql to 0006_*.sql name it). It logs in itself and is a member of no role: the
  * plugin refuses a system role that carries another role's privileges, so unlike the app role it
  * cannot be a member of a group the migrations grant to.
  */
@@ -36,7 +36,7 @@ export const SYSTEM_ROLE = 'example_system'
  */
 export const ELEVATED_TABLES = { auditTable: 'elevated.audit_trail', grantsTable: 'elevated.grants' } as const
 
-/** The migrations drizzle-kit generated from schema.ts, plus the tenantTablesSql custom one. */
+/** The migrations drizzle-kit generated from schema.ts, plus the custom ones (each from a helper but 0004). */
 export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../drizzle', import.meta.url))
 
 /** The roles of one deployment. */
@@ -154,7 +154,8 @@ export async function installContextKeys (admin: pg.Pool, ownerRole: string, key
 
 /**
  * Brings a database to the example's schema for existing roles: grants, migrations, the system
- * role's privileges, then the signing keys. The example's tests (and anything that wants the example's tables) start from here.
+ * role's privileges, then the signing keys. The example's tests (and anything that wants the
+ * example's tables) start from here.
  */
 export async function setUpDatabase (admin: pg.Pool, roles: DatabaseRoles, signedContext: SignedContextOptions): Promise<void> {
   await grantRoles(admin, roles)
