@@ -116,6 +116,24 @@ export async function migrateDatabase (admin: pg.Pool, ownerRole: string): Promi
   await asOwner(admin, ownerRole, (client) => migrate(drizzle(client), { migrationsFolder: MIGRATIONS_FOLDER }))
 }
 
+// ALTER ROLE rewrites the role's one catalog row, shared by every database of the server: two
+// setups at once (test files sharing one DATABASE_URL server) fail with "tuple concurrently
+// updated". Locking the row first makes the second wait, then update the row the first committed.
+async function alterSystemRole (admin: pg.Pool, statements: string): Promise<void> {
+  const client = await admin.connect()
+  try {
+    await client.query('BEGIN')
+    await client.query('SELECT FROM pg_catalog.pg_authid WHERE rolname = $1 FOR UPDATE', [SYSTEM_ROLE])
+    await client.query(statements)
+    await client.query('COMMIT')
+    client.release()
+  } catch (error) {
+    // Whatever state the transaction is in, the connection is not reused.
+    client.release(true)
+    throw error
+  }
+}
+
 /**
  * Makes SYSTEM_ROLE what the plugin's check wants, from systemRoleSql: BYPASSRLS (which needs a
  * superuser, hence here and not in a migration, which runs as the owner), SELECT, INSERT, UPDATE on
@@ -124,7 +142,7 @@ export async function migrateDatabase (admin: pg.Pool, ownerRole: string): Promi
  */
 export async function grantSystemRole (admin: pg.Pool): Promise<void> {
   const { rows } = await admin.query<{ name: string }>('SELECT current_database() AS name')
-  await admin.query(systemRoleSql(schema, { role: SYSTEM_ROLE }))
+  await alterSystemRole(admin, systemRoleSql(schema, { role: SYSTEM_ROLE }))
   // The shared-role hardening revoked CONNECT from PUBLIC.
   await admin.query(`GRANT CONNECT ON DATABASE ${escapeIdentifier(rows[0]?.name ?? '')} TO ${escapeIdentifier(SYSTEM_ROLE)}`)
 }
@@ -135,7 +153,7 @@ export async function grantSystemRole (admin: pg.Pool): Promise<void> {
  * script that writes grants.
  */
 export async function allowSystemLogin (admin: pg.Pool, password: string): Promise<void> {
-  await admin.query(`ALTER ROLE ${escapeIdentifier(SYSTEM_ROLE)} LOGIN PASSWORD ${escapeLiteral(password)}`)
+  await alterSystemRole(admin, `ALTER ROLE ${escapeIdentifier(SYSTEM_ROLE)} LOGIN PASSWORD ${escapeLiteral(password)}`)
 }
 
 /**
