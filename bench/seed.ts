@@ -21,7 +21,7 @@ export const SYSTEM_ROLE = 'tenant_rls_bench_system'
 const OWNER_ROLE = 'tenant_rls_bench_owner'
 /** Password of the bench's login roles (a throwaway local database). */
 export const PASSWORD = 'bench-password'
-const SEED_VERSION = 3
+const SEED_VERSION = 4
 export const ROWS = 1_000_000
 export const TENANTS = 1_000
 /** Title of the rows W2 inserts; deleted at the start of every run so reruns start equal. */
@@ -41,7 +41,7 @@ export interface Seeded {
 }
 
 const POLICY = "tenant_id = (SELECT nullif(current_setting('app.current_tenant_id', true), '')::uuid)"
-const SIGNED_POLICY = `tenant_id = ${signedCurrentTenantSql()}`
+const SIGNED_POLICY = `tenant_id = (SELECT ${signedCurrentTenantSql()})`
 
 /** `url` pointed at `database`, as `role` (with the bench's password) when given. */
 export function withDatabase (url: string, database: string, role?: string): string {
@@ -111,7 +111,7 @@ async function fill (adminUrl: string): Promise<void> {
       ALTER TABLE items ENABLE ROW LEVEL SECURITY;
       ALTER TABLE items FORCE ROW LEVEL SECURITY;
       -- Each application role gets its own policy: the plain one for the app role, the signed one
-      -- (the tenant through the view tenant_rls.current_tenant) for the signed role; same table, same index.
+      -- (the tenant through tenant_rls.current_tenant()) for the signed role; same table, same index.
       CREATE POLICY tenant_isolation ON items TO ${APP_ROLE} USING (${POLICY}) WITH CHECK (${POLICY});
       CREATE POLICY signed_isolation ON items TO ${SIGNED_ROLE} USING (${SIGNED_POLICY}) WITH CHECK (${SIGNED_POLICY});
       GRANT SELECT, INSERT ON items TO ${APP_ROLE}, ${MANUAL_ROLE}, ${SIGNED_ROLE};

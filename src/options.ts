@@ -101,9 +101,9 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
   /**
    * Signed tenant context: the opening sets, beside the tenant, a signature bound to the tenant, the
    * connection's backend pid and a short expiry, and policies that read the tenant through
-   * `tenant_rls.current_tenant` (`signedContextSql`, `createTenantTable({ signedContext: true })`)
+   * `tenant_rls.current_tenant()` (`signedContextSql`, `createTenantTable({ signedContext: true })`)
    * see no rows for a tenant route SQL set itself. The startup check refuses a database whose
-   * policies or verifying view do not make that true. See README "Signed tenant context".
+   * policies or function do not make that true. See README "Signed tenant context".
    */
   signedContext?: SignedContextOptions
   /**

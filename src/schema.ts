@@ -31,7 +31,7 @@ import type { TenantIdType } from './tenant-id.js'
 
 export { SHARED_ROLE_CHANNELS, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from './shared-role.js'
 export type { SharedRoleChannel, SharedRoleHardeningOptions } from './shared-role.js'
-export { CURRENT_TENANT_VIEW, SIGNED_CONTEXT_SCHEMA, SIGNING_KEYS_TABLE, signedContextSql, signedCurrentTenantSql } from './signed-context/schema-sql.js'
+export { CURRENT_TENANT_FUNCTION, SIGNED_CONTEXT_SCHEMA, SIGNING_KEYS_TABLE, signedContextSql, signedCurrentTenantSql, VERIFIED_TENANT_VIEW } from './signed-context/schema-sql.js'
 export { tenantStatusSql } from './tenant-status/sql.js'
 export type { TenantStatusSqlOptions } from './tenant-status/sql.js'
 export type { SignedContextSqlOptions } from './signed-context/schema-sql.js'
@@ -59,7 +59,7 @@ export interface TenantTableOptions<TType extends TenantIdType = 'uuid'> {
   tenantIdType?: TType
   /**
    * Policies for the plugin's `signedContext` mode: they read the tenant through
-   * tenant_rls.current_tenant (`signedContextSql`), which returns it only when the plugin's
+   * tenant_rls.current_tenant() (`signedContextSql`), which returns it only when the plugin's
    * signature holds, so route SQL that sets the setting itself sees and writes nothing. Default false.
    */
   signedContext?: boolean
@@ -150,10 +150,11 @@ export function createTenantTable<TType extends TenantIdType = 'uuid'> (options:
     failOption('createTenantTable needs `tenants`: the tenants table\'s key column, for example tenants.id')
   }
   if (typeof signedContext !== 'boolean') failOption(`createTenantTable: signedContext must be true or false, got ${JSON.stringify(signedContext)}`)
-  // A scalar subquery, (select …): evaluated once per statement rather than per row, and the planner
-  // can compare the index's leading tenant_id column with it. The column default keeps reading the
-  // setting in signed mode too (a default may not hold a subquery): WITH CHECK verifies what it wrote.
-  const tenantSql = sql.raw(signedContext ? signedCurrentTenantSql(tenantIdType) : `(select ${currentTenantSql(setting, tenantIdType)})`)
+  // Wrapped in (select …): evaluated once per statement rather than per row, and the planner can
+  // compare the index's leading tenant_id column with it. The column default keeps reading the
+  // setting in signed mode too (a default may not hold a subquery, and a per-row call of the
+  // verifying function would cost an HMAC per inserted row): WITH CHECK verifies what it wrote.
+  const tenantSql = sql.raw(`(select ${signedContext ? signedCurrentTenantSql(tenantIdType) : currentTenantSql(setting, tenantIdType)})`)
   return function tenantTable (name, columns, extraConfig) {
     const table = pgTable(name, { tenantId: tenantIdBuilder(tenants, setting, tenantIdType), ...columns }, (self) => [
       primaryKey({ columns: [self.tenantId, self.id] }),

@@ -376,7 +376,7 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
         await client.query('SELECT set_config($1, $2, true)', [setting, b])
         return await attempt(client, `SELECT 1 FROM ${name} WHERE ${ofB.sql}`, ofB.values)
       })
-      if ('rows' in forged && forged.rows > 0) fail(name, 'forge', `SQL that writes tenant B into ${setting} inside A's signed transaction reads B's row: the policy trusts the setting instead of tenant_rls.current_tenant`)
+      if ('rows' in forged && forged.rows > 0) fail(name, 'forge', `SQL that writes tenant B into ${setting} inside A's signed transaction reads B's row: the policy trusts the setting instead of tenant_rls.current_tenant()`)
     }
     const withoutTenant = await asTenant(appPool, setting, null, undefined, (client) => attempt(client, `SELECT 1 FROM ${name}`, []))
     if ('rows' in withoutTenant && withoutTenant.rows > 0) fail(name, 'read', `without a tenant set, ${withoutTenant.rows} row(s) are readable`)

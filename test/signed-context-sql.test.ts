@@ -1,7 +1,7 @@
 // The signed tenant context at the SQL level, on a real PostgreSQL: tenant A's transaction is
 // opened as the plugin opens it (tenant + signature), then route SQL tries every way of becoming
 // tenant B. Each attack runs against both policy forms on the same rows: the plain form
-// (current_setting) lets it read B's rows, the signed form (the view tenant_rls.current_tenant) shows it
+// (current_setting) lets it read B's rows, the signed form (tenant_rls.current_tenant()) shows it
 // nothing and refuses its writes. Then replay (another connection, after expiry), what the
 // application role can reach of the keys, key rotation, and the plan of the signed policy.
 import { randomBytes } from 'node:crypto'
@@ -216,8 +216,9 @@ t.test('the application role cannot read the keys, plant one, or become the owne
       'install a key with add_key': await sqlState(client, `SELECT tenant_rls.add_key('evil', '\\x${randomBytes(48).toString('hex')}'::bytea)`),
       'remove a key': await sqlState(client, "SELECT tenant_rls.remove_key('k1')"),
       'become the owner': await sqlState(client, `SET ROLE ${db.ownerRole}`),
-      'replace the view': await sqlState(client, 'CREATE OR REPLACE VIEW tenant_rls.current_tenant AS SELECT current_setting(\'app.current_tenant_id\') AS tenant_id'),
-      'write through the view': await sqlState(client, "INSERT INTO tenant_rls.current_tenant (tenant_id) VALUES ('x')"),
+      'replace the function': await sqlState(client, 'CREATE OR REPLACE FUNCTION tenant_rls.current_tenant() RETURNS text LANGUAGE sql AS $$ SELECT current_setting(\'app.current_tenant_id\') $$'),
+      'replace the view': await sqlState(client, 'CREATE OR REPLACE VIEW tenant_rls.verified_tenant AS SELECT current_setting(\'app.current_tenant_id\') AS tenant_id'),
+      'write through the view': await sqlState(client, "INSERT INTO tenant_rls.verified_tenant (tenant_id) VALUES ('x')"),
       'shadow it in its schema': await sqlState(client, 'CREATE FUNCTION tenant_rls.sha256(bytea) RETURNS bytea LANGUAGE sql AS $$ SELECT $1 $$')
     }
     t.same(refused, {
@@ -227,18 +228,19 @@ t.test('the application role cannot read the keys, plant one, or become the owne
       'install a key with add_key': '42501',
       'remove a key': '42501',
       'become the owner': '42501',
+      'replace the function': '42501',
       'replace the view': '42501',
       // Not even a privilege question: a view over a join is not updatable.
       'write through the view': '55000',
       'shadow it in its schema': '42501'
     })
-    // Nothing in the schema signs: the role may call none of its functions, and may only read the view.
+    // Nothing in the schema signs: the role may call only current_tenant(), and read only the view it reads.
     const { rows } = await client.query<{ fn: string }>(`SELECT p.oid::regprocedure::text AS fn FROM pg_proc p
       WHERE p.pronamespace = 'tenant_rls'::regnamespace AND has_function_privilege(p.oid, 'EXECUTE') ORDER BY 1`)
-    t.same(rows.map((row) => row.fn), [])
+    t.same(rows.map((row) => row.fn), ['tenant_rls.current_tenant()'])
     const { rows: readable } = await client.query<{ relation: string }>(`SELECT c.oid::regclass::text AS relation FROM pg_class c
       WHERE c.relnamespace = 'tenant_rls'::regnamespace AND has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER') ORDER BY 1`)
-    t.same(readable.map((row) => row.relation), ['tenant_rls.current_tenant'])
+    t.same(readable.map((row) => row.relation), ['tenant_rls.verified_tenant'])
   })
 })
 
@@ -322,7 +324,7 @@ t.test('signedContextSql run by the owner role itself gives the same ownership a
     SELECT pg_get_userbyid(nspowner)::text AS owner, 'schema' AS object FROM pg_namespace WHERE nspname = 'tenant_rls'
     UNION ALL SELECT pg_get_userbyid(relowner)::text, relname::text FROM pg_class WHERE relnamespace = 'tenant_rls'::regnamespace AND relkind IN ('r', 'v')
     UNION ALL SELECT pg_get_userbyid(proowner)::text, proname::text FROM pg_proc WHERE pronamespace = 'tenant_rls'::regnamespace ORDER BY 2`)
-  t.same(rows, ['add_key', 'current_tenant', 'remove_key', 'schema', 'signing_keys'].map((object) => ({ owner: db.ownerRole, object })), 'the superuser-run migration left everything to the owner')
+  t.same(rows, ['add_key', 'current_tenant', 'remove_key', 'schema', 'signing_keys', 'verified_tenant'].map((object) => ({ owner: db.ownerRole, object })), 'the superuser-run migration left everything to the owner')
   t.throws(() => signedContextSql({ role: db.appRole, owner: db.appRole }), { code: 'FST_TENANT_RLS_INVALID_OPTION' }, 'the app role cannot own the keys')
   t.throws(() => signedContextSql({ role: db.appRole, owner: 'Owner; DROP' }), { code: 'FST_TENANT_RLS_INVALID_OPTION' })
 })

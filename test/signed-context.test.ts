@@ -1,6 +1,6 @@
 // The signedContext option and the signer, without a database: what register refuses (with a
 // message that names the problem and never the secret), and the exact signature format that
-// the view tenant_rls.current_tenant verifies (signed-context-sql.test.ts checks the two agree).
+// tenant_rls.current_tenant() verifies (signed-context-sql.test.ts checks the two agree).
 import { createHmac, randomBytes } from 'node:crypto'
 import t from 'tap'
 import { DEFAULT_SIGNATURE_TTL, validateSignedContext } from '../src/signed-context/options.js'

@@ -54,7 +54,7 @@ ALTER FUNCTION tenant_rls.remove_key(text) OWNER TO example_keys;
 --> statement-breakpoint
 REVOKE ALL ON FUNCTION tenant_rls.remove_key(text) FROM PUBLIC;
 --> statement-breakpoint
-CREATE VIEW tenant_rls.current_tenant AS
+CREATE VIEW tenant_rls.verified_tenant AS
 SELECT nullif(current_setting('app.current_tenant_id', true), '') AS tenant_id
 FROM tenant_rls.signing_keys AS k
 WHERE k.id = split_part(current_setting('tenant_rls.signature', true), '.', 2)
@@ -64,10 +64,24 @@ WHERE k.id = split_part(current_setting('tenant_rls.signature', true), '.', 2)
     THEN split_part(current_setting('tenant_rls.signature', true), '.', 3)::bigint > (extract(epoch FROM now()) * 1000)::bigint
     ELSE false END;
 --> statement-breakpoint
-ALTER VIEW tenant_rls.current_tenant OWNER TO example_keys;
+ALTER VIEW tenant_rls.verified_tenant OWNER TO example_keys;
 --> statement-breakpoint
-REVOKE ALL ON TABLE tenant_rls.current_tenant FROM PUBLIC;
+REVOKE ALL ON TABLE tenant_rls.verified_tenant FROM PUBLIC;
+--> statement-breakpoint
+CREATE FUNCTION tenant_rls.current_tenant() RETURNS text
+LANGUAGE plpgsql STABLE SECURITY INVOKER PARALLEL RESTRICTED
+AS $current_tenant$
+BEGIN
+  RETURN (SELECT tenant_id FROM tenant_rls.verified_tenant);
+END
+$current_tenant$;
+--> statement-breakpoint
+ALTER FUNCTION tenant_rls.current_tenant() OWNER TO example_keys;
+--> statement-breakpoint
+REVOKE ALL ON FUNCTION tenant_rls.current_tenant() FROM PUBLIC;
 --> statement-breakpoint
 GRANT USAGE ON SCHEMA tenant_rls TO example_app;
 --> statement-breakpoint
-GRANT SELECT ON TABLE tenant_rls.current_tenant TO example_app;
+GRANT SELECT ON TABLE tenant_rls.verified_tenant TO example_app;
+--> statement-breakpoint
+GRANT EXECUTE ON FUNCTION tenant_rls.current_tenant() TO example_app;

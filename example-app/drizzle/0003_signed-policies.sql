@@ -1,2 +1,2 @@
-ALTER POLICY "tenant_isolation" ON "projects" TO public USING ("tenant_id" = (select tenant_id::uuid from tenant_rls.current_tenant)) WITH CHECK ("tenant_id" = (select tenant_id::uuid from tenant_rls.current_tenant));--> statement-breakpoint
-ALTER POLICY "tenant_isolation" ON "tasks" TO public USING ("tenant_id" = (select tenant_id::uuid from tenant_rls.current_tenant)) WITH CHECK ("tenant_id" = (select tenant_id::uuid from tenant_rls.current_tenant));
+ALTER POLICY "tenant_isolation" ON "projects" TO public USING ("tenant_id" = (select tenant_rls.current_tenant()::uuid)) WITH CHECK ("tenant_id" = (select tenant_rls.current_tenant()::uuid));--> statement-breakpoint
+ALTER POLICY "tenant_isolation" ON "tasks" TO public USING ("tenant_id" = (select tenant_rls.current_tenant()::uuid)) WITH CHECK ("tenant_id" = (select tenant_rls.current_tenant()::uuid));

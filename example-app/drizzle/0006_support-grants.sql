@@ -42,7 +42,7 @@ ALTER TABLE "elevated"."grants" ENABLE ROW LEVEL SECURITY;
 --> statement-breakpoint
 ALTER TABLE "elevated"."grants" FORCE ROW LEVEL SECURITY;
 --> statement-breakpoint
-CREATE POLICY "grants_tenant_read" ON "elevated"."grants" FOR SELECT TO "example_app" USING (tenant_id = (select tenant_id from tenant_rls.current_tenant));
+CREATE POLICY "grants_tenant_read" ON "elevated"."grants" FOR SELECT TO "example_app" USING (tenant_id = (SELECT tenant_rls.current_tenant()));
 --> statement-breakpoint
 REVOKE ALL ON TABLE "elevated"."grants" FROM PUBLIC;
 --> statement-breakpoint

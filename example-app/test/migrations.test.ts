@@ -35,13 +35,13 @@ t.test('the force-rls migration forces RLS and grants on every tenant table', as
   t.equal(await readMigration(forced?.tag), tenantTablesSql(schema, { role: GRANTEE_ROLE }), 'regenerate it with tenantTablesSql (see the README) after adding a tenant table')
 })
 
-t.test('the signed context migration is signedContextSql, applied before the policies that read its view', async (t) => {
+t.test('the signed context migration is signedContextSql, applied before the policies that call it', async (t) => {
   const signed = tagged('signed-context')
   t.equal(await readMigration(signed?.tag), signedContextSql({ role: GRANTEE_ROLE, owner: KEYS_OWNER_ROLE }))
   const callers = journal.entries.filter((entry) => entry !== signed)
-  const first = (await Promise.all(callers.map(async (entry) => ((await readMigration(entry.tag)).includes('from tenant_rls.current_tenant)') ? entry.idx : Infinity)))).reduce((a, b) => Math.min(a, b), Infinity)
+  const first = (await Promise.all(callers.map(async (entry) => ((await readMigration(entry.tag)).includes('tenant_rls.current_tenant()') ? entry.idx : Infinity)))).reduce((a, b) => Math.min(a, b), Infinity)
   t.ok(Number.isFinite(first), 'a migration gives the policies the signed form')
-  t.ok((signed?.idx ?? Infinity) < first, 'the view exists before any policy reads it')
+  t.ok((signed?.idx ?? Infinity) < first, 'the function exists before any policy calls it')
 })
 
 t.test('the audit trail and grants migrations are auditTrailSql and grantsTableSql (signed) for the system role', async (t) => {

@@ -28,7 +28,7 @@ export interface AuditOptions {
   allowGlobal?: readonly string[]
   /**
    * The plugin runs with `signedContext`: policies must read the tenant through
-   * tenant_rls.current_tenant; one that reads the setting itself is an error
+   * tenant_rls.current_tenant(); one that reads the setting itself is an error
    * (`tables.policy-unsigned`). Default false.
    */
   signedContext?: boolean

@@ -2,9 +2,9 @@
 // the tenant inside a policy, matched against PostgreSQL's own deparsed text of the expression
 // (pg_get_expr), so that spelling, case and redundant parentheses in the migration do not matter.
 // A new accepted source is one more entry in TENANT_SOURCES; every policy rule reads this module only.
-// The signed tenant context's verifying view is matched schema-qualified only: the deparser drops
-// the schema when the auditing session's search_path reaches it, and a bare current_tenant could be
-// a look-alike in any schema.
+// The signed tenant context's verifying function is matched schema-qualified only: the deparser
+// drops the schema when the auditing session's search_path reaches it, and a bare current_tenant()
+// could be a look-alike in any schema.
 import { SIGNED_CONTEXT_SCHEMA } from '../signed-context/schema-sql.js'
 
 /** One accepted way for a policy to read the current tenant. */
@@ -13,7 +13,7 @@ export interface TenantSource {
   name: string
   /** The recommended form; other accepted forms isolate too, and get the `tables.policy-form` warning. */
   preferred: boolean
-  /** It reads the tenant through the signed context's verifying view, which route SQL cannot forge. */
+  /** It reads the tenant through the signed context's verifying function, which route SQL cannot forge. */
   signed: boolean
   /** The deparsed expression, as a regular expression source, for the setting the plugin writes. */
   pattern (setting: string): string
@@ -26,11 +26,11 @@ const CAST = '(?:::[a-z ]+)?'
 /** The accepted sources, best first. */
 export const TENANT_SOURCES: readonly TenantSource[] = [
   {
-    // signedCurrentTenantSql's form; the view reads the setting itself, so the form names no setting.
-    name: `(select tenant_id::<type> from ${SIGNED_CONTEXT_SCHEMA}.current_tenant)`,
+    // signedCurrentTenantSql's form; the function reads the setting itself, so it takes no argument.
+    name: `(select ${SIGNED_CONTEXT_SCHEMA}.current_tenant()::<type>)`,
     preferred: true,
     signed: true,
-    pattern: () => `\\( SELECT \\(?current_tenant\\.tenant_id\\)?${CAST}(?: AS "?\\w+"?)?\\s+FROM ${SIGNED_CONTEXT_SCHEMA}\\.current_tenant\\)`
+    pattern: () => `\\( SELECT \\(?${SIGNED_CONTEXT_SCHEMA}\\.current_tenant\\(\\)\\)?${CAST} AS "?\\w+"?\\)`
   },
   {
     name: "(select nullif(current_setting('<setting>', true), '')::<type>)",

@@ -1,10 +1,10 @@
 // Verdicts on the tenant tables and their policies: RLS on and FORCE'd, a policy for every command
 // the app role may run, WITH CHECK where it writes, and every permissive policy restricting rows to
-// the tenant in an accepted form (policy-forms.ts); in signed mode, through the verifying view only.
+// the tenant in an accepted form (policy-forms.ts); in signed mode, through the verifying function only.
 import type { AuditFacts, PolicyFacts, TenantTableFacts } from './facts.js'
 import { judgeExpression } from './policy-forms.js'
 import { finding, type AuditFinding } from './rules.js'
-import { CURRENT_TENANT_VIEW } from '../signed-context/schema-sql.js'
+import { CURRENT_TENANT_FUNCTION } from '../signed-context/schema-sql.js'
 
 /** The audit's view of how tenants are told apart. */
 export interface TenantConvention {
@@ -30,10 +30,10 @@ export function standardPolicySql (table: string, convention: TenantConvention, 
   return `CREATE POLICY tenant_isolation ON ${table} USING (${tenantColumn} = ${tenant}) WITH CHECK (${tenantColumn} = ${tenant});`
 }
 
-/** The recommended tenant source of the mode: the verifying view in signed mode, else the setting. */
+/** The recommended tenant source of the mode: the verifying function in signed mode, else the setting. */
 function tenantSourceSql ({ setting, signedContext = false }: TenantConvention, type: string): string {
   const cast = type === 'text' ? '' : `::${type}`
-  return signedContext ? `(select tenant_id${cast} from ${CURRENT_TENANT_VIEW})` : `(select nullif(current_setting('${setting}', true), '')${cast})`
+  return signedContext ? `(select ${CURRENT_TENANT_FUNCTION}${cast})` : `(select nullif(current_setting('${setting}', true), '')${cast})`
 }
 
 const policyObject = (policy: PolicyFacts, table: TenantTableFacts): string => `policy ${policy.name} on ${table.name}`
@@ -83,7 +83,7 @@ function policyFindings (table: TenantTableFacts, policy: PolicyFacts, conventio
   }
   // In signed mode a setting-reading policy is the hole the mode closes, not a style question.
   if (convention.signedContext === true && verdicts.some((verdict) => verdict.source !== undefined && !verdict.source.signed)) {
-    findings.push(finding('tables.policy-unsigned', object, `the policy reads the setting '${convention.setting}' itself, which route SQL can write, instead of the view ${CURRENT_TENANT_VIEW}`,
+    findings.push(finding('tables.policy-unsigned', object, `the policy reads the setting '${convention.setting}' itself, which route SQL can write, instead of ${CURRENT_TENANT_FUNCTION}`,
       `ALTER POLICY ${policy.name} ON ${table.name} USING (${convention.tenantColumn} = ${tenantSourceSql(convention, table.columnType)}) WITH CHECK (${convention.tenantColumn} = ${tenantSourceSql(convention, table.columnType)}); or declare the table with createTenantTable({ ..., signedContext: true })`))
   } else if (verdicts.some((verdict) => verdict.source !== undefined && !verdict.source.preferred)) {
     findings.push(finding('tables.policy-form', object, "the policy reads the setting without (select …) or without nullif(…, '')",

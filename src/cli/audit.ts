@@ -20,7 +20,7 @@ Options:
   --tenant-id-type <type>  uuid, bigint or slug (default: uuid)
   --allow-global <t1,t2>   tables the app role may read without a tenant column (repeatable)
   --signed-context         the plugin runs with signedContext: policies that read the setting
-                           themselves instead of tenant_rls.current_tenant are errors
+                           themselves instead of tenant_rls.current_tenant() are errors
   --format text|json       output format (default: text)
   -h, --help               this text`
 

@@ -1,16 +1,21 @@
 // The database half of the signed tenant context: the schema tenant_rls, the table of signing keys
-// (readable by its owner only), the verifying view tenant_rls.current_tenant the policies read,
-// the key helpers and the grants, as one migration (`signedContextSql`), and the policy's tenant
+// (readable by its owner only), the view that verifies the signature (tenant_rls.verified_tenant),
+// the function the policies call (tenant_rls.current_tenant(), which reads that view), the key
+// helpers and the grants, as one migration (`signedContextSql`), and the policy's tenant
 // expression in this mode (`signedCurrentTenantSql`).
 //
-// The verifier is a view, not a function: a view reads its tables with its owner's rights, so it
-// may read the keys the application role may not, and PostgreSQL plans it into the policy's
-// InitPlan like any subquery. A SECURITY DEFINER PL/pgSQL function cost about three times as much
-// per statement (bench/signed-context-sql.ts): the call itself, its SET clause, a query through SPI
-// and its expressions prepared again in every transaction. The owner must be a plain role: a
-// superuser or BYPASSRLS owner would turn any flaw in the view into a way around every policy
-// (inspection.ts refuses both). A view stores the functions and operators it calls by oid, so no
-// search_path and no object the caller creates (pg_temp included) can replace one of them.
+// Why a view behind a function. The check must read the keys, which the application role may not:
+// a view reads its tables with its owner's rights, and it stores the functions and operators it
+// calls by oid, so no search_path and no object the caller creates (pg_temp included) can replace
+// one of them. The policies still call a function rather than read the view, because PostgreSQL
+// plans a view into every statement that reads it: a statement planned per execution (unprepared,
+// or a prepared one on custom plans) paid about 30 µs more planning for the view, while the
+// function is planned once per connection (its query is a cached plan) and costs the policy
+// nothing to plan. The function is a PL/pgSQL wrapper of one query, SECURITY INVOKER and with no
+// SET clause (the first version was a SECURITY DEFINER function that did the whole check in
+// PL/pgSQL, about twice as costly per statement: bench/signed-context-sql.ts). The owner must be
+// a plain role: a superuser or BYPASSRLS owner would turn any flaw in the view into a way around
+// every policy (inspection.ts refuses both).
 //
 // HMAC-SHA256 is built from the core sha256() (PostgreSQL 11+), not pgcrypto: no extension to
 // install (or to be refused by a managed service), no extension schema on the search path. The
@@ -25,14 +30,16 @@ import { SIGNATURE_SETTING, SIGNATURE_VERSION } from './signer.js'
 
 /** The schema that holds the key table and the functions. */
 export const SIGNED_CONTEXT_SCHEMA = 'tenant_rls'
-/** The verifying view the policies read in signed mode: one row, the tenant, when the signature holds. */
-export const CURRENT_TENANT_VIEW = `${SIGNED_CONTEXT_SCHEMA}.current_tenant`
+/** The function the policies call in signed mode: the tenant when the signature holds, else NULL. */
+export const CURRENT_TENANT_FUNCTION = `${SIGNED_CONTEXT_SCHEMA}.current_tenant()`
+/** The view that verifies the signature: one row, the tenant, when it holds; none otherwise. */
+export const VERIFIED_TENANT_VIEW = `${SIGNED_CONTEXT_SCHEMA}.verified_tenant`
 /** The table of signing keys (inner and outer HMAC blocks); only its owner reads it. */
 export const SIGNING_KEYS_TABLE = `${SIGNED_CONTEXT_SCHEMA}.signing_keys`
 
 /** Options of `signedContextSql`. */
 export interface SignedContextSqlOptions {
-  /** Role the application connects as (or a group role it is a member of): may read the view current_tenant, nothing else. */
+  /** Role the application connects as (or a group role it is a member of): may call current_tenant() and read the view it reads, nothing else. */
   role: string
   /**
    * Role that owns the schema, the keys, the view and the functions: not a superuser, no BYPASSRLS, and not
@@ -54,12 +61,9 @@ function plainRole (what: string, name: unknown): string {
 // The cast of the function's text for each tenant id type, as in the plain policy.
 const TENANT_CAST: Readonly<Record<TenantIdType, string>> = { uuid: '::uuid', bigint: '::bigint', slug: '' }
 
-/**
- * The verified tenant as SQL, for the policies of signed mode: a scalar subquery of the view (NULL
- * unless the signature holds), which PostgreSQL evaluates once per statement as an InitPlan.
- */
+/** The verified tenant as SQL (NULL unless the signature holds), for the policies of signed mode. */
 export function signedCurrentTenantSql (tenantIdType: TenantIdType = 'uuid'): string {
-  return `(select tenant_id${TENANT_CAST[validateTenantIdType(tenantIdType)]} from ${CURRENT_TENANT_VIEW})`
+  return `${CURRENT_TENANT_FUNCTION}${TENANT_CAST[validateTenantIdType(tenantIdType)]}`
 }
 
 // Every way a signature can be wrong ends in no row, never in an error: a malformed value set by
@@ -69,20 +73,16 @@ export function signedCurrentTenantSql (tenantIdType: TenantIdType = 'uuid'): st
 // plugin signed: digits. The tenant must be set for that branch too: with the tenant missing,
 // concat_ws would drop its line and an expiry field holding "<expiry> LF <tenant>" could rebuild
 // another context's message.
-// The view is as small as the check allows, because PostgreSQL pays for every function call of it
-// twice: when it plans a statement (simplifying and costing each call) and when it starts one (each
-// call is prepared again in every execution, even of a prepared statement). So: one table scanned,
-// the key found by its primary key, the fields cut with split_part (cheaper to plan than a split
-// into an array in a subquery of its own), the MAC compared as hex text (no check of the field's
-// format needed first). A subquery or a join here cost about twice as much to plan
-// (bench/signed-context-sql.ts has the figures of this form).
+// The view is as small as the check allows, because PostgreSQL prepares every function call of it
+// again in each execution: one table scanned, the key found by its primary key, the fields cut
+// with split_part, the MAC compared as hex text (no check of the field's format needed first).
 // The expiry is compared with now(), the database clock at the transaction's start: the opening
 // sets the signature in the transaction's first round trip, and a long transaction (a withTenant
 // job) keeps the context it was opened with. The message is signer.ts's, field for field.
-function currentTenantView (setting: string): string {
+function verifiedTenantView (setting: string): string {
   const tenant = `current_setting('${setting}', true)`
   const field = (n: number): string => `split_part(current_setting('${SIGNATURE_SETTING}', true), '.', ${n})`
-  return `CREATE VIEW ${CURRENT_TENANT_VIEW} AS
+  return `CREATE VIEW ${VERIFIED_TENANT_VIEW} AS
 SELECT nullif(${tenant}, '') AS tenant_id
 FROM ${SIGNING_KEYS_TABLE} AS k
 WHERE k.id = ${field(2)}
@@ -128,20 +128,37 @@ AS $remove_key$
   SELECT count(*) > 0 FROM removed
 $remove_key$;`
 
-// The view, handed to the owner (it reads the keys with its owner's rights), readable by `role`.
-function currentTenantViewStatements (role: string, owner: string, setting: string): string[] {
+// The function the policies call: one query, the view, planned once per connection (PL/pgSQL keeps
+// its plan). SECURITY INVOKER, so the view's owner rights are the only ones in play, and no SET
+// clause, which would cost a configuration change per call: its one query names a schema-qualified
+// relation and calls nothing, so no search_path can change what it reads.
+const CURRENT_TENANT_FUNCTION_SQL = `CREATE FUNCTION ${CURRENT_TENANT_FUNCTION} RETURNS text
+LANGUAGE plpgsql STABLE SECURITY INVOKER PARALLEL RESTRICTED
+AS $current_tenant$
+BEGIN
+  RETURN (SELECT tenant_id FROM ${VERIFIED_TENANT_VIEW});
+END
+$current_tenant$;`
+
+// The view and the function, handed to the owner, for `role` to call (and so to read the view).
+function verifierStatements (role: string, owner: string, setting: string): string[] {
   return [
-    currentTenantView(setting),
-    `ALTER VIEW ${CURRENT_TENANT_VIEW} OWNER TO ${owner};`,
-    `REVOKE ALL ON TABLE ${CURRENT_TENANT_VIEW} FROM PUBLIC;`,
+    verifiedTenantView(setting),
+    `ALTER VIEW ${VERIFIED_TENANT_VIEW} OWNER TO ${owner};`,
+    `REVOKE ALL ON TABLE ${VERIFIED_TENANT_VIEW} FROM PUBLIC;`,
+    CURRENT_TENANT_FUNCTION_SQL,
+    `ALTER FUNCTION ${CURRENT_TENANT_FUNCTION} OWNER TO ${owner};`,
+    `REVOKE ALL ON FUNCTION ${CURRENT_TENANT_FUNCTION} FROM PUBLIC;`,
     `GRANT USAGE ON SCHEMA ${SIGNED_CONTEXT_SCHEMA} TO ${role};`,
-    `GRANT SELECT ON TABLE ${CURRENT_TENANT_VIEW} TO ${role};`
+    `GRANT SELECT ON TABLE ${VERIFIED_TENANT_VIEW} TO ${role};`,
+    `GRANT EXECUTE ON FUNCTION ${CURRENT_TENANT_FUNCTION} TO ${role};`
   ]
 }
 
 /**
- * The migration of signed mode: schema tenant_rls, its key table, the view current_tenant and the
- * key helpers, all owned by `owner`, and SELECT on current_tenant (and nothing else) for `role`.
+ * The migration of signed mode: schema tenant_rls, its key table, the view verified_tenant, the
+ * function current_tenant() and the key helpers, all owned by `owner`, and for `role` EXECUTE on
+ * current_tenant() and SELECT on the view it reads (and nothing else).
  * Run it as `owner` (it needs CREATE on the database) or as a superuser: every object is handed to
  * `owner` explicitly, so a superuser-run migration leaves no superuser-owned function behind.
  * Apply it before the tables whose policies call the function. Statements are separated by
@@ -171,7 +188,7 @@ export function signedContextSql (options: SignedContextSqlOptions): string {
       `ALTER FUNCTION ${schema}.${fn} OWNER TO ${owner};`,
       `REVOKE ALL ON FUNCTION ${schema}.${fn} FROM PUBLIC;`
     ]),
-    ...currentTenantViewStatements(role, owner, setting)
+    ...verifierStatements(role, owner, setting)
   ]
   const header = `-- signedContextSql (fastify-tenant-rls/schema): run as ${owner} or a superuser, before the tenant tables\n`
   return header + statements.join('\n--> statement-breakpoint\n') + '\n'

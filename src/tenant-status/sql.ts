@@ -17,7 +17,7 @@ export interface TenantStatusSqlOptions extends Omit<TenantStatusOptions, 'retry
   setting?: string
   /** Type of the tenants table's key. Default `'uuid'`. */
   tenantIdType?: TenantIdType
-  /** Policies read the tenant through `tenant_rls.current_tenant`, as in signed mode. Default false. */
+  /** Policies read the tenant through `tenant_rls.current_tenant()`, as in signed mode. Default false. */
   signedContext?: boolean
 }
 

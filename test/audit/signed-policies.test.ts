@@ -1,7 +1,7 @@
 // The audit on a database in signed mode (createSignedWorld: the same rows under the signed policy
 // and under the plain one). Without --signed-context both forms isolate and pass; with it the plain
 // policy, which route SQL can fool by writing the setting, is an error, and the signed one passes.
-// A look-alike current_tenant view in another schema, or the signed source with an OR beside it, is
+// A look-alike current_tenant() in another schema, or the signed source with an OR beside it, is
 // no tenant source in either mode.
 import fastifyJwt from '@fastify/jwt'
 import Fastify from 'fastify'
@@ -32,7 +32,7 @@ t.test('signed mode: the plain policy is an error, the signed one passes', async
   t.same(tableFindings(report), ['tables.policy-unsigned policy tenant_isolation on plain_notes'])
   const [finding] = report.findings.filter((entry) => entry.rule === 'tables.policy-unsigned')
   t.equal(finding?.severity, 'error')
-  t.match(finding?.fix, 'USING (tenant_id = (select tenant_id::uuid from tenant_rls.current_tenant))', 'the fix is the signed form')
+  t.match(finding?.fix, 'USING (tenant_id = (select tenant_rls.current_tenant()::uuid))', 'the fix is the signed form')
   t.notOk(report.ok)
 })
 
@@ -46,12 +46,12 @@ t.test('signed mode: a policy beside the signed one that reads the setting is an
   })
 })
 
-t.test('a look-alike current_tenant view in another schema, or an OR beside the signed source, is no tenant source', async (t) => {
+t.test('a look-alike current_tenant() in another schema, or an OR beside the signed source, is no tenant source', async (t) => {
   await inTransaction(async (client) => {
     await client.query(`
-      CREATE VIEW public.current_tenant AS SELECT current_setting('app.current_tenant_id', true) AS tenant_id;
-      CREATE POLICY look_alike ON signed_notes FOR SELECT USING (tenant_id = (select tenant_id::uuid from public.current_tenant));
-      CREATE POLICY widened ON plain_notes FOR SELECT USING (tenant_id = (select tenant_id::uuid from tenant_rls.current_tenant) OR body LIKE 'shared%')`)
+      CREATE FUNCTION public.current_tenant() RETURNS text LANGUAGE sql STABLE AS $$ SELECT current_setting('app.current_tenant_id', true) $$;
+      CREATE POLICY look_alike ON signed_notes FOR SELECT USING (tenant_id = (select public.current_tenant()::uuid));
+      CREATE POLICY widened ON plain_notes FOR SELECT USING (tenant_id = (select tenant_rls.current_tenant()::uuid) OR body LIKE 'shared%')`)
     for (const signedContext of [false, true]) {
       const report = await auditDatabase(client, { appRole: db.appRole, signedContext })
       t.same(tableFindings(report).filter((line) => line.startsWith('tables.permissive-without-setting')), [

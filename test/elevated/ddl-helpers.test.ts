@@ -26,6 +26,6 @@ t.test('names given are written qualified and quoted', async (t) => {
 
 t.test('in signed mode the grants\' read policy takes the tenant from the signed function, never the setting', async (t) => {
   const signed = grantsTableSql({ appRole: 'app', systemRole: 'app_system', signedContext: true })
-  t.match(signed, /CREATE POLICY "tenant_rls_grants_tenant_read" [^;]* USING \(tenant_id = \(select tenant_id from tenant_rls\.current_tenant\)\);/)
+  t.match(signed, /CREATE POLICY "tenant_rls_grants_tenant_read" [^;]* USING \(tenant_id = \(SELECT tenant_rls\.current_tenant\(\)\)\);/)
   t.notMatch(signed, /current_setting/)
 })
