@@ -205,7 +205,7 @@ function probeVerdicts (result: ProbeResult, context: ResolvedSignedContext): Si
     return { problems, warnings }
   }
   if (result.acceptsForgery === true) {
-    problems.push({ problem: `${CURRENT_TENANT_FUNCTION} hands back a tenant whose signature is a forgery: it verifies nothing (was it or ${VERIFIED_TENANT_VIEW} replaced?)`, fix: `as the owner, CREATE OR REPLACE both with the definitions signedContextSql writes (fastify-tenant-rls/schema)` })
+    problems.push({ problem: `${CURRENT_TENANT_FUNCTION} hands back a tenant whose signature is a forgery: it verifies nothing (was it or ${VERIFIED_TENANT_VIEW} replaced?)`, fix: 'as the owner, CREATE OR REPLACE both with the definitions signedContextSql writes (fastify-tenant-rls/schema)' })
   }
   if (Math.abs(result.skewMs) * 2 > context.ttl) {
     problems.push({
