@@ -45,13 +45,13 @@ export class MoveRecord {
   /** The row, or undefined when the tenant has none. */
   async read (): Promise<PlacementRow | undefined> {
     const { rows: [row] } = await this.#client.query<PlacementRow>(
-      `SELECT database, move_target AS "moveTarget", move_step AS "moveStep", move_file AS "moveFile" FROM ${this.#table.sql} WHERE tenant_id = $1`, [this.#tenantId])
+      `SELECT database, move_target AS "moveTarget", move_step AS "moveStep", move_file AS "moveFile" FROM ${this.#table.sql} WHERE tenant = $1`, [this.#tenantId])
     return row
   }
 
   /** Records the move's start: its target and export file. */
   async start (target: string, file: string): Promise<void> {
-    await this.#client.query(`UPDATE ${this.#table.sql} SET move_target = $2, move_file = $3, move_step = 'started' WHERE tenant_id = $1`, [this.#tenantId, target, file])
+    await this.#client.query(`UPDATE ${this.#table.sql} SET move_target = $2, move_file = $3, move_step = 'started' WHERE tenant = $1`, [this.#tenantId, target, file])
   }
 
   /**
@@ -62,19 +62,19 @@ export class MoveRecord {
     await this.#client.query(`UPDATE ${this.#table.sql} SET move_step = $2,
       database = CASE WHEN $2 = 'flipped' THEN move_target ELSE database END,
       move_flipped_at = CASE WHEN $2 = 'flipped' THEN pg_catalog.now() ELSE move_flipped_at END
-      WHERE tenant_id = $1`, [this.#tenantId, step])
+      WHERE tenant = $1`, [this.#tenantId, step])
   }
 
   /** Milliseconds left until `drainMs` have passed since the flip, by the directory's clock (0 when passed). */
   async drainLeft (drainMs: number): Promise<number> {
     const { rows: [left] } = await this.#client.query<{ ms: number }>(
-      `SELECT GREATEST(0, $2::float8 - extract(epoch FROM pg_catalog.now() - move_flipped_at) * 1000)::float8 AS ms FROM ${this.#table.sql} WHERE tenant_id = $1`, [this.#tenantId, drainMs])
+      `SELECT GREATEST(0, $2::float8 - extract(epoch FROM pg_catalog.now() - move_flipped_at) * 1000)::float8 AS ms FROM ${this.#table.sql} WHERE tenant = $1`, [this.#tenantId, drainMs])
     return Math.ceil(left?.ms ?? 0)
   }
 
   /** Clears the move's columns: the tenant stays where the move put it. */
   async finish (): Promise<void> {
-    await this.#client.query(`UPDATE ${this.#table.sql} SET move_step = NULL, move_target = NULL, move_file = NULL, move_flipped_at = NULL WHERE tenant_id = $1`, [this.#tenantId])
+    await this.#client.query(`UPDATE ${this.#table.sql} SET move_step = NULL, move_target = NULL, move_file = NULL, move_flipped_at = NULL WHERE tenant = $1`, [this.#tenantId])
   }
 
   /** Releases the lock with the connection. */

@@ -20,7 +20,7 @@ export const DATABASE_NAME = /^[a-z][a-z0-9_-]{0,62}$/
 
 /** Options of `placementRouting`. */
 export interface PlacementRoutingOptions {
-  /** Pool of a role that may read the placement table (its `tenant_id` and `database` columns). */
+  /** Pool of a role that may read the placement table (its `tenant` and `database` columns). */
   pool: Pool
   /** The placement table, schema-qualified. Default `'public.tenant_placements'`. */
   table?: string
@@ -59,7 +59,7 @@ export function placementRouting (options: PlacementRoutingOptions): PlacementRo
     pools.set(name, validatePool(pool))
   }
   // Bound parameter for the tenant: the key's own type is inferred, so the primary key's index is used.
-  const lookup = `SELECT database FROM ${table.sql} WHERE tenant_id OPERATOR(pg_catalog.=) $1`
+  const lookup = `SELECT database FROM ${table.sql} WHERE tenant OPERATOR(pg_catalog.=) $1`
   return {
     async route (tenantId) {
       const { rows: [row] } = await directory.query<{ database: string }>(lookup, [tenantId])
@@ -98,9 +98,11 @@ export function placementTableSql (options: PlacementTableSqlOptions): string {
   const reader = roleName('placementTableSql', 'readerRole', options.readerRole)
   const keyType = KEY_TYPE[validateTenantIdType(options.tenantIdType)]
   const name = `~ '${DATABASE_NAME.source}'`
+  // The key is `tenant`, not `tenant_id`: the lifecycle tools and the audit take every table with a
+  // tenant_id column for a tenant table, and this one holds every tenant's row.
   return [
     `CREATE TABLE ${table.sql} (`,
-    `  tenant_id ${keyType} PRIMARY KEY,`,
+    `  tenant ${keyType} PRIMARY KEY,`,
     `  database text NOT NULL CONSTRAINT ${table.local('database_check')} CHECK (database ${name}),`,
     `  move_target text CONSTRAINT ${table.local('move_target_check')} CHECK (move_target ${name}),`,
     `  move_step text CONSTRAINT ${table.local('move_step_check')} CHECK (move_step IN (${MOVE_STEPS.map((step) => `'${step}'`).join(', ')})),`,
@@ -108,6 +110,6 @@ export function placementTableSql (options: PlacementTableSqlOptions): string {
     '  move_flipped_at timestamptz,',
     `  CONSTRAINT ${table.local('move_check')} CHECK ((move_step IS NULL) = (move_target IS NULL))`,
     ');',
-    `GRANT SELECT (tenant_id, database) ON ${table.sql} TO ${reader};`
+    `GRANT SELECT (tenant, database) ON ${table.sql} TO ${reader};`
   ].join('\n')
 }
