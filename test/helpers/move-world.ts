@@ -108,11 +108,11 @@ export interface RequestLoop {
 
 export function requestLoop (app: FastifyInstance, tenantId: string): RequestLoop {
   const answers: Answer[] = []
-  let stopped = false
+  const state = { stopped: false }
   let begun = 0
   let waiters: Array<{ after: number, open: () => void }> = []
   const running = (async () => {
-    while (!stopped) {
+    while (!state.stopped) {
       const number = ++begun
       answers.push(await askRows(app, tenantId))
       const ready = waiters.filter((waiter) => waiter.after < number)
@@ -126,7 +126,7 @@ export function requestLoop (app: FastifyInstance, tenantId: string): RequestLoo
       return new Promise((resolve) => { waiters.push({ after: begun, open: resolve }) })
     },
     async stop () {
-      stopped = true
+      state.stopped = true
       await running
     }
   }
