@@ -18,7 +18,7 @@ import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import type { Pool, PoolClient } from 'pg'
 import { InvalidOptionError, MoveDivergedError, MoveRefusedError, SchemaMismatchError } from '../errors.js'
-import { eraseTenant } from '../lifecycle/erase.js'
+import { eraseTenant, inspectTenantErasure } from '../lifecycle/erase.js'
 import { exportTenant, tenantChecksums } from '../lifecycle/export.js'
 import type { TenantChecksums } from '../lifecycle/export.js'
 import { readExportFile } from '../lifecycle/export-file.js'
@@ -181,6 +181,11 @@ const STEPS: Record<MoveStep, (move: Move, drainMs: number) => Promise<void>> = 
     const target = await checksumsOn(move, move.options.target.appPool)
     const differs = difference(manifest, target)
     if (differs !== undefined) throw new MoveDivergedError(`the target's ${differs}`)
+    // Either failure is fixed by exporting again (with the right options, or after the late write).
+    await erasureMatchesExport(move, manifest).catch(async (error: unknown) => {
+      await move.record.record('marked')
+      throw error
+    })
     const source = await checksumsOn(move, move.options.source.appPool)
     if (difference(manifest, source) !== undefined) {
       // A transaction that began before the tenant was marked committed after the export: export again.
@@ -197,8 +202,10 @@ const STEPS: Record<MoveStep, (move: Move, drainMs: number) => Promise<void>> = 
   },
   async erasing (move) {
     const source = await checksumsOn(move, move.options.source.appPool)
-    const differs = difference(await manifestOf(move), source)
+    const manifest = await manifestOf(move)
+    const differs = difference(manifest, source)
     if (differs !== undefined) throw new MoveDivergedError(`the source's ${differs}; the target lacks that change: reconcile it by hand, then run again`)
+    await erasureMatchesExport(move, manifest)
   },
   async erased (move) {
     await eraseTenant({ ...lifecycleOptions(move), pool: move.options.source.adminPool, tenantId: move.scope.tenantId, confirm: move.scope.tenantId, tenantsTable: move.status.table.text })
@@ -234,6 +241,22 @@ function difference (manifest: ExportManifest, found: TenantChecksums): string |
     if (there?.sha256 !== table.sha256) return `${table.name} holds ${there?.rows ?? 0} row(s) of the tenant, the export ${table.rows}`
   }
   return undefined
+}
+
+/**
+ * Refuses unless the erasure would delete exactly the rows the export holds. The export reads
+ * through the application role, the erasure deletes through the admin role: if the application
+ * role sees fewer rows (signed policies without `signedContext`, a policy hiding some rows), the
+ * checksums agree on what it saw while the erasure would delete rows nobody copied.
+ */
+async function erasureMatchesExport (move: Move, manifest: ExportManifest): Promise<void> {
+  const { tables } = await inspectTenantErasure({ ...lifecycleOptions(move), pool: move.options.source.adminPool, tenantId: move.scope.tenantId, tenantsTable: move.status.table.text })
+  for (const table of manifest.tables) {
+    const erased = tables.find((candidate) => candidate.table === table.name)?.rows ?? 0
+    if (erased !== table.rows) {
+      throw new MoveRefusedError(`the source holds ${erased} row(s) of ${table.name} for the tenant, the export only ${table.rows}: the application role does not see them all (signed policies need signedContext); nothing was erased`)
+    }
+  }
 }
 
 async function setStatus (pool: Pool, { status, scope }: Move, value: 'moving' | 'active'): Promise<boolean> {
