@@ -181,17 +181,17 @@ const STEPS: Record<MoveStep, (move: Move, drainMs: number) => Promise<void>> = 
     const target = await checksumsOn(move, move.options.target.appPool)
     const differs = difference(manifest, target)
     if (differs !== undefined) throw new MoveDivergedError(`the target's ${differs}`)
-    // Either failure is fixed by exporting again (with the right options, or after the late write).
-    await erasureMatchesExport(move, manifest).catch(async (error: unknown) => {
-      await move.record.record('marked')
-      throw error
-    })
     const source = await checksumsOn(move, move.options.source.appPool)
     if (difference(manifest, source) !== undefined) {
       // A transaction that began before the tenant was marked committed after the export: export again.
       await move.record.record('marked')
       throw new MoveDivergedError(`the source's ${String(difference(manifest, source))}; run the move again to export again`)
     }
+    await erasureMatchesExport(move, manifest).catch(async (error: unknown) => {
+      // Fixed by exporting again, with the options that let the application role see every row.
+      await move.record.record('marked')
+      throw error
+    })
   },
   async flipped (move) {
     // Active before the flip: the first request routed to the target finds it open.
