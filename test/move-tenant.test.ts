@@ -103,3 +103,19 @@ for (const [crashAfter, lost] of MOVE_STEPS.flatMap((step) => [[step, false], [s
     t.same(await askRows(app, moving), { status: 200, code: undefined, retryAfter: undefined, rows: 13, foreign: 0 })
   })
 }
+
+t.test('the drain waits drainMs after the flip, by the directory\'s clock, before the erasure', async (t) => {
+  const moving = await world.placeTenant(shared, 1)
+  const erasedAt: number[] = []
+  let flippedAt = 0
+  await moveTenant(moveOptions(moving, {
+    drainMs: 300,
+    async onStep (step) {
+      if (step === 'flipped') flippedAt = performance.now()
+      if (step === 'erased') erasedAt.push(performance.now())
+      // Meanwhile the source still answers for the tenant: 'moving', its rows still there.
+      if (step === 'drained') t.equal(await statusOn(shared, moving), 'moving')
+    }
+  }))
+  t.ok((erasedAt[0] ?? 0) - flippedAt >= 290, `erased ${Math.round((erasedAt[0] ?? 0) - flippedAt)} ms after the flip`)
+})
