@@ -3,6 +3,7 @@
 // are refused (never a fallback to `pool`), and a refusal is not remembered; every named pool is
 // checked at ready like `pool`; the table's own constraints and grants; the options' checks.
 import fastifyJwt from '@fastify/jwt'
+import { sql } from 'drizzle-orm'
 import Fastify from 'fastify'
 import pg from 'pg'
 import t from 'tap'
@@ -25,6 +26,9 @@ t.test('each tenant is served from the database its row names', async (t) => {
   // Each tenant's rows exist on its own server only, so its rows prove where it was served from.
   t.same(await askRows(app, onShared), { status: 200, code: undefined, retryAfter: undefined, rows: 5, foreign: 0 })
   t.same(await askRows(app, onWhale), { status: 200, code: undefined, retryAfter: undefined, rows: 7, foreign: 0 })
+  const counted = await app.withTenant(onWhale, async (db) => (await db.execute(sql`SELECT count(*)::int AS n, current_setting('port') AS port FROM projects`)).rows)
+  const { rows: [port] } = await whale.admin.query<{ port: string }>("SELECT current_setting('port') AS port")
+  t.same(counted, [{ n: 7, port: port?.port }], 'app.withTenant too, on the whale server')
 })
 
 t.test('a tenant without a placement is refused, and placed later it is served', async (t) => {
