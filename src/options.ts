@@ -23,6 +23,7 @@ import type { IsolationLevel, ReadOnlyDefault, RouteMode } from './transaction-m
 import type { SettingsResolver } from './transaction-settings.js'
 import type { StartupAuditMode } from './audit/startup-audit.js'
 import { validateTenantStatus } from './tenant-status/options.js'
+import { ROUTE_CACHE_MS } from './routing/tenant-router.js'
 import type { TenantRoute } from './routing/tenant-router.js'
 import type { TenantStatusOptions } from './tenant-status/options.js'
 import { tenantStatusCheck } from './tenant-status/check.js'
@@ -174,6 +175,11 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
   route?: TenantRoute
   /** The pools `route` can return, checked at ready like `pool` (others are checked on first use). */
   routedPools?: Pool[]
+  /**
+   * How long `route`'s answer for a tenant is kept, in milliseconds (0: asked on every transaction).
+   * A moved tenant is found on its new database within this bound. Default 30000.
+   */
+  routeCacheMs?: number
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
@@ -207,6 +213,7 @@ export interface ResolvedOptions {
   tenantStatus: TenantStatusCheck | undefined
   route: TenantRoute | undefined
   routedPools: Pool[]
+  routeCacheMs: number
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
@@ -223,7 +230,7 @@ const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'signedContext', 'decorator',
   'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit', 'systemPool', 'auditTable',
-  'actorClaim', 'grantsTable', 'tenantStatus', 'route', 'routedPools'])
+  'actorClaim', 'grantsTable', 'tenantStatus', 'route', 'routedPools', 'routeCacheMs'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
 export function validateSetting (setting: unknown): string {
@@ -350,6 +357,14 @@ function validateRouting (route: unknown, routedPools: unknown): Pick<ResolvedOp
   return { route: route as TenantRoute, routedPools: routedPools.map(validatePool) }
 }
 
+function validateRouteCacheMs (cacheMs: unknown, route: unknown): number {
+  if (cacheMs === undefined) return ROUTE_CACHE_MS
+  if (route === undefined) failOption('routeCacheMs needs route: it bounds how long route\'s answers are kept')
+  // Longer than the default would only lengthen the wait a move must make before erasing the source.
+  if (typeof cacheMs !== 'number' || !Number.isInteger(cacheMs) || cacheMs < 0 || cacheMs > ROUTE_CACHE_MS) failOption(`routeCacheMs must be a whole number of milliseconds from 0 to ${ROUTE_CACHE_MS}, got ${JSON.stringify(cacheMs)}`)
+  return cacheMs
+}
+
 function checkOf (status: ReturnType<typeof validateTenantStatus>): TenantStatusCheck | undefined {
   return status === undefined ? undefined : tenantStatusCheck(status)
 }
@@ -394,7 +409,8 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     actorClaimPath: parseClaimPath(given.actorClaim ?? DEFAULT_ACTOR_CLAIM, 'actorClaim'),
     grantsTable: tableName('grantsTable', given.grantsTable, DEFAULT_GRANTS_TABLE),
     tenantStatus: checkOf(validateTenantStatus(given.tenantStatus)),
-    ...validateRouting(given.route, given.routedPools)
+    ...validateRouting(given.route, given.routedPools),
+    routeCacheMs: validateRouteCacheMs(given.routeCacheMs, given.route)
   }
   // Created last, once every other option is known to be good (creating one connects nowhere yet).
   return { ...resolved, ownsPool, pool: validatePool(ownsPool ? createOwnedPool(connectionString as string, poolConfig) : pool) }

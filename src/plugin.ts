@@ -153,7 +153,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   decorateEveryRequest(fastify, options.decorator)
 
   const route = options.route
-  const router = route === undefined ? undefined : new TenantRouter(route, routedPoolChecker(options))
+  const router = route === undefined ? undefined : new TenantRouter(route, routedPoolChecker(options), options.routeCacheMs)
 
   function openDatabase (request: FastifyRequest, state: TenantRequestState): TenantDatabase<Record<string, unknown>> {
     const queryable = warningWhenRefused(request, transactionOf(state))
