@@ -27,6 +27,8 @@ import type { TenantRoute } from './routing/tenant-router.js'
 import type { TenantStatusOptions } from './tenant-status/options.js'
 import { tenantStatusCheck } from './tenant-status/check.js'
 import type { TenantStatusCheck } from './tenant-status/check.js'
+import { validateOpenWith } from './citus/set-local.js'
+import type { OpenWith } from './citus/set-local.js'
 
 /**
  * Returns the tenant id for a verified request, or null/undefined when it has none. `claims` is
@@ -174,6 +176,14 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
   route?: TenantRoute
   /** The pools `route` can return, checked at ready like `pool` (others are checked on first use). */
   routedPools?: Pool[]
+  /**
+   * How the opening sets the tenant: `'set-config'` (default) calls `set_config` with the id as a
+   * bound parameter; `'set-local'` sends `SET LOCAL <setting> TO '<id>'` (the id checked again
+   * against `tenantIdType`, sent unnamed), which Citus passes on to its workers and `set_config` is
+   * not. Still in the first query's round trip and transaction-local. Refused with
+   * `singleRoundTrip`, `signedContext` and `settings`. See README "Routing tenants", Citus.
+   */
+  openWith?: OpenWith
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
@@ -207,6 +217,7 @@ export interface ResolvedOptions {
   tenantStatus: TenantStatusCheck | undefined
   route: TenantRoute | undefined
   routedPools: Pool[]
+  openWith: OpenWith
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
@@ -223,7 +234,7 @@ const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'signedContext', 'decorator',
   'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit', 'systemPool', 'auditTable',
-  'actorClaim', 'grantsTable', 'tenantStatus', 'route', 'routedPools'])
+  'actorClaim', 'grantsTable', 'tenantStatus', 'route', 'routedPools', 'openWith'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
 export function validateSetting (setting: unknown): string {
@@ -394,7 +405,8 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     actorClaimPath: parseClaimPath(given.actorClaim ?? DEFAULT_ACTOR_CLAIM, 'actorClaim'),
     grantsTable: tableName('grantsTable', given.grantsTable, DEFAULT_GRANTS_TABLE),
     tenantStatus: checkOf(validateTenantStatus(given.tenantStatus)),
-    ...validateRouting(given.route, given.routedPools)
+    ...validateRouting(given.route, given.routedPools),
+    openWith: validateOpenWith(given)
   }
   // Created last, once every other option is known to be good (creating one connects nowhere yet).
   return { ...resolved, ownsPool, pool: validatePool(ownsPool ? createOwnedPool(connectionString as string, poolConfig) : pool) }

@@ -39,6 +39,7 @@ import type { RouteMode, TransactionMode } from './transaction-mode.js'
 import { resolveSettings } from './transaction-settings.js'
 import type { SettingPairs } from './transaction-settings.js'
 import { checkedPoolRole, runWithTenant, withTenantCallOptions } from './with-tenant.js'
+import { refuseSingleRoundTripRoute } from './citus/set-local.js'
 import { checkAccountability } from './elevated/accountability.js'
 import type { Accountability } from './elevated/accountability.js'
 import { checkedSystemRole, checkSystemRole, rememberSystemRole } from './elevated/system-role.js'
@@ -200,6 +201,8 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       preparedRouteQueries: options.preparedRouteQueries,
       signedContext: options.signedContext,
       tenantStatus: options.tenantStatus,
+      openWith: options.openWith,
+      tenantIdType: options.tenantIdType,
       expectedRole: state.placement?.role ?? expectedRole,
       admission: state.impersonation === null ? undefined : admissionCheck(state.impersonation, options.grantsTable, reply.log),
       onDiscard (reason) {
@@ -242,6 +245,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       preparedRouteQueries: options.preparedRouteQueries,
       signedContext: options.signedContext,
       tenantStatus: options.tenantStatus,
+      openWith: options.openWith,
       onDiscard (reason) {
         fastify.log.warn({ tenantId, reason }, 'fastify-tenant-rls: connection discarded, withTenant work left session state on it')
       },
@@ -302,6 +306,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     // Read in onRequest (where the route config is read anyway) so the instance hook stands aside.
     // The route's transaction options are checked now: a wrong one fails the route's registration.
     const mode = open ? undefined : resolveRouteMode(config?.tenant, options.routeMode, `${String(routeOptions.method)} ${routeOptions.url}`)
+    if (mode !== undefined) refuseSingleRoundTripRoute(options.openWith, mode.singleRoundTrip, `${String(routeOptions.method)} ${routeOptions.url}`)
     const marked: RouteMark & typeof config = { ...config, [kFinishedByRoute]: true, [kPublicRoute]: open, [kRouteMode]: mode }
     routeOptions.config = marked
     if (open) return
