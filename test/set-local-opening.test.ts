@@ -55,11 +55,12 @@ t.test('each tenant sees its own rows; the opening rides with the first query: t
 
 t.test('inside the transaction: the tenant and citus.propagate_set_commands are set; after COMMIT and after ROLLBACK the connection has neither', async (t) => {
   const single = db.appPool({ max: 1 })
+  const withPid = `${SETTINGS_TEXT}, pg_backend_pid() AS pid`
   const singleApp = await buildApp(t, {
     pool: single,
     options: { openWith: 'set-local' },
     routes (app) {
-      app.get('/settings', async (request) => (await request.db.execute(SETTINGS_SQL)).rows[0])
+      app.get('/settings', async (request) => (await request.db.execute(sql.raw(withPid))).rows[0])
       app.get('/fails', async (request) => {
         await request.db.execute(SETTINGS_SQL)
         throw new Error('rolled back')
@@ -67,13 +68,14 @@ t.test('inside the transaction: the tenant and citus.propagate_set_commands are 
     }
   })
   const res = await singleApp.inject({ url: '/settings', headers: bearer(singleApp, { tenant_id: tenantA }) })
-  t.same(res.json(), { tenant: tenantA, propagate: 'local' })
-  // The pool holds one connection: what it reports now is what the next request would inherit.
-  const after = async (): Promise<unknown> => (await single.query(SETTINGS_TEXT)).rows[0]
-  t.same(await after(), { tenant: '', propagate: '' }, 'after COMMIT: no tenant, no propagation setting (placeholders read as empty)')
+  const { pid, ...inside } = res.json()
+  t.same(inside, { tenant: tenantA, propagate: 'local' })
+  // The pool holds one connection: what it reports now is what the next request would inherit. The
+  // pid proves it is the same connection (a session-level value would have it destroyed instead).
+  const after = async (): Promise<unknown> => (await single.query(withPid)).rows[0]
+  t.same(await after(), { tenant: '', propagate: '', pid }, 'after COMMIT, on the same connection: no tenant, no propagation setting (placeholders read as empty)')
   t.equal((await singleApp.inject({ url: '/fails', headers: bearer(singleApp, { tenant_id: tenantB }) })).statusCode, 500)
-  t.same(await after(), { tenant: '', propagate: '' }, 'after ROLLBACK: the same')
-  t.equal(single.totalCount, 1, 'one connection served all three')
+  t.same(await after(), { tenant: '', propagate: '', pid }, 'after ROLLBACK: the same')
   await db.assertNoLeaks(t, single)
 })
 
