@@ -4,7 +4,8 @@ import { importTenant } from '../lifecycle/import.js'
 import { EXIT, UsageError } from './command.js'
 import type { Subcommand } from './command.js'
 import { DATABASE_URL_OPTION, databaseUrlFrom, withDatabasePool } from './connection.js'
-import { progressLine, rowLines } from './lifecycle-options.js'
+import { OPEN_WITH_HELP, progressLine, rowLines } from './lifecycle-options.js'
+import type { OpenWith } from '../citus/set-local.js'
 
 export const importCommand: Subcommand = {
   name: 'import',
@@ -21,8 +22,9 @@ policies' WITH CHECK. The tenant's row in the tenants table must exist.
                             (without it, a tenant that has rows here is refused)
   --database-url <url>      the application role's connection string (default: DATABASE_URL)
   --setting <name>          setting the policies read (default: the one recorded in the export)
+${OPEN_WITH_HELP}
   --format text|json        json prints the result`,
-  options: { ...DATABASE_URL_OPTION, tenant: { type: 'string' }, replace: { type: 'boolean', default: false }, setting: { type: 'string' } },
+  options: { ...DATABASE_URL_OPTION, tenant: { type: 'string' }, replace: { type: 'boolean', default: false }, setting: { type: 'string' }, 'open-with': { type: 'string' } },
   allowPositionals: true,
   async run ({ values, positionals, format }, io) {
     const [from, ...extra] = positionals
@@ -35,7 +37,8 @@ policies' WITH CHECK. The tenant's row in the tenants table must exist.
       replace: values.replace === true,
       onProgress: progress.onProgress,
       ...(typeof values.tenant === 'string' ? { tenantId: values.tenant } : {}),
-      ...(typeof values.setting === 'string' ? { setting: values.setting } : {})
+      ...(typeof values.setting === 'string' ? { setting: values.setting } : {}),
+      ...(typeof values['open-with'] === 'string' ? { openWith: values['open-with'] as OpenWith } : {})
     })).finally(() => progress.done())
     if (format === 'json') {
       const { manifest, ...rest } = result

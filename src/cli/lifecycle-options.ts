@@ -1,6 +1,7 @@
 // What the lifecycle subcommands (export, import, erase) share: the options naming the tenant and
 // its tables, the progress line on a terminal, and a table of row counts for human output.
 import type { TenantIdType } from '../tenant-id.js'
+import type { OpenWith } from '../citus/set-local.js'
 import type { LifecycleProgress, LifecycleProgressHandler, TenantScopeOptions } from '../lifecycle/tenant-scope.js'
 import { UsageError } from './command.js'
 import type { CliIo } from './command.js'
@@ -11,15 +12,20 @@ export const SCOPE_OPTIONS = {
   schema: { type: 'string' },
   'tenant-column': { type: 'string' },
   setting: { type: 'string' },
-  'tenant-id-type': { type: 'string' }
+  'tenant-id-type': { type: 'string' },
+  'open-with': { type: 'string' }
 } as const
+
+/** The --open-with line, shared with import (which takes no other scope option). */
+export const OPEN_WITH_HELP = '  --open-with <how>         set-config (default), or set-local for Citus: the tenant is set with SET LOCAL'
 
 /** Their lines in a subcommand's --help. */
 export const SCOPE_HELP = `  --table <name>            a table to include (repeat it); default: every table with the tenant column
   --schema <name>           schema searched for tenant tables (default public)
   --tenant-column <name>    column holding the tenant id (default tenant_id)
   --setting <name>          setting the policies read (default app.current_tenant_id)
-  --tenant-id-type <type>   uuid (default), bigint or slug`
+  --tenant-id-type <type>   uuid (default), bigint or slug
+${OPEN_WITH_HELP}`
 
 type Values = Record<string, unknown>
 
@@ -38,6 +44,7 @@ export function scopeFrom (values: Values): Omit<TenantScopeOptions, 'pool' | 't
   if (typeof values['tenant-column'] === 'string') scope.tenantColumn = values['tenant-column']
   if (typeof values.setting === 'string') scope.setting = values.setting
   if (typeof values['tenant-id-type'] === 'string') scope.tenantIdType = values['tenant-id-type'] as TenantIdType
+  if (typeof values['open-with'] === 'string') scope.openWith = values['open-with'] as OpenWith
   return scope
 }
 

@@ -8,6 +8,8 @@ import { join } from 'node:path'
 import t from 'tap'
 import { exportTenant, tenantChecksums } from 'fastify-tenant-rls'
 import { restoreDrill } from 'fastify-tenant-rls/testing'
+import { runCli } from '../../src/cli/run-cli.js'
+import type { CliIo } from '../../src/cli/command.js'
 import { createTestDatabase } from '../helpers/database.js'
 import { committedRows, createLifecycleTables, seedTwoTenants } from '../helpers/lifecycle-world.js'
 
@@ -60,4 +62,36 @@ t.test('refused with signedContext or an unknown value, before anything is sent'
     { code: 'FST_TENANT_RLS_INVALID_OPTION', message: /openWith 'set-local' cannot be combined with signedContext/ })
   await t.rejects(tenantChecksums({ pool: appPool, tenantId: tenantA, openWith: 'SET LOCAL' as never }), { code: 'FST_TENANT_RLS_INVALID_OPTION', message: /openWith must be/ })
   t.same(parses, [], 'nothing was sent')
+})
+
+function capture (): { io: CliIo, out: () => string, err: () => string } {
+  const out: string[] = []
+  const err: string[] = []
+  return {
+    io: { stdout: { write: (chunk: string) => out.push(chunk) }, stderr: { write: (chunk: string) => err.push(chunk) }, stdoutIsTty: false, stderrIsTty: false },
+    out: () => out.join(''),
+    err: () => err.join('')
+  }
+}
+
+t.test('the export, import and erase commands take --open-with', async (t) => {
+  const file = join(directory, 'cli.export')
+  const exported = capture()
+  t.equal(await runCli(['export', '--tenant', tenantA, '--out', file, '--open-with', 'set-local', '--format', 'json', '--database-url', db.url()], exported.io), 0, exported.err())
+  const viaSetConfig = await tenantChecksums({ pool: appPool, tenantId: tenantA })
+  t.same(JSON.parse(exported.out()).tables.map((table: { sha256: string }) => table.sha256), viaSetConfig.tables.map((table) => table.sha256))
+  const dry = capture()
+  t.equal(await runCli(['erase', '--tenant', tenantA, '--open-with', 'set-local', '--database-url', db.adminUrl], dry.io), 0, dry.err())
+  t.match(dry.out(), /^Dry run: erasing tenant .* would delete/)
+  const replaced = capture()
+  t.equal(await runCli(['import', file, '--replace', '--open-with', 'set-local', '--database-url', db.url()], replaced.io), 0, replaced.err())
+  t.match(replaced.out(), /Imported tenant/)
+  for (const command of ['export', 'import', 'erase']) {
+    const help = capture()
+    await runCli([command, '--help'], help.io)
+    t.match(help.out(), /--open-with <how> {9}set-config \(default\), or set-local for Citus/, `${command} --help`)
+  }
+  const refused = capture()
+  t.equal(await runCli(['export', '--tenant', tenantA, '--out', join(directory, 'refused'), '--open-with', 'citus', '--database-url', db.url()], refused.io), 3)
+  t.match(refused.err(), /openWith must be 'set-config' or 'set-local', got "citus"/)
 })
