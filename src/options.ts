@@ -181,7 +181,7 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    * bound parameter; `'set-local'` sends `SET LOCAL <setting> TO '<id>'` (the id checked again
    * against `tenantIdType`, sent unnamed), which Citus passes on to its workers and `set_config` is
    * not. Still in the first query's round trip and transaction-local. Refused with
-   * `singleRoundTrip`, `signedContext` and `settings`. See README "Routing tenants", Citus.
+   * `singleRoundTrip`, `signedContext` and `settings`. See README "Opening with SET LOCAL".
    */
   openWith?: OpenWith
 }

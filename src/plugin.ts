@@ -40,6 +40,7 @@ import { resolveSettings } from './transaction-settings.js'
 import type { SettingPairs } from './transaction-settings.js'
 import { checkedPoolRole, runWithTenant, withTenantCallOptions } from './with-tenant.js'
 import { refuseSingleRoundTripRoute } from './citus/set-local.js'
+import { inspectCitusOpening } from './citus/detection.js'
 import { checkAccountability } from './elevated/accountability.js'
 import type { Accountability } from './elevated/accountability.js'
 import { checkedSystemRole, checkSystemRole, rememberSystemRole } from './elevated/system-role.js'
@@ -292,6 +293,8 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       })
     }
     await options.tenantStatus?.verify(options.pool)
+    const citus = await inspectCitusOpening(options.pool, options.openWith)
+    if (citus !== undefined) fastify.log.warn({ fix: citus.fix }, `fastify-tenant-rls: ${citus.problem}; fix: ${citus.fix}`)
     // The pools route may return, held to the role (and signed-context) check of the pool above.
     if (router !== undefined) await Promise.all(options.routedPools.map((pool) => router.check(pool))).catch(explainConnectionFailure)
     // With the app role known, so membership and sameness are checked against it too.

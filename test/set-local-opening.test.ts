@@ -233,3 +233,22 @@ t.test('refused at register where it cannot hold, with a message that says why',
   // Allowed: singleRoundTrip turned off explicitly, and every option it is not refused with.
   await register({ singleRoundTrip: false, readOnly: 'safe-methods', statementTimeout: 1000 })
 })
+
+t.test('at ready, a database with the citus extension opened with set_config gets a warning with its fix; with set-local, none', async (t) => {
+  // Citus cannot be installed here: its row in pg_extension is what the check reads, written as the superuser.
+  await db.admin.query("INSERT INTO pg_extension (oid, extname, extowner, extnamespace, extrelocatable, extversion) VALUES (4999999, 'citus', 10, 2200, false, 'fake')")
+  t.teardown(() => db.admin.query("DELETE FROM pg_extension WHERE extname = 'citus'"))
+  const warningsWith = async (options: Record<string, unknown>): Promise<string[]> => {
+    const lines: Array<{ level: number, msg: string, fix?: string }> = []
+    const started = await buildApp(t, { pool, options, fastify: { logger: { level: 'warn', stream: { write (line: string) { lines.push(JSON.parse(line)) } } } } })
+    await started.close()
+    return lines.filter((line) => line.level === 40 && line.msg.includes('citus')).map((line) => `${line.msg} | ${String(line.fix)}`)
+  }
+  const [warning, ...more] = await warningsWith({})
+  t.match(warning, /the database has the citus extension, and the plugin sets the tenant with set_config, which Citus does not pass on to its workers/)
+  t.match(warning, /\| register the plugin with openWith: 'set-local'/)
+  t.same(more, [], 'once')
+  t.same(await warningsWith({ openWith: 'set-local' }), [])
+  await db.admin.query("DELETE FROM pg_extension WHERE extname = 'citus'")
+  t.same(await warningsWith({}), [], 'nothing without the extension')
+})
