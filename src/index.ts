@@ -46,6 +46,10 @@ export type { ExportedTable, ExportManifest } from './lifecycle/export-file.js'
 export type { LifecycleProgress, LifecycleProgressHandler, TenantScopeOptions } from './lifecycle/tenant-scope.js'
 export type { TableRows } from './lifecycle/tenant-tables.js'
 export type { LifecycleAuditEvent, LifecycleAuditHook } from './lifecycle/audit-hook.js'
+// Citus: how the opening sets the tenant (the openWith option), and the check that pairs with it.
+export type { OpenWith } from './citus/set-local.js'
+export { inspectCitusOpening } from './citus/detection.js'
+export type { CitusOpeningWarning } from './citus/detection.js'
 
 declare module 'fastify' {
   // `request.db`, or the decorator name registered in TenantRlsRegister (see TenantRequestDatabase).
