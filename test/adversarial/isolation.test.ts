@@ -11,6 +11,8 @@ const db = await createTestDatabase(t)
 const world = await createWorld(db)
 await t.test('in a transaction', (t) => runIsolationCases(t, db, world, directTarget(db)))
 await t.test('each query in one round trip', (t) => runIsolationCasesSingleRoundTrip(t, db, world, directTarget(db)))
-// The control case must find A's row unchanged before it updates it, as on the first run.
-await db.admin.query("UPDATE documents SET body = 'before the SET LOCAL run' WHERE code = 'INV-1'")
-await t.test('in a transaction opened with SET LOCAL', (t) => runIsolationCases(t, db, world, directTarget(db), { name: 'SET LOCAL', options: { openWith: 'set-local' } }))
+await t.test('in a transaction opened with SET LOCAL', async (t) => {
+  // The control case must find A's row unchanged before it updates it, as on the first run.
+  await db.admin.query("UPDATE documents SET body = 'before the SET LOCAL run' WHERE code = 'INV-1'")
+  await runIsolationCases(t, db, world, directTarget(db), { name: 'SET LOCAL', options: { openWith: 'set-local' } })
+})

@@ -20,8 +20,11 @@ if (target !== undefined) {
   await runPoolingCases(t, db, world, target)
   // Again with the tenant opened by SET LOCAL (openWith, for Citus), which ends with the transaction
   // like set_config(..., true). The control case must find A's row unchanged before it updates it.
-  await db.admin.query("UPDATE documents SET body = 'before the SET LOCAL run' WHERE code = 'INV-1'")
-  await runIsolationCases(t, db, world, target, { name: 'SET LOCAL', options: { openWith: 'set-local' } })
+  // Inside a subtest: a top-level await between subtests here lets tap end the file's test early.
+  await t.test('opened with SET LOCAL', async (t) => {
+    await db.admin.query("UPDATE documents SET body = 'before the SET LOCAL run' WHERE code = 'INV-1'")
+    await runIsolationCases(t, db, world, target, { name: 'SET LOCAL', options: { openWith: 'set-local' } })
+  })
 }
 
 // Behind PgBouncer the plugin cannot destroy a server connection: destroying its client connection
