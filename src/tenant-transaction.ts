@@ -473,8 +473,8 @@ export class TenantTransaction implements Queryable {
     this.#hooks.onOpen?.(this)
     // Nothing is sent once a rollback has started while the connection was being taken.
     if (this.#finishing !== undefined) return client
-    // Bound parameters, and no round trip of its own: see opening-query.ts for why a failed open
-    // can never let the first query run outside the transaction.
+    // Bound parameters (but for openWith 'set-local': citus/set-local.ts), and no round trip of its
+    // own: see opening-query.ts for why a failed open can never let the first query run outside the transaction.
     const { statements, cached } = this.#openingStatements(this.#signature(client))
     const named = this.#nameOf(client, config, kind)
     const admission = this.#hooks.admission

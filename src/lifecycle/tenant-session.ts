@@ -1,7 +1,8 @@
 // One pooled client holding one tenant-scoped transaction for a bulk lifecycle job (export,
 // import, erasure). Not the request path's TenantTransaction: these jobs stream COPY data, which
 // needs the raw client, and run for minutes as one unit of work. The same rules hold: the tenant
-// reaches SQL only as a bound parameter of set_config(..., true), so it ends with the transaction;
+// reaches SQL as a bound parameter of set_config(..., true) (and, with openWith 'set-local', in a
+// SET LOCAL after the id's check in citus/set-local.ts), so it ends with the transaction;
 // the transaction finishes exactly once; a client that saw an error (an aborted COPY leaves the
 // protocol mid-stream) is destroyed, never handed back to the pool.
 import type { Pool, PoolClient, QueryConfig } from 'pg'
