@@ -84,7 +84,7 @@ t.test('a rolled-back request commits nothing, and another tenant is never seen'
   t.same((await app.inject({ url: '/settings', headers: as(tenantB) })).json(), { tenant: tenantB, propagate: 'local' })
 })
 
-t.test('a statement other than a plain query first: the role catalogs are counted at the right position, still two round trips', async (t) => {
+t.test('a statement other than a plain query first: the role catalogs are counted at the right position, the DO riding with the opening', async (t) => {
   const res = await app.inject({ url: '/other-first', headers: as(tenantA) })
   t.equal(res.statusCode, 200)
   t.equal(res.json(), 2)
