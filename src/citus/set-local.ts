@@ -9,6 +9,8 @@
 // written only after it has been checked again here against its type's one canonical spelling
 // (tenant-id.ts: ASCII letters, digits and hyphens, nothing else), so there is nothing in it to
 // quote and nothing a client encoding could reinterpret; anything else is refused before a byte is sent.
+// The check matters beyond this connection: Citus forwards the statement's text to its workers, and
+// replays the transaction's SET LOCAL texts, joined with ';', on worker connections it opens later.
 import { InvalidOptionError, TenantInvalidError, failOption } from '../errors.js'
 import type { PipelinedStatement } from '../opening-query.js'
 import { normalizeTenantId } from '../tenant-id.js'
