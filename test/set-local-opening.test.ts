@@ -3,13 +3,16 @@
 // written into SQL text only after it is proved canonical, the per-tenant statement never prepared
 // under a name, and the option refused where it cannot hold. The isolation attacks run in this mode
 // in test/adversarial/isolation.test.ts.
+import fastifyJwt from '@fastify/jwt'
 import { sql } from 'drizzle-orm'
+import Fastify from 'fastify'
 import t from 'tap'
+import fastifyTenantRls from 'fastify-tenant-rls'
 import { tenantStatusSql } from 'fastify-tenant-rls/schema'
 import { withTenant } from 'fastify-tenant-rls'
 import { setLocalStatements } from '../src/citus/set-local.js'
 import { TenantTransaction } from '../src/tenant-transaction.js'
-import { bearer, buildApp, projects, projectsWorld } from './helpers/fixture.js'
+import { JWT_SECRET, bearer, buildApp, projects, projectsWorld } from './helpers/fixture.js'
 import { watchWireTraffic } from './helpers/wire-traffic.js'
 
 const { db, pool, tenantA, tenantB } = await projectsWorld(t, 2)
@@ -251,4 +254,20 @@ t.test('at ready, a database with the citus extension opened with set_config get
   t.same(await warningsWith({ openWith: 'set-local' }), [])
   await db.admin.query("DELETE FROM pg_extension WHERE extname = 'citus'")
   t.same(await warningsWith({}), [], 'nothing without the extension')
+})
+
+t.test('a route declared before the plugin (its options never seen at registration) that asks for singleRoundTrip is refused at its first query, nothing sent', async (t) => {
+  const early = Fastify()
+  t.teardown(() => early.close())
+  await early.register(fastifyJwt, { secret: JWT_SECRET })
+  await early.register(async function routesFirst (app) {
+    app.get('/early', { config: { tenant: { singleRoundTrip: true } } }, async (request) => request.db.select({ name: projects.name }).from(projects))
+  })
+  await early.register(fastifyTenantRls, { pool, openWith: 'set-local' })
+  await early.ready()
+  traffic.reset()
+  const res = await early.inject({ url: '/early', headers: bearer(early, { tenant_id: tenantA }) })
+  t.equal(res.statusCode, 500)
+  t.equal(res.json().code, 'FST_TENANT_RLS_SINGLE_ROUND_TRIP_REFUSED')
+  t.equal(traffic.read().checkouts, 0, 'no connection taken')
 })
