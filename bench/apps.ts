@@ -23,6 +23,8 @@ export interface AppSettings {
   manualUrl: string
   /** The signed role's URL, for variants in signed mode (its only policy on items is the signed one). */
   signedUrl: string
+  /** The system role's URL, for variants with elevated access configured (`systemPool`). */
+  systemUrl: string
   jwtSecret: string
   poolSize: number
 }
@@ -70,14 +72,16 @@ async function pluginApp (variant: typeof PLUGIN_VARIANTS[number], settings: App
   const signed = 'signedContext' in variant.settings
   const pool = new pg.Pool(poolConfig(settings, signed ? settings.signedUrl : settings.appUrl))
   observer.pool(name, pool)
-  await app.register(fastifyTenantRls, { ...variant.settings, pool, schema: { items } })
+  // Not observed: no request of the variant uses it, and its check at ready is not a request's.
+  const systemPool = 'systemPool' in variant ? new pg.Pool(poolConfig(settings, settings.systemUrl)) : undefined
+  await app.register(fastifyTenantRls, { ...variant.settings, pool, schema: { items }, ...(systemPool === undefined ? {} : { systemPool }) })
   const options = { config: { tenant: variant.route } }
   app.get('/w1', options, async (request) => newestItems(request.db))
   app.get('/w1p', options, async (request) => newestItems(request.db).prepare('w1').execute())
   app.post('/w2', options, async (request) => postItem(request.db, String(request.tenantId), amountFrom(request)))
   app.get('/w3', options, async (request) => ({ tenant: request.tenantId }))
   app.get('/w4', options, async (request) => threeDependentQueries(request.db))
-  app.addHook('onClose', async () => { await pool.end() })
+  app.addHook('onClose', async () => { await pool.end(); await systemPool?.end() })
   return { name, app }
 }
 

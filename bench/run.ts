@@ -143,7 +143,7 @@ try {
   const tokens = await signTokens(seeded.tenants)
   const machine = await describeMachine(seeded.adminUrl, server.kind)
   const profiler = await prepareStatementProfiler(seeded.adminUrl)
-  const { child, ready } = await startServerProcess({ appUrl: seeded.appUrl, manualUrl: seeded.manualUrl, signedUrl: seeded.signedUrl, jwtSecret: JWT_SECRET, poolSize: settings.poolSize })
+  const { child, ready } = await startServerProcess({ appUrl: seeded.appUrl, manualUrl: seeded.manualUrl, signedUrl: seeded.signedUrl, systemUrl: seeded.systemUrl, jwtSecret: JWT_SECRET, poolSize: settings.poolSize })
   const rounds: Measurement[] = []
   let statementProfiles: StatementProfile[] | null = null
   try {

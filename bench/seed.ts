@@ -4,8 +4,10 @@
 // BYPASSRLS, standing for an application that filters with WHERE tenant_id = $1 itself. A finished
 // seed is recorded in bench_seed and reused; an unfinished or older one is dropped and rebuilt.
 import pg from 'pg'
+import { auditTrailSql, grantsTableSql, systemRoleSql } from 'fastify-tenant-rls/elevated'
 import { installSigningKey, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql, signedContextSql, signedCurrentTenantSql } from 'fastify-tenant-rls/schema'
 import type { SigningKey } from 'fastify-tenant-rls'
+import { items } from './workloads.js'
 
 export const DATABASE = 'tenant_rls_bench'
 export const APP_ROLE = 'tenant_rls_bench_app'
@@ -14,10 +16,12 @@ export const MANUAL_ROLE = 'tenant_rls_bench_manual'
 export const SIGNED_ROLE = 'tenant_rls_bench_signed'
 /** The bench's signing key, installed by the seed; a benchmark secret, not one to reuse. */
 export const BENCH_SIGNING_KEY: SigningKey = { id: 'bench', secret: 'benchmark-signing-key-not-a-secret-0123456789' }
+/** The system pool's role (systemRoleSql), for the variant with elevated access configured. */
+export const SYSTEM_ROLE = 'tenant_rls_bench_system'
 const OWNER_ROLE = 'tenant_rls_bench_owner'
 /** Password of the bench's login roles (a throwaway local database). */
 export const PASSWORD = 'bench-password'
-const SEED_VERSION = 2
+const SEED_VERSION = 4
 export const ROWS = 1_000_000
 export const TENANTS = 1_000
 /** Title of the rows W2 inserts; deleted at the start of every run so reruns start equal. */
@@ -30,6 +34,7 @@ export interface Seeded {
   appUrl: string
   manualUrl: string
   signedUrl: string
+  systemUrl: string
   tenants: string[]
   /** Seconds spent seeding in this run; 0 when an earlier seed was reused. */
   seedSeconds: number
@@ -67,7 +72,7 @@ async function createDatabase (serverUrl: string): Promise<void> {
   await root.connect()
   try {
     await root.query(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`)
-    for (const role of [APP_ROLE, MANUAL_ROLE, SIGNED_ROLE, OWNER_ROLE]) await root.query(`DROP ROLE IF EXISTS ${role}`)
+    for (const role of [APP_ROLE, MANUAL_ROLE, SIGNED_ROLE, SYSTEM_ROLE, OWNER_ROLE]) await root.query(`DROP ROLE IF EXISTS ${role}`)
     await root.query(`CREATE DATABASE ${DATABASE}`)
     await root.query(`CREATE ROLE ${OWNER_ROLE} NOLOGIN`)
     await root.query(`CREATE ROLE ${APP_ROLE} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${PASSWORD}'`)
@@ -123,6 +128,34 @@ async function fill (adminUrl: string): Promise<void> {
   }
 }
 
+/**
+ * The system role, the audit trail and the grants table, made with the package's own SQL as the
+ * README says, when missing: on every run (not part of the seed's version), so a seed from before
+ * them is completed without rebuilding the million rows. Only the variant with elevated access
+ * configured uses them, and none of its requests does.
+ */
+async function ensureElevated (admin: pg.Client, serverUrl: string): Promise<void> {
+  const root = new pg.Client({ connectionString: serverUrl })
+  await root.connect()
+  try {
+    // Roles belong to the server, not to the database: created on the server's own database.
+    await root.query(`DO $$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '${SYSTEM_ROLE}') THEN
+        CREATE ROLE ${SYSTEM_ROLE} LOGIN PASSWORD '${PASSWORD}';
+      END IF;
+    END $$`)
+  } finally {
+    await root.end()
+  }
+  await admin.query(`${systemRoleSql({ items }, { role: SYSTEM_ROLE })}; GRANT CONNECT ON DATABASE ${DATABASE} TO ${SYSTEM_ROLE}`)
+  const { rows: [tables] } = await admin.query<{ audit: boolean, grants: boolean }>(
+    "SELECT to_regclass('public.tenant_rls_audit') IS NOT NULL AS audit, to_regclass('public.tenant_rls_grants') IS NOT NULL AS grants")
+  await admin.query(`SET ROLE ${OWNER_ROLE}`)
+  if (tables?.audit !== true) await admin.query(auditTrailSql({ systemRole: SYSTEM_ROLE }))
+  if (tables?.grants !== true) await admin.query(grantsTableSql({ appRole: APP_ROLE, systemRole: SYSTEM_ROLE }))
+  await admin.query('RESET ROLE')
+}
+
 /** Seeds the bench database unless a finished seed of this version is there; then tidies it up. */
 export async function seed (serverUrl: string): Promise<Seeded> {
   const adminUrl = withDatabase(serverUrl, DATABASE)
@@ -141,6 +174,7 @@ export async function seed (serverUrl: string): Promise<Seeded> {
     await admin.query(sharedRoleHardeningSql({ role: APP_ROLE, database: DATABASE }))
     await admin.query(sharedRoleHardeningSql({ role: SIGNED_ROLE, database: DATABASE }))
     await admin.query(sharedRoleSuperuserHardeningSql())
+    await ensureElevated(admin, serverUrl)
     const removed = await admin.query('DELETE FROM items WHERE title = $1', [POSTED_TITLE])
     if ((removed.rowCount ?? 0) > 0) await admin.query('VACUUM ANALYZE items')
     const { rows } = await admin.query<{ id: string }>('SELECT id FROM tenants ORDER BY id')
@@ -149,6 +183,7 @@ export async function seed (serverUrl: string): Promise<Seeded> {
       appUrl: withDatabase(serverUrl, DATABASE, APP_ROLE),
       manualUrl: withDatabase(serverUrl, DATABASE, MANUAL_ROLE),
       signedUrl: withDatabase(serverUrl, DATABASE, SIGNED_ROLE),
+      systemUrl: withDatabase(serverUrl, DATABASE, SYSTEM_ROLE),
       tenants: rows.map((row) => row.id),
       seedSeconds
     }

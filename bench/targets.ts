@@ -17,13 +17,17 @@ export interface PluginVariant {
   settings: FastifyTenantRlsSettings
   /** Applied to each of the variant's routes as `config: { tenant: route }`. */
   route: TenantRouteOptions
+  /** Also give the plugin a pool of the seed's system role as `systemPool` (a pool cannot be a constant here). */
+  systemPool?: true
 }
 
 export const PLUGIN_VARIANTS = [
   { app: 'plugin', description: 'fastify-tenant-rls, default options', settings: {}, route: {} },
   { app: 'plugin-single', description: 'fastify-tenant-rls, each query in one round trip (singleRoundTrip, read only)', settings: {}, route: { singleRoundTrip: true } },
   { app: 'plugin-unprepared', description: 'fastify-tenant-rls, route queries not prepared (preparedRouteQueries: 0)', settings: { preparedRouteQueries: 0 }, route: {} },
-  { app: 'plugin-signed', description: 'fastify-tenant-rls, signed tenant context (signedContext; the signed policy)', settings: { signedContext: { keys: [BENCH_SIGNING_KEY] } }, route: {} }
+  { app: 'plugin-signed', description: 'fastify-tenant-rls, signed tenant context (signedContext; the signed policy)', settings: { signedContext: { keys: [BENCH_SIGNING_KEY] } }, route: {} },
+  // Issue 13: elevated access must not slow ordinary requests. Every option set, no token with an actor.
+  { app: 'plugin-elevated', description: 'fastify-tenant-rls, elevated access configured but unused (systemPool, actorClaim, grantsTable, auditTable; no token carries an actor)', settings: { actorClaim: 'act.sub', grantsTable: 'public.tenant_rls_grants', auditTable: 'public.tenant_rls_audit' }, route: {}, systemPool: true }
 ] as const satisfies readonly PluginVariant[]
 
 /** The baselines, each built by its own function in apps.ts. */
@@ -66,6 +70,7 @@ export const TARGETS: readonly Target[] = [
   { id: 'W1-plugin-single', app: 'plugin-single', workload: 'W1', label: 'plugin, single round trip', method: 'GET', path: '/w1' },
   { id: 'W1-plugin-unprepared', app: 'plugin-unprepared', workload: 'W1', label: 'plugin, route queries unprepared', method: 'GET', path: '/w1' },
   { id: 'W1-plugin-signed', app: 'plugin-signed', workload: 'W1', label: 'plugin, signed context', method: 'GET', path: '/w1' },
+  { id: 'W1-plugin-elevated', app: 'plugin-elevated', workload: 'W1', label: 'plugin, elevated access unused', method: 'GET', path: '/w1' },
   { id: 'W1-b1', app: 'b1', workload: 'W1', label: 'B1 raw pg', method: 'GET', path: '/w1' },
   { id: 'W1-b2', app: 'b2', workload: 'W1', label: 'B2 drizzle', method: 'GET', path: '/w1' },
   { id: 'W1-b2-prepared', app: 'b2', workload: 'W1', label: 'B2 drizzle, prepared', method: 'GET', path: '/w1p' },
@@ -73,6 +78,7 @@ export const TARGETS: readonly Target[] = [
   { id: 'W1-b4', app: 'b4', workload: 'W1', label: 'B4 postgres.js, auto-prepared', method: 'GET', path: '/w1' },
   { id: 'W2-plugin', app: 'plugin', workload: 'W2', label: 'plugin', method: 'POST', path: '/w2' },
   { id: 'W2-plugin-signed', app: 'plugin-signed', workload: 'W2', label: 'plugin, signed context', method: 'POST', path: '/w2' },
+  { id: 'W2-plugin-elevated', app: 'plugin-elevated', workload: 'W2', label: 'plugin, elevated access unused', method: 'POST', path: '/w2' },
   { id: 'W2-b2', app: 'b2', workload: 'W2', label: 'B2 drizzle', method: 'POST', path: '/w2' },
   { id: 'W2-b3', app: 'b3', workload: 'W2', label: 'B3 @fastify/postgres', method: 'POST', path: '/w2' },
   { id: 'W2-b4', app: 'b4', workload: 'W2', label: 'B4 postgres.js, auto-prepared', method: 'POST', path: '/w2' },
@@ -108,6 +114,9 @@ export const COMPARISONS: readonly Comparison[] = [
   { subject: 'W1-plugin-signed', baseline: 'W1-plugin', metric: 'throughput' },
   { subject: 'W2-plugin-signed', baseline: 'W2-plugin', metric: 'throughput' },
   { subject: 'W4-plugin-signed', baseline: 'W4-plugin', metric: 'throughput' },
+  { subject: 'W1-plugin-elevated', baseline: 'W1-plugin', metric: 'throughput' },
+  { subject: 'W1-plugin-elevated', baseline: 'W1-plugin', metric: 'p50 at c=1' },
+  { subject: 'W2-plugin-elevated', baseline: 'W2-plugin', metric: 'throughput' },
   { subject: 'W1-plugin', baseline: 'W1-b2', metric: 'p50 at c=1', target: 1.2 },
   { subject: 'W1-plugin-prepared', baseline: 'W1-b2-prepared', metric: 'p50 at c=1', target: 1.2 },
   { subject: 'W2-plugin', baseline: 'W2-b2', metric: 'throughput', target: 0.9 },

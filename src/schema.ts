@@ -31,7 +31,7 @@ import type { TenantIdType } from './tenant-id.js'
 
 export { SHARED_ROLE_CHANNELS, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from './shared-role.js'
 export type { SharedRoleChannel, SharedRoleHardeningOptions } from './shared-role.js'
-export { CURRENT_TENANT_FUNCTION, SIGNED_CONTEXT_SCHEMA, SIGNING_KEYS_TABLE, signedContextSql, signedCurrentTenantSql } from './signed-context/schema-sql.js'
+export { CURRENT_TENANT_FUNCTION, SIGNED_CONTEXT_SCHEMA, SIGNING_KEYS_TABLE, signedContextSql, signedCurrentTenantSql, VERIFIED_TENANT_VIEW } from './signed-context/schema-sql.js'
 export { tenantStatusSql } from './tenant-status/sql.js'
 export type { TenantStatusSqlOptions } from './tenant-status/sql.js'
 export type { SignedContextSqlOptions } from './signed-context/schema-sql.js'

@@ -1,7 +1,9 @@
 // The startup check of signed mode against a real database: a correct installation passes, and
 // each way a database can be wrong for signed mode (a superuser-run migration's owner, an owner
 // that bypasses RLS or that the app role can become, keys the app role can reach, policies that do
-// not call the verifying function, a key never installed, a pooler in between, a skewed clock) is
+// not call the verifying function, a function or view replaced by one that verifies nothing, a view
+// that reads the keys with the reader's rights, a key never installed, a pooler in between, a
+// skewed clock) is
 // refused with its fix, or, for a key being retired, reported as a warning.
 import t from 'tap'
 import type { Test } from 'tap'
@@ -19,6 +21,9 @@ const pool = db.appPool()
 // The plain table is the other test file's control; here every table the app role uses is signed.
 await db.asOwner(`REVOKE ALL ON plain_notes FROM ${db.appRole}`)
 t.afterEach(async (t) => db.assertNoLeaks(t, pool))
+// The view and the function as signedContextSql made them, to put back after a test replaced one.
+const { rows: [made] } = await db.admin.query<{ view: string, fn: string }>(
+  "SELECT pg_get_viewdef('tenant_rls.verified_tenant'::regclass) AS view, pg_get_functiondef('tenant_rls.current_tenant()'::regprocedure) AS fn")
 
 /** Applies `change` as the superuser, inspects, then applies `undo`, whatever happened. */
 async function inspectedWith (t: Test, change: string, undo: string): Promise<SignedContextInspection> {
@@ -41,8 +46,15 @@ const refusals: Array<{ name: string, change: string, undo: string, problem: Reg
     name: 'a verifying function owned by a superuser (a hand-written migration run as one)',
     change: 'ALTER FUNCTION tenant_rls.current_tenant() OWNER TO CURRENT_USER',
     undo: `ALTER FUNCTION tenant_rls.current_tenant() OWNER TO ${db.ownerRole}`,
-    problem: /owned by the superuser "postgres"/,
+    problem: /tenant_rls\.current_tenant\(\) is owned by the superuser "postgres"/,
     fix: /ALTER FUNCTION tenant_rls\.current_tenant\(\) OWNER TO/
+  },
+  {
+    name: 'a verifying view owned by a superuser',
+    change: 'ALTER VIEW tenant_rls.verified_tenant OWNER TO CURRENT_USER',
+    undo: `ALTER VIEW tenant_rls.verified_tenant OWNER TO ${db.ownerRole}`,
+    problem: /tenant_rls\.verified_tenant is owned by the superuser "postgres"/,
+    fix: /ALTER VIEW tenant_rls\.verified_tenant OWNER TO/
   },
   {
     name: 'an owner with BYPASSRLS',
@@ -55,7 +67,7 @@ const refusals: Array<{ name: string, change: string, undo: string, problem: Reg
     name: 'an app role that is a member of the owner',
     change: `GRANT ${db.ownerRole} TO ${db.appRole}`,
     undo: `REVOKE ${db.ownerRole} FROM ${db.appRole}`,
-    problem: /is, or is a member of, ".*_owner".*read the keys/,
+    problem: /is, or is a member of, ".*_owner".*replace it or read the keys/,
     fix: /is not a member of/
   },
   {
@@ -84,27 +96,34 @@ const refusals: Array<{ name: string, change: string, undo: string, problem: Reg
     change: `CREATE POLICY sneaky ON signed_notes USING (tenant_rls.current_tenant() IS NOT NULL OR tenant_id = current_setting('${SETTING}')::uuid)`,
     undo: 'DROP POLICY sneaky ON signed_notes',
     problem: /sneaky on signed_notes read the setting 'app\.current_tenant_id' themselves/,
-    fix: /only through tenant_rls\.current_tenant\(\)/
+    fix: /only through tenant_rls\.current_tenant\(\)$/
   },
   {
-    name: 'a verifying function with the caller\'s search_path',
-    change: 'ALTER FUNCTION tenant_rls.current_tenant() RESET search_path',
-    undo: 'ALTER FUNCTION tenant_rls.current_tenant() SET search_path = pg_catalog, pg_temp',
-    problem: /runs with the caller's search_path/,
-    fix: /SET search_path = pg_catalog, pg_temp/
+    name: 'a verifying view that reads the keys with the reader\'s rights (security_invoker)',
+    change: 'ALTER VIEW tenant_rls.verified_tenant SET (security_invoker = true)',
+    undo: 'ALTER VIEW tenant_rls.verified_tenant RESET (security_invoker)',
+    problem: /tenant_rls\.current_tenant\(\) raised 42501/,
+    fix: /ALTER VIEW tenant_rls\.verified_tenant RESET \(security_invoker\)/
   },
   {
-    name: 'a verifying function that is not SECURITY DEFINER (it then fails on the keys)',
-    change: 'ALTER FUNCTION tenant_rls.current_tenant() SECURITY INVOKER',
-    undo: 'ALTER FUNCTION tenant_rls.current_tenant() SECURITY DEFINER',
-    problem: /is not SECURITY DEFINER/,
+    name: 'a verifying view replaced by one that verifies nothing',
+    change: `CREATE OR REPLACE VIEW tenant_rls.verified_tenant AS SELECT nullif(current_setting('${SETTING}', true), '') AS tenant_id`,
+    undo: `CREATE OR REPLACE VIEW tenant_rls.verified_tenant AS ${made?.view ?? ''}`,
+    problem: /hands back a tenant whose signature is a forgery/,
+    fix: /CREATE OR REPLACE both with the definitions signedContextSql writes/
+  },
+  {
+    name: 'a verifying function replaced by one that reads the setting',
+    change: `CREATE OR REPLACE FUNCTION tenant_rls.current_tenant() RETURNS text LANGUAGE sql STABLE AS $$ SELECT nullif(current_setting('${SETTING}', true), '') $$`,
+    undo: made?.fn ?? '',
+    problem: /hands back a tenant whose signature is a forgery/,
     fix: /signedContextSql/
   },
   {
-    name: 'no verifying function the app role can see',
+    name: 'no verifying function or view the app role can see',
     change: 'ALTER SCHEMA tenant_rls RENAME TO tenant_rls_moved',
     undo: 'ALTER SCHEMA tenant_rls_moved RENAME TO tenant_rls',
-    problem: /tenant_rls\.current_tenant\(\) does not exist/,
+    problem: /tenant_rls\.current_tenant\(\) and tenant_rls\.verified_tenant do not exist/,
     fix: /signedContextSql/
   },
   {
@@ -113,6 +132,13 @@ const refusals: Array<{ name: string, change: string, undo: string, problem: Reg
     undo: `GRANT EXECUTE ON FUNCTION tenant_rls.current_tenant() TO ${db.appRole}`,
     problem: /may not execute tenant_rls\.current_tenant\(\)/,
     fix: /GRANT EXECUTE/
+  },
+  {
+    name: 'the app role without SELECT on the view the function reads',
+    change: `REVOKE SELECT ON tenant_rls.verified_tenant FROM ${db.appRole}`,
+    undo: `GRANT SELECT ON tenant_rls.verified_tenant TO ${db.appRole}`,
+    problem: /may not read tenant_rls\.verified_tenant/,
+    fix: /GRANT SELECT ON tenant_rls\.verified_tenant/
   }
 ]
 

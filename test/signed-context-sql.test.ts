@@ -9,7 +9,8 @@ import pg from 'pg'
 import t from 'tap'
 import type { Test } from 'tap'
 import { installSigningKey, removeSigningKey, signedContextSql } from 'fastify-tenant-rls/schema'
-import { SIGNATURE_SETTING } from '../src/signed-context/signer.js'
+import { backendPidOf } from '../src/signed-context/backend-pid.js'
+import { SIGNATURE_SETTING, signTenantContext } from '../src/signed-context/signer.js'
 import { createSignedWorld, newKey, NOTES_PER_TENANT, openSigned, resolvedKey, SETTING, visibleTenants } from './helpers/signed-context.js'
 
 const world = await createSignedWorld(t, { fillers: 38 })
@@ -167,6 +168,26 @@ t.test('A\'s own valid signature with a field appended opens nothing: the format
   })
 })
 
+t.test('a signature for this backend with the tenant moved into the expiry field opens nothing, without an error, where the tenant setting was never set', async (t) => {
+  // Without the tenant, concat_ws drops its line, so "<expiry> LF <A>" in the expiry field rebuilds
+  // A's signed message: the MAC matches, and only the view's demand for a tenant keeps the expiry
+  // field's cast to bigint from failing the statement. The setting reads NULL only on a connection
+  // that never set it (after that it reads ''), so this runs on a fresh one, with a signature made
+  // for its backend as if it had leaked.
+  const fresh = db.appPool({ max: 1 })
+  const client = await fresh.connect()
+  t.teardown(async () => {
+    client.release(true)
+    await fresh.end()
+  })
+  const [version, keyId, expiry, mac] = signTenantContext({ key: world.context.signingKey, tenantId: a, backendPid: backendPidOf(client) ?? 0, expiresAt: Date.now() + 60_000 }).value.split('.')
+  await client.query('BEGIN')
+  await client.query('SELECT set_config($1, $2, true)', [SIGNATURE_SETTING, `${version}.${keyId}.${expiry}\n${a}.${mac}`])
+  t.equal((await client.query('SELECT current_setting($1, true) AS tenant', [SETTING])).rows[0]?.tenant, null, 'the tenant setting reads NULL')
+  t.same(await visibleTenants(client, 'signed_notes'), [])
+  await client.query('ROLLBACK')
+})
+
 t.test('a signature for the right pid made with an unknown secret opens nothing', async (t) => {
   await asA(async (client) => {
     await openSigned(client, world, a, { key: resolvedKey({ id: 'k1', secret: randomBytes(48) }) })
@@ -196,6 +217,8 @@ t.test('the application role cannot read the keys, plant one, or become the owne
       'remove a key': await sqlState(client, "SELECT tenant_rls.remove_key('k1')"),
       'become the owner': await sqlState(client, `SET ROLE ${db.ownerRole}`),
       'replace the function': await sqlState(client, 'CREATE OR REPLACE FUNCTION tenant_rls.current_tenant() RETURNS text LANGUAGE sql AS $$ SELECT current_setting(\'app.current_tenant_id\') $$'),
+      'replace the view': await sqlState(client, 'CREATE OR REPLACE VIEW tenant_rls.verified_tenant AS SELECT current_setting(\'app.current_tenant_id\') AS tenant_id'),
+      'write through the view': await sqlState(client, "INSERT INTO tenant_rls.verified_tenant (tenant_id) VALUES ('x')"),
       'shadow it in its schema': await sqlState(client, 'CREATE FUNCTION tenant_rls.sha256(bytea) RETURNS bytea LANGUAGE sql AS $$ SELECT $1 $$')
     }
     t.same(refused, {
@@ -206,12 +229,18 @@ t.test('the application role cannot read the keys, plant one, or become the owne
       'remove a key': '42501',
       'become the owner': '42501',
       'replace the function': '42501',
+      'replace the view': '42501',
+      // Not even a privilege question: a view over a join is not updatable.
+      'write through the view': '55000',
       'shadow it in its schema': '42501'
     })
-    // Nothing in the schema signs; the one function the role may call only verifies.
+    // Nothing in the schema signs: the role may call only current_tenant(), and read only the view it reads.
     const { rows } = await client.query<{ fn: string }>(`SELECT p.oid::regprocedure::text AS fn FROM pg_proc p
       WHERE p.pronamespace = 'tenant_rls'::regnamespace AND has_function_privilege(p.oid, 'EXECUTE') ORDER BY 1`)
     t.same(rows.map((row) => row.fn), ['tenant_rls.current_tenant()'])
+    const { rows: readable } = await client.query<{ relation: string }>(`SELECT c.oid::regclass::text AS relation FROM pg_class c
+      WHERE c.relnamespace = 'tenant_rls'::regnamespace AND has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER') ORDER BY 1`)
+    t.same(readable.map((row) => row.relation), ['tenant_rls.verified_tenant'])
   })
 })
 
@@ -293,9 +322,9 @@ t.test('the signed policy is an InitPlan run once per statement, and an index co
 t.test('signedContextSql run by the owner role itself gives the same ownership as when a superuser runs it', async (t) => {
   const { rows } = await db.admin.query<{ owner: string, object: string }>(`
     SELECT pg_get_userbyid(nspowner)::text AS owner, 'schema' AS object FROM pg_namespace WHERE nspname = 'tenant_rls'
-    UNION ALL SELECT pg_get_userbyid(relowner)::text, relname::text FROM pg_class WHERE relnamespace = 'tenant_rls'::regnamespace AND relkind = 'r'
+    UNION ALL SELECT pg_get_userbyid(relowner)::text, relname::text FROM pg_class WHERE relnamespace = 'tenant_rls'::regnamespace AND relkind IN ('r', 'v')
     UNION ALL SELECT pg_get_userbyid(proowner)::text, proname::text FROM pg_proc WHERE pronamespace = 'tenant_rls'::regnamespace ORDER BY 2`)
-  t.same(rows, ['add_key', 'current_tenant', 'remove_key', 'schema', 'signing_keys'].map((object) => ({ owner: db.ownerRole, object })), 'the superuser-run migration left everything to the owner')
+  t.same(rows, ['add_key', 'current_tenant', 'remove_key', 'schema', 'signing_keys', 'verified_tenant'].map((object) => ({ owner: db.ownerRole, object })), 'the superuser-run migration left everything to the owner')
   t.throws(() => signedContextSql({ role: db.appRole, owner: db.appRole }), { code: 'FST_TENANT_RLS_INVALID_OPTION' }, 'the app role cannot own the keys')
   t.throws(() => signedContextSql({ role: db.appRole, owner: 'Owner; DROP' }), { code: 'FST_TENANT_RLS_INVALID_OPTION' })
 })

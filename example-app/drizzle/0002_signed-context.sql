@@ -14,35 +14,6 @@ ALTER TABLE tenant_rls.signing_keys OWNER TO example_keys;
 --> statement-breakpoint
 REVOKE ALL ON TABLE tenant_rls.signing_keys FROM PUBLIC;
 --> statement-breakpoint
-CREATE FUNCTION tenant_rls.current_tenant() RETURNS text
-LANGUAGE plpgsql STABLE SECURITY DEFINER PARALLEL RESTRICTED
-SET search_path = pg_catalog, pg_temp
-AS $current_tenant$
-DECLARE
-  tenant text := nullif(current_setting('app.current_tenant_id', true), '');
-  field text[] := string_to_array(current_setting('tenant_rls.signature', true), '.');
-  pads record;
-BEGIN
-  -- In parentheses: plpgsql ends an IF condition at the first THEN outside them, the CASE's included.
-  IF tenant IS NULL OR NOT (CASE
-    WHEN cardinality(field) = 4 AND field[1] = 'v1' AND length(field[3]) BETWEEN 1 AND 16 AND ltrim(field[3], '0123456789') = ''
-      AND length(field[4]) = 64 AND ltrim(field[4], '0123456789abcdef') = ''
-    THEN field[3]::bigint > (extract(epoch FROM now()) * 1000)::bigint
-    ELSE false END) THEN
-    RETURN NULL;
-  END IF;
-  SELECT k.inner_pad, k.outer_pad INTO pads FROM tenant_rls.signing_keys k WHERE k.id = field[2];
-  IF NOT FOUND THEN
-    RETURN NULL;
-  END IF;
-  IF sha256(pads.outer_pad || sha256(pads.inner_pad || convert_to(concat_ws(E'\n', 'fastify-tenant-rls/v1', field[2], pg_backend_pid()::text, field[3], tenant), 'UTF8')))
-     = decode(field[4], 'hex') THEN
-    RETURN tenant;
-  END IF;
-  RETURN NULL;
-END
-$current_tenant$;
---> statement-breakpoint
 CREATE FUNCTION tenant_rls.add_key(key_id text, secret bytea) RETURNS void
 LANGUAGE plpgsql SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
@@ -75,10 +46,6 @@ AS $remove_key$
   SELECT count(*) > 0 FROM removed
 $remove_key$;
 --> statement-breakpoint
-ALTER FUNCTION tenant_rls.current_tenant() OWNER TO example_keys;
---> statement-breakpoint
-REVOKE ALL ON FUNCTION tenant_rls.current_tenant() FROM PUBLIC;
---> statement-breakpoint
 ALTER FUNCTION tenant_rls.add_key(text, bytea) OWNER TO example_keys;
 --> statement-breakpoint
 REVOKE ALL ON FUNCTION tenant_rls.add_key(text, bytea) FROM PUBLIC;
@@ -87,6 +54,34 @@ ALTER FUNCTION tenant_rls.remove_key(text) OWNER TO example_keys;
 --> statement-breakpoint
 REVOKE ALL ON FUNCTION tenant_rls.remove_key(text) FROM PUBLIC;
 --> statement-breakpoint
+CREATE VIEW tenant_rls.verified_tenant AS
+SELECT nullif(current_setting('app.current_tenant_id', true), '') AS tenant_id
+FROM tenant_rls.signing_keys AS k
+WHERE k.id = split_part(current_setting('tenant_rls.signature', true), '.', 2)
+  AND CASE
+    WHEN nullif(current_setting('app.current_tenant_id', true), '') IS NOT NULL AND split_part(current_setting('tenant_rls.signature', true), '.', 1) = 'v1' AND split_part(current_setting('tenant_rls.signature', true), '.', 5) = ''
+      AND encode(sha256(k.outer_pad || sha256(k.inner_pad || convert_to(concat_ws(E'\n', 'fastify-tenant-rls/v1', k.id, pg_backend_pid()::text, split_part(current_setting('tenant_rls.signature', true), '.', 3), current_setting('app.current_tenant_id', true)), 'UTF8'))), 'hex') = split_part(current_setting('tenant_rls.signature', true), '.', 4)
+    THEN split_part(current_setting('tenant_rls.signature', true), '.', 3)::bigint > (extract(epoch FROM now()) * 1000)::bigint
+    ELSE false END;
+--> statement-breakpoint
+ALTER VIEW tenant_rls.verified_tenant OWNER TO example_keys;
+--> statement-breakpoint
+REVOKE ALL ON TABLE tenant_rls.verified_tenant FROM PUBLIC;
+--> statement-breakpoint
+CREATE FUNCTION tenant_rls.current_tenant() RETURNS text
+LANGUAGE plpgsql STABLE SECURITY INVOKER PARALLEL RESTRICTED
+AS $current_tenant$
+BEGIN
+  RETURN (SELECT tenant_id FROM tenant_rls.verified_tenant);
+END
+$current_tenant$;
+--> statement-breakpoint
+ALTER FUNCTION tenant_rls.current_tenant() OWNER TO example_keys;
+--> statement-breakpoint
+REVOKE ALL ON FUNCTION tenant_rls.current_tenant() FROM PUBLIC;
+--> statement-breakpoint
 GRANT USAGE ON SCHEMA tenant_rls TO example_app;
+--> statement-breakpoint
+GRANT SELECT ON TABLE tenant_rls.verified_tenant TO example_app;
 --> statement-breakpoint
 GRANT EXECUTE ON FUNCTION tenant_rls.current_tenant() TO example_app;

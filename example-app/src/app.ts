@@ -6,6 +6,7 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import fastifyTenantRls from 'fastify-tenant-rls'
 import type { SignedContextOptions } from 'fastify-tenant-rls'
 import type pg from 'pg'
+import { ELEVATED_TABLES } from './database.js'
 import { registerMetrics } from './metrics.js'
 import type { MetricsOptions } from './metrics.js'
 import { projectRoutes } from './routes/projects.js'
@@ -18,6 +19,12 @@ export interface ExampleAppOptions {
   pool: pg.Pool
   /** HS256 secret the tokens are signed with. */
   jwtSecret: string
+  /**
+   * Pool of the system role (database.ts SYSTEM_ROLE), with connectionTimeoutMillis set: enables
+   * app.withSystem (the usage job) and support impersonation, whose requests it records in the
+   * audit trail. Without it a token with an actor claim is refused.
+   */
+  systemPool?: pg.Pool
   /** The signed tenant context's keys (context-keys.ts): the policies trust no tenant without its signature. */
   signedContext: SignedContextOptions
   /** Fastify's own options (logger, ...). */
@@ -30,8 +37,15 @@ export interface ExampleAppOptions {
 export async function buildApp (options: ExampleAppOptions): Promise<FastifyInstance> {
   const app = Fastify(options.fastify ?? {})
   await app.register(fastifyJwt, { secret: options.jwtSecret })
-  // The tenant comes from the token's tenant_id claim (the plugin's default).
-  await app.register(fastifyTenantRls, { pool: options.pool, schema, signedContext: options.signedContext })
+  // The tenant comes from the token's tenant_id claim, a support operator from its act.sub claim
+  // (the plugin's defaults).
+  await app.register(fastifyTenantRls, {
+    pool: options.pool,
+    schema,
+    signedContext: options.signedContext,
+    ...ELEVATED_TABLES,
+    ...(options.systemPool === undefined ? {} : { systemPool: options.systemPool })
+  })
   registerMetrics(app, options.metrics)
   app.get('/health', { config: { tenant: false }, schema: { response: { 200: { type: 'object', properties: { ok: { type: 'boolean' } } } } } }, async function health () {
     return { ok: true }

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { drizzle } from 'drizzle-orm/node-postgres'
 import { migrate } from 'drizzle-orm/node-postgres/migrator'
 import { withTenant } from 'fastify-tenant-rls'
+import { systemRoleSql } from 'fastify-tenant-rls/elevated'
 import type { SignedContextOptions, SigningKey } from 'fastify-tenant-rls'
 import { installSigningKey, SIGNING_KEYS_TABLE, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from 'fastify-tenant-rls/schema'
 import pg from 'pg'
@@ -20,7 +21,22 @@ export const GRANTEE_ROLE = 'example_app'
  */
 export const KEYS_OWNER_ROLE = 'example_keys'
 
-/** The migrations drizzle-kit generated from schema.ts, plus the tenantTablesSql custom one. */
+/**
+ * The role of the system pool: cross-tenant jobs, support grants and the audit trail
+ * (drizzle/0004_*.sql to 0006_*.sql name it). It logs in itself and is a member of no role: the
+ * plugin refuses a system role that carries another role's privileges, so unlike the app role it
+ * cannot be a member of a group the migrations grant to.
+ */
+export const SYSTEM_ROLE = 'example_system'
+
+/**
+ * Where the audit trail and the support grants are (drizzle/0004_*.sql to 0006_*.sql): a schema of
+ * their own, so that nothing that walks the tenant tables of public takes them for one. Given to the
+ * plugin and to every elevated call.
+ */
+export const ELEVATED_TABLES = { auditTable: 'elevated.audit_trail', grantsTable: 'elevated.grants' } as const
+
+/** The migrations drizzle-kit generated from schema.ts, plus the custom ones (each from a helper but 0004). */
 export const MIGRATIONS_FOLDER = fileURLToPath(new URL('../drizzle', import.meta.url))
 
 /** The roles of one deployment. */
@@ -64,6 +80,8 @@ export async function createRoles (admin: pg.Pool, roles: RoleCredentials): Prom
 export async function grantRoles (admin: pg.Pool, roles: DatabaseRoles): Promise<void> {
   await createRoleIfMissing(admin, GRANTEE_ROLE, 'NOLOGIN NOSUPERUSER NOBYPASSRLS')
   await createRoleIfMissing(admin, KEYS_OWNER_ROLE, 'NOLOGIN NOSUPERUSER NOBYPASSRLS')
+  // NOLOGIN until allowSystemLogin gives it a password: the migrations only need it to exist.
+  await createRoleIfMissing(admin, SYSTEM_ROLE, 'NOLOGIN NOSUPERUSER NOBYPASSRLS')
   const owner = escapeIdentifier(roles.ownerRole)
   const { rows } = await admin.query<{ name: string }>('SELECT current_database() AS name')
   const database = rows[0]?.name ?? ''
@@ -98,6 +116,46 @@ export async function migrateDatabase (admin: pg.Pool, ownerRole: string): Promi
   await asOwner(admin, ownerRole, (client) => migrate(drizzle(client), { migrationsFolder: MIGRATIONS_FOLDER }))
 }
 
+// ALTER ROLE rewrites the role's one catalog row, shared by every database of the server: two
+// setups at once (test files sharing one DATABASE_URL server) fail with "tuple concurrently
+// updated". Locking the row first makes the second wait, then update the row the first committed.
+async function alterSystemRole (admin: pg.Pool, statements: string): Promise<void> {
+  const client = await admin.connect()
+  try {
+    await client.query('BEGIN')
+    await client.query('SELECT FROM pg_catalog.pg_authid WHERE rolname = $1 FOR UPDATE', [SYSTEM_ROLE])
+    await client.query(statements)
+    await client.query('COMMIT')
+    client.release()
+  } catch (error) {
+    // Whatever state the transaction is in, the connection is not reused.
+    client.release(true)
+    throw error
+  }
+}
+
+/**
+ * Makes SYSTEM_ROLE what the plugin's check wants, from systemRoleSql: BYPASSRLS (which needs a
+ * superuser, hence here and not in a migration, which runs as the owner), SELECT, INSERT, UPDATE on
+ * the tenant tables, SELECT on `tenants`, never DELETE. Run after the migrations on every setup, so
+ * a table added to schema.ts gets its privileges without a migration to forget.
+ */
+export async function grantSystemRole (admin: pg.Pool): Promise<void> {
+  const { rows } = await admin.query<{ name: string }>('SELECT current_database() AS name')
+  await alterSystemRole(admin, systemRoleSql(schema, { role: SYSTEM_ROLE }))
+  // The shared-role hardening revoked CONNECT from PUBLIC.
+  await admin.query(`GRANT CONNECT ON DATABASE ${escapeIdentifier(rows[0]?.name ?? '')} TO ${escapeIdentifier(SYSTEM_ROLE)}`)
+}
+
+/**
+ * Lets SYSTEM_ROLE log in with `password` (run as a superuser). Only what holds the system pool
+ * needs it: the server (it records impersonated requests and runs the usage job) and the admin
+ * script that writes grants.
+ */
+export async function allowSystemLogin (admin: pg.Pool, password: string): Promise<void> {
+  await alterSystemRole(admin, `ALTER ROLE ${escapeIdentifier(SYSTEM_ROLE)} LOGIN PASSWORD ${escapeLiteral(password)}`)
+}
+
 /**
  * Installs, as the owner role, each of `keys` the database does not hold yet (by id), so setup can
  * run on every start. A key whose id is installed with another secret is left alone: the plugin's
@@ -113,12 +171,14 @@ export async function installContextKeys (admin: pg.Pool, ownerRole: string, key
 }
 
 /**
- * Brings a database to the example's schema for existing roles: grants, migrations, then the
- * signing keys. The example's tests (and anything that wants the example's tables) start from here.
+ * Brings a database to the example's schema for existing roles: grants, migrations, the system
+ * role's privileges, then the signing keys. The example's tests (and anything that wants the
+ * example's tables) start from here.
  */
 export async function setUpDatabase (admin: pg.Pool, roles: DatabaseRoles, signedContext: SignedContextOptions): Promise<void> {
   await grantRoles(admin, roles)
   await migrateDatabase(admin, roles.ownerRole)
+  await grantSystemRole(admin)
   await installContextKeys(admin, roles.ownerRole, signedContext.keys)
 }
 

@@ -4,7 +4,7 @@ import { importTenant } from '../lifecycle/import.js'
 import { EXIT, UsageError } from './command.js'
 import type { Subcommand } from './command.js'
 import { DATABASE_URL_OPTION, databaseUrlFrom, withDatabasePool } from './connection.js'
-import { OPEN_WITH_HELP, progressLine, rowLines } from './lifecycle-options.js'
+import { OPEN_WITH_HELP, progressLine, rowLines, signedContextFrom, SIGNING_HELP, SIGNING_OPTION } from './lifecycle-options.js'
 import type { OpenWith } from '../citus/set-local.js'
 
 export const importCommand: Subcommand = {
@@ -22,14 +22,16 @@ policies' WITH CHECK. The tenant's row in the tenants table must exist.
                             (without it, a tenant that has rows here is refused)
   --database-url <url>      the application role's connection string (default: DATABASE_URL)
   --setting <name>          setting the policies read (default: the one recorded in the export)
+${SIGNING_HELP}
 ${OPEN_WITH_HELP}
   --format text|json        json prints the result`,
-  options: { ...DATABASE_URL_OPTION, tenant: { type: 'string' }, replace: { type: 'boolean', default: false }, setting: { type: 'string' }, 'open-with': { type: 'string' } },
+  options: { ...DATABASE_URL_OPTION, ...SIGNING_OPTION, tenant: { type: 'string' }, replace: { type: 'boolean', default: false }, setting: { type: 'string' }, 'open-with': { type: 'string' } },
   allowPositionals: true,
   async run ({ values, positionals, format }, io) {
     const [from, ...extra] = positionals
     if (from === undefined || extra.length > 0) throw new UsageError('give exactly one export file')
     const url = databaseUrlFrom(values)
+    const signedContext = signedContextFrom(values)
     const progress = progressLine(io, 'import')
     const result = await withDatabasePool(url, (pool) => importTenant({
       pool,
@@ -38,6 +40,7 @@ ${OPEN_WITH_HELP}
       onProgress: progress.onProgress,
       ...(typeof values.tenant === 'string' ? { tenantId: values.tenant } : {}),
       ...(typeof values.setting === 'string' ? { setting: values.setting } : {}),
+      ...(signedContext === undefined ? {} : { signedContext }),
       ...(typeof values['open-with'] === 'string' ? { openWith: values['open-with'] as OpenWith } : {})
     })).finally(() => progress.done())
     if (format === 'json') {

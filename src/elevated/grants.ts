@@ -10,6 +10,7 @@
 import type { Pool } from 'pg'
 import { failOption, GrantNotFoundError, GrantStateError, InvalidGrantError } from '../errors.js'
 import { DEFAULT_SETTING, validateSetting } from '../options.js'
+import { CURRENT_TENANT_FUNCTION } from '../signed-context/schema-sql.js'
 import { normalizeTenantId, validateTenantIdType } from '../tenant-id.js'
 import type { TenantIdType } from '../tenant-id.js'
 import { accountableText, MAX_ACTOR_LENGTH, MAX_REASON_LENGTH } from './accountability.js'
@@ -33,6 +34,13 @@ export interface GrantsTableSqlOptions {
   grantsTable?: string
   /** The tenant setting the policies read, as the plugin's option. Default `'app.current_tenant_id'`. */
   setting?: string
+  /**
+   * The app runs in signed mode (the plugin's `signedContext`): the read policy takes the tenant
+   * from `tenant_rls.current_tenant()`, as the tenant tables' policies do, so route SQL that sets
+   * the tenant setting itself cannot read another tenant's grants (and the plugin's signed-mode
+   * check, which refuses a policy reading the setting, passes). `setting` is then not used.
+   */
+  signedContext?: boolean
 }
 
 /**
@@ -47,6 +55,8 @@ export function grantsTableSql (options: GrantsTableSqlOptions): string {
   const app = roleName('grantsTableSql', 'appRole', options.appRole)
   const system = roleName('grantsTableSql', 'systemRole', options.systemRole)
   const setting = validateSetting(options.setting ?? DEFAULT_SETTING)
+  // Grants store the tenant as the canonical text the function returns: compared uncast.
+  const tenant = options.signedContext === true ? CURRENT_TENANT_FUNCTION : `nullif(current_setting('${setting}', true), '')`
   const t = tableName('grantsTable', options.grantsTable, DEFAULT_GRANTS_TABLE)
   const statements = [
     `CREATE TABLE ${t.sql} (
@@ -86,7 +96,7 @@ $$;`,
     `CREATE TRIGGER ${t.local('final')} BEFORE UPDATE ON ${t.sql} FOR EACH ROW EXECUTE FUNCTION ${t.derived('final')}();`,
     `ALTER TABLE ${t.sql} ENABLE ROW LEVEL SECURITY;`,
     `ALTER TABLE ${t.sql} FORCE ROW LEVEL SECURITY;`,
-    `CREATE POLICY ${t.local('tenant_read')} ON ${t.sql} FOR SELECT TO ${app} USING (tenant_id = (SELECT nullif(current_setting('${setting}', true), '')));`,
+    `CREATE POLICY ${t.local('tenant_read')} ON ${t.sql} FOR SELECT TO ${app} USING (tenant_id = (SELECT ${tenant}));`,
     `REVOKE ALL ON TABLE ${t.sql} FROM PUBLIC;`,
     `GRANT SELECT ON TABLE ${t.sql} TO ${app};`,
     `GRANT SELECT, INSERT (tenant_id, operator, approver, reason, write, break_glass, expires_at) ON TABLE ${t.sql} TO ${system};`,

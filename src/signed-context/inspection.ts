@@ -1,17 +1,18 @@
 // What the plugin verifies about the database before it runs in signed mode, and the verdicts.
-// One catalog query for the facts (is the verifying function there, who owns it, what can the
-// application role reach, which policies do not call it), then one live probe: the plugin signs a
-// context with each configured key on a real connection and asks current_tenant() for it back. The
-// probe is what catches what no catalog shows: a pooler between the plugin and PostgreSQL (the pid
-// the connection knows is not the backend's), a clock too far from the database's, a key that was
-// never installed or was already removed. `inspectSignedContext` reports; `checkSignedContext`
+// One catalog query for the facts (are the function the policies call and the view it reads there,
+// who owns them, what can the application role reach, which policies do not call the function),
+// then one live probe: the plugin signs a context with each configured key on a real connection and
+// asks the function for it back, and sets a context with a forged signature, which it must refuse. The probe is what catches what no
+// catalog shows: a pooler between the plugin and PostgreSQL (the pid the connection knows is not
+// the backend's), a clock too far from the database's, a key that was never installed or was
+// already removed, a view replaced by one that verifies nothing. `inspectSignedContext` reports; `checkSignedContext`
 // throws the problems and passes the warnings on, like safety-checks.ts.
 import type { Pool, PoolClient } from 'pg'
 import { UnsafeRoleError } from '../errors.js'
 import { backendPidOf } from './backend-pid.js'
 import type { ResolvedSignedContext, ResolvedSigningKey } from './options.js'
-import { CURRENT_TENANT_FUNCTION, SIGNED_CONTEXT_SCHEMA, SIGNING_KEYS_TABLE } from './schema-sql.js'
-import { signTenantContext } from './signer.js'
+import { CURRENT_TENANT_FUNCTION, SIGNED_CONTEXT_SCHEMA, SIGNING_KEYS_TABLE, VERIFIED_TENANT_VIEW } from './schema-sql.js'
+import { SIGNATURE_SETTING, SIGNATURE_VERSION, signTenantContext } from './signer.js'
 
 /** One thing wrong with the signed mode's database side, with the fix. */
 export interface SignedContextProblem {
@@ -25,18 +26,24 @@ export interface SignedContextInspection {
   warnings: SignedContextProblem[]
 }
 
+/** Who owns one of the verifier's objects, and what that means for the application role. */
+interface Ownership {
+  /** 'function' (current_tenant()) or 'view' (verified_tenant). */
+  object: 'function' | 'view'
+  owner: string
+  superuser: boolean
+  bypassRls: boolean
+  /** The application role is, or can become, the owner: it could replace the object, or read the keys. */
+  roleIsOwner: boolean
+}
+
 interface SignedContextFacts {
   role: string
   installed: boolean
+  viewInstalled: boolean
   callable: boolean
-  securityDefiner: boolean
-  stable: boolean
-  searchPathPinned: boolean
-  owner: string | null
-  ownerIsSuperuser: boolean
-  ownerBypassesRls: boolean
-  /** The application role is, or can become, the owner: it could read the keys as the owner. */
-  roleIsOwner: boolean
+  readable: boolean
+  owners: Ownership[]
   keysReachable: boolean
   /** Other functions of the schema the role may execute (add_key would let it install its own key). */
   otherCallable: string[]
@@ -52,9 +59,14 @@ interface SignedContextFacts {
 // restrictive one can only take rows away.
 const FACTS_SQL = `
 WITH fn AS (
-  SELECT p.oid, p.proowner, p.prosecdef, p.provolatile, p.proconfig
+  SELECT p.oid, p.proowner AS owner
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
   WHERE n.nspname = $1 AND p.proname = 'current_tenant' AND p.pronargs = 0
+),
+verifier AS (
+  SELECT c.oid, c.relowner AS owner
+  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = $1 AND c.relname = 'verified_tenant' AND c.relkind = 'v'
 ),
 usable AS (
   SELECT pol.oid, pol.polname, pol.polrelid, pol.polqual, pol.polwithcheck FROM pg_catalog.pg_policy pol
@@ -65,14 +77,13 @@ usable AS (
 )
 SELECT current_user::text AS role,
   EXISTS (SELECT FROM fn) AS installed,
+  EXISTS (SELECT FROM verifier) AS "viewInstalled",
   coalesce((SELECT pg_catalog.has_function_privilege(fn.oid, 'EXECUTE') FROM fn), false) AS callable,
-  coalesce((SELECT fn.prosecdef FROM fn), false) AS "securityDefiner",
-  coalesce((SELECT fn.provolatile = 's' FROM fn), false) AS stable,
-  coalesce((SELECT EXISTS (SELECT FROM pg_catalog.unnest(fn.proconfig) c WHERE c LIKE 'search\\_path=%') FROM fn), false) AS "searchPathPinned",
-  (SELECT o.rolname::text FROM fn JOIN pg_catalog.pg_roles o ON o.oid = fn.proowner) AS owner,
-  coalesce((SELECT o.rolsuper FROM fn JOIN pg_catalog.pg_roles o ON o.oid = fn.proowner), false) AS "ownerIsSuperuser",
-  coalesce((SELECT o.rolbypassrls FROM fn JOIN pg_catalog.pg_roles o ON o.oid = fn.proowner), false) AS "ownerBypassesRls",
-  coalesce((SELECT pg_catalog.pg_has_role(current_user, fn.proowner, 'MEMBER') FROM fn), false) AS "roleIsOwner",
+  coalesce((SELECT pg_catalog.has_table_privilege(verifier.oid, 'SELECT') FROM verifier), false) AS readable,
+  coalesce((SELECT pg_catalog.json_agg(pg_catalog.json_build_object('object', o.object, 'owner', r.rolname, 'superuser', r.rolsuper,
+              'bypassRls', r.rolbypassrls, 'roleIsOwner', pg_catalog.pg_has_role(current_user, o.owner, 'MEMBER')) ORDER BY o.object)
+            FROM (SELECT 'function' AS object, owner FROM fn UNION ALL SELECT 'view', owner FROM verifier) o
+            JOIN pg_catalog.pg_roles r ON r.oid = o.owner), '[]') AS owners,
   coalesce((SELECT pg_catalog.has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE, REFERENCES') OR pg_catalog.has_table_privilege(c.oid, 'DELETE, TRUNCATE, TRIGGER')
             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
             WHERE n.nspname = $1 AND c.relname = 'signing_keys'), false) AS "keysReachable",
@@ -87,18 +98,26 @@ SELECT current_user::text AS role,
 
 const RERUN = 'run signedContextSql({ role, owner }) (fastify-tenant-rls/schema) as the owner role'
 
+const OBJECTS = {
+  function: { name: CURRENT_TENANT_FUNCTION, alter: `ALTER FUNCTION ${CURRENT_TENANT_FUNCTION}` },
+  view: { name: VERIFIED_TENANT_VIEW, alter: `ALTER VIEW ${VERIFIED_TENANT_VIEW}` }
+} as const
+
 function installationProblems (facts: SignedContextFacts): SignedContextProblem[] {
-  const { role, owner } = facts
-  if (!facts.installed) return [{ problem: `${CURRENT_TENANT_FUNCTION} does not exist (or role "${role}" cannot see schema ${SIGNED_CONTEXT_SCHEMA})`, fix: RERUN }]
+  const { role } = facts
+  const missing = [...(facts.installed ? [] : [CURRENT_TENANT_FUNCTION]), ...(facts.viewInstalled ? [] : [VERIFIED_TENANT_VIEW])]
+  if (missing.length > 0) return [{ problem: `${missing.join(' and ')} ${missing.length > 1 ? 'do' : 'does'} not exist (or role "${role}" cannot see schema ${SIGNED_CONTEXT_SCHEMA})`, fix: RERUN }]
   const problems: SignedContextProblem[] = []
   const add = (problem: string, fix: string): void => { problems.push({ problem, fix }) }
-  const reown = `ALTER FUNCTION ${CURRENT_TENANT_FUNCTION} OWNER TO <a role with NOSUPERUSER NOBYPASSRLS>, and the same for schema ${SIGNED_CONTEXT_SCHEMA} and table ${SIGNING_KEYS_TABLE}`
   if (!facts.callable) add(`role "${role}" may not execute ${CURRENT_TENANT_FUNCTION}, so every policy would deny`, `GRANT USAGE ON SCHEMA ${SIGNED_CONTEXT_SCHEMA} TO "${role}"; GRANT EXECUTE ON FUNCTION ${CURRENT_TENANT_FUNCTION} TO "${role}"`)
-  if (!facts.securityDefiner) add(`${CURRENT_TENANT_FUNCTION} is not SECURITY DEFINER, so it cannot read the keys and verifies nothing`, RERUN)
-  if (!facts.searchPathPinned) add(`${CURRENT_TENANT_FUNCTION} runs with the caller's search_path, which the caller can point at functions of its own`, `ALTER FUNCTION ${CURRENT_TENANT_FUNCTION} SET search_path = pg_catalog, pg_temp`)
-  if (facts.ownerIsSuperuser) add(`${CURRENT_TENANT_FUNCTION} is owned by the superuser "${owner}" (a migration run as a superuser?): a flaw in it would run with every privilege`, reown)
-  if (facts.ownerBypassesRls && !facts.ownerIsSuperuser) add(`${CURRENT_TENANT_FUNCTION} is owned by "${owner}", which has BYPASSRLS`, reown)
-  if (facts.roleIsOwner) add(`role "${role}" is, or is a member of, "${owner}", the owner of ${CURRENT_TENANT_FUNCTION}: route SQL could read the keys and sign any tenant`, `let a role "${role}" is not a member of own schema ${SIGNED_CONTEXT_SCHEMA}, its table and functions`)
+  if (!facts.readable) add(`role "${role}" may not read ${VERIFIED_TENANT_VIEW}, which ${CURRENT_TENANT_FUNCTION} reads with its caller's rights, so every policy would deny`, `GRANT SELECT ON ${VERIFIED_TENANT_VIEW} TO "${role}"`)
+  for (const { object, owner, superuser, bypassRls, roleIsOwner } of facts.owners) {
+    const { name, alter } = OBJECTS[object]
+    const reown = `${alter} OWNER TO <a role with NOSUPERUSER NOBYPASSRLS>, and the same for the schema ${SIGNED_CONTEXT_SCHEMA}, its table, view and functions`
+    if (superuser) add(`${name} is owned by the superuser "${owner}" (a migration run as a superuser?): a flaw in it would run with every privilege`, reown)
+    else if (bypassRls) add(`${name} is owned by "${owner}", which has BYPASSRLS`, reown)
+    if (roleIsOwner) add(`role "${role}" is, or is a member of, "${owner}", the owner of ${name}: route SQL could replace it or read the keys, and sign any tenant`, `let a role "${role}" is not a member of own schema ${SIGNED_CONTEXT_SCHEMA}, its table, view and functions`)
+  }
   if (facts.keysReachable) add(`role "${role}" holds privileges on ${SIGNING_KEYS_TABLE}: route SQL could read or plant keys`, `REVOKE ALL ON TABLE ${SIGNING_KEYS_TABLE} FROM PUBLIC, "${role}"`)
   if (facts.otherCallable.length > 0) add(`role "${role}" may execute ${facts.otherCallable.join(', ')}: route SQL could install a key of its own`, `REVOKE ALL ON FUNCTION ${facts.otherCallable.join(', ')} FROM PUBLIC, "${role}"`)
   return problems
@@ -124,11 +143,15 @@ function policyProblems ({ unsignedPolicies, settingPolicies }: SignedContextFac
 // A tenant id no real tenant has: the probe only asks whether the function hands it back.
 const PROBE_TENANT = 'fastify-tenant-rls:signed-context-probe'
 
+async function verifiedTenant (client: PoolClient, setting: string, signature: string): Promise<string | null | undefined> {
+  await client.query('SELECT set_config($1, $2, true), set_config($3, $4, true)', [setting, PROBE_TENANT, SIGNATURE_SETTING, signature])
+  const { rows } = await client.query<{ tenant: string | null }>(`SELECT ${CURRENT_TENANT_FUNCTION} AS tenant`)
+  return rows[0]?.tenant
+}
+
 async function verifies (client: PoolClient, key: ResolvedSigningKey, setting: string, backendPid: number, ttl: number): Promise<boolean> {
   const signature = signTenantContext({ key, tenantId: PROBE_TENANT, backendPid, expiresAt: Date.now() + ttl })
-  await client.query('SELECT set_config($1, $2, true), set_config($3, $4, true)', [setting, PROBE_TENANT, signature.name, signature.value])
-  const { rows } = await client.query<{ tenant: string | null }>(`SELECT ${CURRENT_TENANT_FUNCTION} AS tenant`)
-  return rows[0]?.tenant === PROBE_TENANT
+  return await verifiedTenant(client, setting, signature.value) === PROBE_TENANT
 }
 
 interface ProbeResult {
@@ -136,7 +159,9 @@ interface ProbeResult {
   knownPid: number | undefined
   skewMs: number
   verified: boolean[]
-  /** The error current_tenant() raised instead of answering (it never should: it denies by NULL). */
+  /** The function handed back a tenant whose signature is a forgery: it verifies nothing. */
+  acceptsForgery?: boolean
+  /** The error the function raised instead of answering (it never should: it denies by NULL). */
   failure?: { code: string | undefined, message: string }
 }
 
@@ -152,6 +177,8 @@ async function probe (client: PoolClient, context: ResolvedSignedContext, settin
   await client.query('BEGIN')
   try {
     for (const key of context.keys) result.verified.push(await verifies(client, key, setting, backendPid, context.ttl))
+    const signingKey = context.keys[0] as ResolvedSigningKey
+    result.acceptsForgery = await verifiedTenant(client, setting, `${SIGNATURE_VERSION}.${signingKey.id}.${Date.now() + context.ttl}.${'0'.repeat(64)}`) !== null
   } catch (error) {
     const { code, message } = error as { code?: string, message: string }
     result.failure = { code, message }
@@ -172,8 +199,13 @@ function probeVerdicts (result: ProbeResult, context: ResolvedSignedContext): Si
     return { problems, warnings }
   }
   if (result.failure !== undefined) {
-    problems.push({ problem: `${CURRENT_TENANT_FUNCTION} raised ${result.failure.code ?? 'an error'} (${result.failure.message}) instead of answering`, fix: RERUN })
+    // 42501: the view reads the keys with the reader's rights (security_invoker), which it may not.
+    const fix = result.failure.code === '42501' ? `ALTER VIEW ${VERIFIED_TENANT_VIEW} RESET (security_invoker), or ${RERUN}` : RERUN
+    problems.push({ problem: `${CURRENT_TENANT_FUNCTION} raised ${result.failure.code ?? 'an error'} (${result.failure.message}) instead of answering`, fix })
     return { problems, warnings }
+  }
+  if (result.acceptsForgery === true) {
+    problems.push({ problem: `${CURRENT_TENANT_FUNCTION} hands back a tenant whose signature is a forgery: it verifies nothing (was it or ${VERIFIED_TENANT_VIEW} replaced?)`, fix: 'as the owner, CREATE OR REPLACE both with the definitions signedContextSql writes (fastify-tenant-rls/schema)' })
   }
   if (Math.abs(result.skewMs) * 2 > context.ttl) {
     problems.push({
@@ -201,10 +233,9 @@ export async function inspectSignedContext (pool: Pool, context: ResolvedSignedC
     if (facts === undefined) throw new Error('the signed context inspection returned no row')
     const problems = [...installationProblems(facts), ...policyProblems(facts, setting)]
     // The probe needs a function it may call; without one the problems above already say why.
-    if (!facts.installed || !facts.callable) return { problems, warnings: [] }
+    if (!facts.installed || !facts.viewInstalled || !facts.callable || !facts.readable) return { problems, warnings: [] }
     const verdicts = probeVerdicts(await probe(client, context, setting), context)
-    const warnings = facts.stable ? verdicts.warnings : [...verdicts.warnings, { problem: `${CURRENT_TENANT_FUNCTION} is not STABLE`, fix: RERUN }]
-    return { problems: [...problems, ...verdicts.problems], warnings }
+    return { problems: [...problems, ...verdicts.problems], warnings: verdicts.warnings }
   } catch (error) {
     failed = error as Error
     throw error

@@ -1,5 +1,5 @@
 // Signs a tenant context: the value the opening sets, beside the tenant setting, so that the
-// database's tenant_rls.current_tenant() can tell the plugin's context from one route SQL wrote.
+// database (tenant_rls.current_tenant()) can tell the plugin's context from one route SQL wrote.
 // Pure (node:crypto only, no I/O), so a request pays one HMAC-SHA256 over a few dozen bytes.
 //
 // The signature binds four things, each closing one way to reuse it:
@@ -40,7 +40,7 @@ export interface SignedSetting {
   value: string
 }
 
-// The message the MAC covers; current_tenant() (schema-sql.ts) builds the same bytes.
+// The message the MAC covers; the view verified_tenant (schema-sql.ts) builds the same bytes.
 function signedMessage (keyId: string, backendPid: number, expiresAt: number, tenantId: string): string {
   return `fastify-tenant-rls/${SIGNATURE_VERSION}\n${keyId}\n${backendPid}\n${expiresAt}\n${tenantId}`
 }

@@ -23,3 +23,9 @@ t.test('names given are written qualified and quoted', async (t) => {
   t.match(grantsTableSql({ appRole: 'app', systemRole: 'app_system', grantsTable: 'ops.grants', setting: 'acme.tenant' }), /current_setting\('acme\.tenant', true\)/)
   t.match(admissionColumnSql(5, { grantsTable: 'ops.grants' }), /FROM "ops"\."grants" g[\s\S]*\$5::text[\s\S]*\$6::text/)
 })
+
+t.test('in signed mode the grants\' read policy takes the tenant from the signed function, never the setting', async (t) => {
+  const signed = grantsTableSql({ appRole: 'app', systemRole: 'app_system', signedContext: true })
+  t.match(signed, /CREATE POLICY "tenant_rls_grants_tenant_read" [^;]* USING \(tenant_id = \(SELECT tenant_rls\.current_tenant\(\)\)\);/)
+  t.notMatch(signed, /current_setting/)
+})
