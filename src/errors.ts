@@ -331,6 +331,34 @@ export const TenantStatusUnreadableError = createError(
   500
 )
 
+/** With placementRouting, the placement table has no row for the tenant: nothing was sent to any tenant database. */
+export const TenantNotPlacedError = createError(
+  'FST_TENANT_RLS_TENANT_NOT_PLACED',
+  'The tenant has no placement',
+  403
+)
+
+/** With placementRouting, the tenant's placement names a database this process has no pool for: nothing was sent. */
+export const PlacementUnknownDatabaseError = createError(
+  'FST_TENANT_RLS_PLACEMENT_UNKNOWN_DATABASE',
+  'The tenant is placed on database %s, for which this process has no pool',
+  500
+)
+
+/** moveTenant refused to start or to go on (schema, target not empty, another move under way, ...): the step reached is kept. */
+export const MoveRefusedError = createError(
+  'FST_TENANT_RLS_MOVE_REFUSED',
+  'The tenant cannot be moved: %s',
+  500
+)
+
+/** The source's rows of the moving tenant differ from the export (a write landed after the export): nothing was erased. */
+export const MoveDivergedError = createError(
+  'FST_TENANT_RLS_MOVE_DIVERGED',
+  'The tenant\'s rows on the source changed during the move (%s); nothing was erased',
+  500
+)
+
 /** Throws FST_TENANT_RLS_INVALID_OPTION: the one way every register-time check refuses an option. */
 export function failOption (message: string): never {
   throw new InvalidOptionError(message)

@@ -23,6 +23,7 @@ import type { IsolationLevel, ReadOnlyDefault, RouteMode } from './transaction-m
 import type { SettingsResolver } from './transaction-settings.js'
 import type { StartupAuditMode } from './audit/startup-audit.js'
 import { validateTenantStatus } from './tenant-status/options.js'
+import { ROUTE_CACHE_MS } from './routing/tenant-router.js'
 import type { TenantRoute } from './routing/tenant-router.js'
 import type { TenantStatusOptions } from './tenant-status/options.js'
 import { tenantStatusCheck } from './tenant-status/check.js'
@@ -177,6 +178,11 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
   /** The pools `route` can return, checked at ready like `pool` (others are checked on first use). */
   routedPools?: Pool[]
   /**
+   * How long `route`'s answer for a tenant is kept, in milliseconds (0: asked on every transaction).
+   * A moved tenant is found on its new database within this bound. Default 30000.
+   */
+  routeCacheMs?: number
+  /**
    * How the opening sets the tenant: `'set-config'` (default) calls `set_config` with the id as a
    * bound parameter; `'set-local'` sends `SET LOCAL <setting> TO '<id>'` (the id checked again
    * against `tenantIdType`, sent unnamed), which Citus passes on to its workers and `set_config` is
@@ -217,6 +223,7 @@ export interface ResolvedOptions {
   tenantStatus: TenantStatusCheck | undefined
   route: TenantRoute | undefined
   routedPools: Pool[]
+  routeCacheMs: number
   openWith: OpenWith
 }
 
@@ -234,7 +241,7 @@ const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'signedContext', 'decorator',
   'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit', 'systemPool', 'auditTable',
-  'actorClaim', 'grantsTable', 'tenantStatus', 'route', 'routedPools', 'openWith'])
+  'actorClaim', 'grantsTable', 'tenantStatus', 'route', 'routedPools', 'routeCacheMs', 'openWith'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
 export function validateSetting (setting: unknown): string {
@@ -361,6 +368,14 @@ function validateRouting (route: unknown, routedPools: unknown): Pick<ResolvedOp
   return { route: route as TenantRoute, routedPools: routedPools.map(validatePool) }
 }
 
+function validateRouteCacheMs (cacheMs: unknown, route: unknown): number {
+  if (cacheMs === undefined) return ROUTE_CACHE_MS
+  if (route === undefined) failOption('routeCacheMs needs route: it bounds how long route\'s answers are kept')
+  // Longer than the default would only lengthen the wait a move must make before erasing the source.
+  if (typeof cacheMs !== 'number' || !Number.isInteger(cacheMs) || cacheMs < 0 || cacheMs > ROUTE_CACHE_MS) failOption(`routeCacheMs must be a whole number of milliseconds from 0 to ${ROUTE_CACHE_MS}, got ${JSON.stringify(cacheMs)}`)
+  return cacheMs
+}
+
 function checkOf (status: ReturnType<typeof validateTenantStatus>): TenantStatusCheck | undefined {
   return status === undefined ? undefined : tenantStatusCheck(status)
 }
@@ -406,6 +421,7 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     grantsTable: tableName('grantsTable', given.grantsTable, DEFAULT_GRANTS_TABLE),
     tenantStatus: checkOf(validateTenantStatus(given.tenantStatus)),
     ...validateRouting(given.route, given.routedPools),
+    routeCacheMs: validateRouteCacheMs(given.routeCacheMs, given.route),
     openWith: validateOpenWith(given)
   }
   // Created last, once every other option is known to be good (creating one connects nowhere yet).

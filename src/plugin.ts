@@ -38,7 +38,7 @@ import { resolveRouteMode, transactionModeFor } from './transaction-mode.js'
 import type { RouteMode, TransactionMode } from './transaction-mode.js'
 import { resolveSettings } from './transaction-settings.js'
 import type { SettingPairs } from './transaction-settings.js'
-import { checkedPoolRole, runWithTenant, withTenantCallOptions } from './with-tenant.js'
+import { checkedPool, runWithTenant, withTenantCallOptions } from './with-tenant.js'
 import { refuseSingleRoundTripRoute } from './citus/set-local.js'
 import { inspectCitusOpening } from './citus/detection.js'
 import { checkAccountability } from './elevated/accountability.js'
@@ -155,7 +155,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
   decorateEveryRequest(fastify, options.decorator)
 
   const route = options.route
-  const router = route === undefined ? undefined : new TenantRouter(route, routedPoolChecker(options))
+  const router = route === undefined ? undefined : new TenantRouter(route, routedPoolChecker(options), options.routeCacheMs)
 
   function openDatabase (request: FastifyRequest, state: TenantRequestState): TenantDatabase<Record<string, unknown>> {
     const queryable = warningWhenRefused(request, transactionOf(state))
@@ -238,8 +238,9 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     // Routed only once the id is valid (runWithTenant refuses it otherwise): a bad id never reaches route.
     const canonical = router === undefined ? null : normalizeTenantId(tenantId, options.tenantIdType)
     const placement = canonical === null ? undefined : await router?.placementOf(canonical)
-    // Before app.ready() the startup check has not run: check the pool now, as the standalone withTenant does.
-    return runWithTenant(placement?.pool ?? options.pool, options.setting, createDatabase, tenantId, work, () => placement?.role ?? expectedRole ?? checkedPoolRole(options.pool), {
+    // Before app.ready() the startup check has not run: check the pool now (its role, and in signed
+    // mode what the database's verifier needs), as the standalone withTenant does.
+    return runWithTenant(placement?.pool ?? options.pool, options.setting, createDatabase, tenantId, work, () => placement?.role ?? expectedRole ?? checkedPool(options.pool, options.setting, options.signedContext), {
       ...withTenantCallOptions(callOptions, options.routeMode, options.setting),
       tenantIdType: options.tenantIdType,
       preparedStatements: options.preparedStatements,

@@ -108,14 +108,7 @@ export async function withTenant<TSchema extends Record<string, unknown> = Regis
   if (onDiscard !== undefined && typeof onDiscard !== 'function') throw new InvalidOptionError('onDiscard must be a function (reason) => void')
   const signed = signedContext === undefined ? undefined : validateSignedContext(signedContext)
   const opening = validateOpenWith({ openWith, signedContext }, 'withTenant options: ')
-  const roleOf = signed === undefined
-    ? () => checkedPoolRole(checked)
-    : async () => {
-      const role = await checkedPoolRole(checked)
-      await checkedSignedContext(checked, signed, setting)
-      return role
-    }
-  return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(schema)), tenantId, work, roleOf, {
+  return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(schema)), tenantId, work, () => checkedPool(checked, setting, signed), {
     ...withTenantCallOptions(callOptions, STANDALONE_DEFAULTS, setting),
     tenantIdType: idType,
     ...validatePreparation({ preparedStatements, preparedRouteQueries }),
@@ -151,8 +144,18 @@ export function withTenantCallOptions (given: WithTenantCallOptions | undefined,
 // a role fixed in the database is accepted on the next call.
 const checkedRoles = new WeakMap<Pool, Promise<string>>()
 
-/** The checked role of `pool`, checking it on first use (shared with app.withTenant before ready). */
-export function checkedPoolRole (pool: Pool): Promise<string> {
+/**
+ * The checked role of `pool`, after the role check and, in signed mode, the signed-context check,
+ * each done on first use and kept per pool (shared with app.withTenant before ready).
+ */
+export async function checkedPool (pool: Pool, setting: string, signed: ResolvedSignedContext | undefined): Promise<string> {
+  const role = await checkedPoolRole(pool)
+  if (signed !== undefined) await checkedSignedContext(pool, signed, setting)
+  return role
+}
+
+/** The checked role of `pool`, checking it on first use. */
+function checkedPoolRole (pool: Pool): Promise<string> {
   let role = checkedRoles.get(pool)
   if (role === undefined) {
     role = checkPoolRole(pool)
@@ -166,7 +169,7 @@ export function checkedPoolRole (pool: Pool): Promise<string> {
 // options on every call, validated anew each time). A failed check is not kept, as for the role.
 const checkedSignedContexts = new WeakMap<Pool, Map<string, Promise<void>>>()
 
-export function checkedSignedContext (pool: Pool, context: ResolvedSignedContext, setting: string): Promise<void> {
+function checkedSignedContext (pool: Pool, context: ResolvedSignedContext, setting: string): Promise<void> {
   let byKeys = checkedSignedContexts.get(pool)
   if (byKeys === undefined) {
     byKeys = new Map()

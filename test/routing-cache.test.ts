@@ -40,3 +40,23 @@ t.test('a placement older than the age bound is asked again', async (t) => {
   await router.placementOf('a')
   t.same(asked, ['a', 'a'])
 })
+
+t.test('routeCacheMs sets the age bound: 0 asks on every transaction', async (t) => {
+  const realNow = Date.now
+  let now = realNow()
+  Date.now = () => now
+  t.teardown(() => { Date.now = realNow })
+  const asked: string[] = []
+  const short = new TenantRouter((tenantId) => { asked.push(tenantId); return pool }, async () => 'app', 100)
+  await short.placementOf('a')
+  now += 99
+  await short.placementOf('a')
+  t.same(asked, ['a'], 'kept within its 100 ms')
+  now += 1
+  await short.placementOf('a')
+  t.same(asked, ['a', 'a'], 'asked again at 100 ms, not ROUTE_CACHE_MS')
+  const none = new TenantRouter((tenantId) => { asked.push(tenantId); return pool }, async () => 'app', 0)
+  await none.placementOf('b')
+  await none.placementOf('b')
+  t.same(asked.filter((id) => id === 'b'), ['b', 'b'])
+})

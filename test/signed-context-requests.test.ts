@@ -128,6 +128,16 @@ t.test('a key the database does not hold is refused at startup, with the fix', a
   await other.close()
 })
 
+t.test('app.withTenant before ready runs the signed-context check too: a key the database does not hold is refused before the work runs', async (t) => {
+  const other = Fastify()
+  await other.register(fastifyJwt, { secret: JWT_SECRET })
+  await other.register(fastifyTenantRls, { pool, signedContext: { keys: [newKey('k8')] } })
+  let ran = false
+  await t.rejects(other.withTenant(a, async () => { ran = true }), { code: 'FST_TENANT_RLS_UNSAFE_ROLE', message: /k8/ })
+  t.equal(ran, false, 'the work never ran')
+  await other.close()
+})
+
 t.test('a database whose policies do not use the verifying function is refused at startup when the mode is on', async (t) => {
   const other = Fastify()
   await other.register(fastifyJwt, { secret: JWT_SECRET })

@@ -5,5 +5,6 @@ import { eraseCommand } from './erase.js'
 import { explainCommand } from './explain.js'
 import { exportCommand } from './export.js'
 import { importCommand } from './import.js'
+import { moveCommand } from './move.js'
 
-export const SUBCOMMANDS: readonly Subcommand[] = [auditCommand, explainCommand, exportCommand, importCommand, eraseCommand]
+export const SUBCOMMANDS: readonly Subcommand[] = [auditCommand, explainCommand, exportCommand, importCommand, eraseCommand, moveCommand]

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto'
 import pg from 'pg'
 import type { PoolClient } from 'pg'
 import copyStreams from 'pg-copy-streams'
-import { checkedPoolRole } from '../with-tenant.js'
+import { checkedPool } from '../with-tenant.js'
 import type { CatalogTable } from '../tenant-catalog.js'
 import { countRows } from './copy-text.js'
 import { EXPORT_FILE_HEADER, ExportFileWriter } from './export-file.js'
@@ -71,8 +71,9 @@ interface Snapshot {
 /** Reads every table of the tenant in one snapshot; `file`, when given, receives the export's sections. */
 async function readTenant (scope: TenantScope, file: ExportFileWriter | undefined, onProgress?: LifecycleProgressHandler): Promise<Snapshot> {
   // The application role's check, as withTenant does: under a superuser or a BYPASSRLS role the
-  // tenant setting would filter nothing, and the file's isolation would rest on the WHERE alone.
-  const role = await checkedPoolRole(scope.pool)
+  // tenant setting would filter nothing, and the file's isolation would rest on the WHERE alone. In
+  // signed mode the signed-context check too: a key the database does not hold would export nothing.
+  const role = await checkedPool(scope.pool, scope.setting, scope.signed)
   return inTenantSession(scope.pool, { ...scope, isolation: 'repeatable read', readOnly: true, expectedRole: role }, async (client) => {
     const tables = await resolveTenantTables(client, scope)
     const { rows: [facts] } = await client.query<{ createdAt: string, serverVersion: string }>(

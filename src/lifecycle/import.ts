@@ -15,7 +15,7 @@ import type { PoolClient } from 'pg'
 import { ImportRefusedError, InvalidOptionError, SchemaMismatchError, TenantNotEmptyError } from '../errors.js'
 import { normalizeTenantId } from '../tenant-id.js'
 import type { CatalogTable } from '../tenant-catalog.js'
-import { checkedPoolRole } from '../with-tenant.js'
+import { checkedPool } from '../with-tenant.js'
 import type { LifecycleAuditHook } from './audit-hook.js'
 import { CopyTextError, decodeRow } from './copy-text.js'
 import { readExportFile } from './export-file.js'
@@ -156,7 +156,7 @@ export async function importTenant (options: ImportTenantOptions): Promise<Impor
     ...(options.signedContext === undefined ? {} : { signedContext: options.signedContext }),
     ...(options.openWith === undefined ? {} : { openWith: options.openWith })
   })
-  const role = await checkedPoolRole(scope.pool)
+  const role = await checkedPool(scope.pool, scope.setting, scope.signed)
   return inTenantSession(scope.pool, { ...scope, isolation: 'read committed', readOnly: false, expectedRole: role }, async (client) => {
     const tables = await targetTables(client, manifest)
     const existing = (await tenantRowCounts(client, tables, scope, 'count')).filter(({ rows }) => rows > 0)

@@ -5,7 +5,7 @@
 import type { Pool } from 'pg'
 import type { ResolvedSignedContext } from '../signed-context/options.js'
 import type { TenantStatusCheck } from '../tenant-status/check.js'
-import { checkedPoolRole, checkedSignedContext } from '../with-tenant.js'
+import { checkedPool } from '../with-tenant.js'
 
 /** What the plugin-wide options ask of every pool. */
 export interface RoutedPoolChecks {
@@ -29,8 +29,7 @@ export function routedPoolChecker (checks: RoutedPoolChecks): (pool: Pool) => Pr
 }
 
 async function check (pool: Pool, { signedContext, setting, tenantStatus }: RoutedPoolChecks): Promise<string> {
-  const role = await checkedPoolRole(pool)
-  if (signedContext !== undefined) await checkedSignedContext(pool, signedContext, setting)
+  const role = await checkedPool(pool, setting, signedContext)
   await tenantStatus?.verify(pool)
   return role
 }

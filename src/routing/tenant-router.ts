@@ -3,7 +3,7 @@
 // check of every pool it names, done once per pool before the pool's first transaction: a pool
 // first named after ready is held to the same checks as the pool checked at ready.
 import type { Pool } from 'pg'
-import { TenantRouteFailedError } from '../errors.js'
+import { PlacementUnknownDatabaseError, TenantNotPlacedError, TenantRouteFailedError } from '../errors.js'
 import { validatePool } from '../options.js'
 
 /** Returns the pool of the application role on the database that holds `tenantId` (a canonical id). */
@@ -28,13 +28,15 @@ interface Cached {
 export class TenantRouter {
   readonly #route: TenantRoute
   readonly #checkPool: (pool: Pool) => Promise<string>
+  readonly #cacheMs: number
   // A Map keeps insertion order: re-inserting on each hit makes its first key the least recently used.
   readonly #cache = new Map<string, Cached>()
 
-  /** `checkPool` resolves to the role `pool` runs as once it passed the startup checks, or rejects. */
-  constructor (route: TenantRoute, checkPool: (pool: Pool) => Promise<string>) {
+  /** `checkPool` resolves to the role `pool` runs as once it passed the startup checks, or rejects; `cacheMs` bounds a placement's age. */
+  constructor (route: TenantRoute, checkPool: (pool: Pool) => Promise<string>, cacheMs = ROUTE_CACHE_MS) {
     this.#route = route
     this.#checkPool = checkPool
+    this.#cacheMs = cacheMs
   }
 
   /** The placement of `tenantId`; concurrent first requests of a tenant share one call of the route. */
@@ -43,7 +45,7 @@ export class TenantRouter {
     const cached = this.#cache.get(tenantId)
     if (cached !== undefined) {
       this.#cache.delete(tenantId)
-      if (now - cached.at < ROUTE_CACHE_MS) {
+      if (now - cached.at < this.#cacheMs) {
         this.#cache.set(tenantId, cached)
         return cached.placement
       }
@@ -66,6 +68,8 @@ export class TenantRouter {
     try {
       pool = await this.#route(tenantId)
     } catch (error) {
+      // The placement table's own verdicts (no placement, an unknown database) are answers, not outages.
+      if (error instanceof TenantNotPlacedError || error instanceof PlacementUnknownDatabaseError) throw error
       // Fastify's default error handler copies `headers` onto the reply: a placement store that is
       // down is a moment's unavailability, not the client's fault.
       throw Object.assign(new TenantRouteFailedError({ cause: error }), { headers: { 'retry-after': '1' } })
