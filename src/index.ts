@@ -51,6 +51,10 @@ export { placementRouting, placementTableSql } from './routing/placement.js'
 export type { MoveStep, PlacementRouting, PlacementRoutingOptions, PlacementTableSqlOptions } from './routing/placement.js'
 export { DEFAULT_DRAIN_MS, moveTenant } from './routing/move-tenant.js'
 export type { MoveDatabase, MoveReport, MoveTenantOptions } from './routing/move-tenant.js'
+// Citus: how the opening sets the tenant (the openWith option), and the check that pairs with it.
+export type { OpenWith } from './citus/set-local.js'
+export { inspectCitusOpening } from './citus/detection.js'
+export type { CitusOpeningWarning } from './citus/detection.js'
 
 declare module 'fastify' {
   // `request.db`, or the decorator name registered in TenantRlsRegister (see TenantRequestDatabase).

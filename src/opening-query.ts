@@ -17,6 +17,8 @@ import type { PoolClient, QueryResult } from 'pg'
 export interface PipelinedStatement {
   text: string
   values?: readonly string[]
+  /** Never sent as a named statement, even in a prepared sequence: its text differs per tenant (citus/set-local.ts). */
+  unnamed?: boolean
 }
 
 /** The first data row (text fields) of each statement, by the statement's position; undefined for none. */
@@ -171,7 +173,7 @@ class OpeningQuery extends Query {
 
   #write (connection: Connection, prepared: Set<string>, statements: readonly PipelinedStatement[]): void {
     for (const statement of statements) {
-      const name = this.#prepare ? nameOf(statement.text) : ''
+      const name = this.#prepare && statement.unnamed !== true ? nameOf(statement.text) : ''
       // A text used twice in one sequence is parsed once: its ParseComplete has not arrived yet.
       if (name === '' || !(prepared.has(name) || this.#parsing.includes(name))) {
         connection.parse({ name, text: statement.text })

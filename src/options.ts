@@ -28,6 +28,8 @@ import type { TenantRoute } from './routing/tenant-router.js'
 import type { TenantStatusOptions } from './tenant-status/options.js'
 import { tenantStatusCheck } from './tenant-status/check.js'
 import type { TenantStatusCheck } from './tenant-status/check.js'
+import { validateOpenWith } from './citus/set-local.js'
+import type { OpenWith } from './citus/set-local.js'
 
 /**
  * Returns the tenant id for a verified request, or null/undefined when it has none. `claims` is
@@ -180,6 +182,14 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
    * A moved tenant is found on its new database within this bound. Default 30000.
    */
   routeCacheMs?: number
+  /**
+   * How the opening sets the tenant: `'set-config'` (default) calls `set_config` with the id as a
+   * bound parameter; `'set-local'` sends `SET LOCAL <setting> TO '<id>'` (the id checked again
+   * against `tenantIdType`, sent unnamed), which Citus passes on to its workers and `set_config` is
+   * not. Still in the first query's round trip and transaction-local. Refused with
+   * `singleRoundTrip`, `signedContext` and `settings`. See README "Opening with SET LOCAL".
+   */
+  openWith?: OpenWith
 }
 
 /** Options after defaults and validation, shared by the HTTP hooks and `withTenant`. */
@@ -214,6 +224,7 @@ export interface ResolvedOptions {
   route: TenantRoute | undefined
   routedPools: Pool[]
   routeCacheMs: number
+  openWith: OpenWith
 }
 
 export const DEFAULT_CLAIM = 'tenant_id'
@@ -230,7 +241,7 @@ const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'signedContext', 'decorator',
   'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit', 'systemPool', 'auditTable',
-  'actorClaim', 'grantsTable', 'tenantStatus', 'route', 'routedPools', 'routeCacheMs'])
+  'actorClaim', 'grantsTable', 'tenantStatus', 'route', 'routedPools', 'routeCacheMs', 'openWith'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
 export function validateSetting (setting: unknown): string {
@@ -410,7 +421,8 @@ export function resolveOptions (options: unknown): ResolvedOptions {
     grantsTable: tableName('grantsTable', given.grantsTable, DEFAULT_GRANTS_TABLE),
     tenantStatus: checkOf(validateTenantStatus(given.tenantStatus)),
     ...validateRouting(given.route, given.routedPools),
-    routeCacheMs: validateRouteCacheMs(given.routeCacheMs, given.route)
+    routeCacheMs: validateRouteCacheMs(given.routeCacheMs, given.route),
+    openWith: validateOpenWith(given)
   }
   // Created last, once every other option is known to be good (creating one connects nowhere yet).
   return { ...resolved, ownsPool, pool: validatePool(ownsPool ? createOwnedPool(connectionString as string, poolConfig) : pool) }

@@ -39,6 +39,8 @@ import type { RouteMode, TransactionMode } from './transaction-mode.js'
 import { resolveSettings } from './transaction-settings.js'
 import type { SettingPairs } from './transaction-settings.js'
 import { checkedPool, runWithTenant, withTenantCallOptions } from './with-tenant.js'
+import { refuseSingleRoundTripRoute } from './citus/set-local.js'
+import { inspectCitusOpening } from './citus/detection.js'
 import { checkAccountability } from './elevated/accountability.js'
 import type { Accountability } from './elevated/accountability.js'
 import { checkedSystemRole, checkSystemRole, rememberSystemRole } from './elevated/system-role.js'
@@ -200,6 +202,8 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       preparedRouteQueries: options.preparedRouteQueries,
       signedContext: options.signedContext,
       tenantStatus: options.tenantStatus,
+      openWith: options.openWith,
+      tenantIdType: options.tenantIdType,
       expectedRole: state.placement?.role ?? expectedRole,
       admission: state.impersonation === null ? undefined : admissionCheck(state.impersonation, options.grantsTable, reply.log),
       onDiscard (reason) {
@@ -243,6 +247,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       preparedRouteQueries: options.preparedRouteQueries,
       signedContext: options.signedContext,
       tenantStatus: options.tenantStatus,
+      openWith: options.openWith,
       onDiscard (reason) {
         fastify.log.warn({ tenantId, reason }, 'fastify-tenant-rls: connection discarded, withTenant work left session state on it')
       },
@@ -289,6 +294,8 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
       })
     }
     await options.tenantStatus?.verify(options.pool)
+    const citus = await inspectCitusOpening(options.pool, options.openWith)
+    if (citus !== undefined) fastify.log.warn({ fix: citus.fix }, `fastify-tenant-rls: ${citus.problem}; fix: ${citus.fix}`)
     // The pools route may return, held to the role (and signed-context) check of the pool above.
     if (router !== undefined) await Promise.all(options.routedPools.map((pool) => router.check(pool))).catch(explainConnectionFailure)
     // With the app role known, so membership and sameness are checked against it too.
@@ -303,6 +310,7 @@ export async function fastifyTenantRls (fastify: FastifyInstance, rawOptions: un
     // Read in onRequest (where the route config is read anyway) so the instance hook stands aside.
     // The route's transaction options are checked now: a wrong one fails the route's registration.
     const mode = open ? undefined : resolveRouteMode(config?.tenant, options.routeMode, `${String(routeOptions.method)} ${routeOptions.url}`)
+    if (mode !== undefined) refuseSingleRoundTripRoute(options.openWith, mode.singleRoundTrip, `${String(routeOptions.method)} ${routeOptions.url}`)
     const marked: RouteMark & typeof config = { ...config, [kFinishedByRoute]: true, [kPublicRoute]: open, [kRouteMode]: mode }
     routeOptions.config = marked
     if (open) return

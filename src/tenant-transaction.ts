@@ -26,11 +26,14 @@ import type { RouteStatementKind } from './route-statement.js'
 import { errorForSqlState } from './sql-state-errors.js'
 import type { EnclosedQuery, PipelinedStatement } from './opening-query.js'
 import type { AdmissionCheck } from './elevated/impersonation.js'
+import { setLocalStatements } from './citus/set-local.js'
+import type { OpenWith } from './citus/set-local.js'
 import { backendPidOf } from './signed-context/backend-pid.js'
 import type { ResolvedSignedContext } from './signed-context/options.js'
 import { signTenantContext } from './signed-context/signer.js'
 import type { IsolationLevel } from './transaction-mode.js'
 import type { SettingPairs } from './transaction-settings.js'
+import type { TenantIdType } from './tenant-id.js'
 import type { TenantStatusCheck } from './tenant-status/check.js'
 
 /** What a finished transaction did. */
@@ -40,6 +43,7 @@ export type TransactionOutcome = 'committed' | 'rolled back'
 const CONTEXT_CHANGED_MARKER = 'fastify-tenant-rls: tenant context changed'
 const ROLE_ALTERED_MARKER = 'fastify-tenant-rls: role altered'
 const UNEXPECTED_ROLE_MARKER = 'fastify-tenant-rls: unexpected role'
+const SET_LOCAL_MARKER = 'fastify-tenant-rls: SET LOCAL did not set the tenant'
 
 /** Default `lock_timeout` of every tenant transaction, in milliseconds. */
 export const DEFAULT_LOCK_TIMEOUT = 5000
@@ -67,21 +71,29 @@ const SHARED_CATALOG_WRITES = [1260, 2964]
   .join(' OPERATOR(pg_catalog.+) ')
 const CATALOG_WRITES_SQL = `SELECT ${SHARED_CATALOG_WRITES}`
 
+// With openWith 'set-local' the tenant is set by SET LOCAL just before (citus/set-local.ts). The
+// statement then reads it back and compares it with the bound id: the one tenant id written into
+// SQL text is proved, on the server, to be exactly the id that was verified, or the cast fails and
+// PostgreSQL skips the first query. Same columns and parameters as OPENING_SQL.
+const SET_LOCAL_OPENING_SQL = 'SELECT (CASE WHEN pg_catalog.current_setting($1, true) OPERATOR(pg_catalog.=) $2::text ' +
+  `THEN '0' ELSE '${SET_LOCAL_MARKER}' END)::int, current_user, pg_catalog.set_config($3, $4, true)`
+
 // Further set_config pairs (timeouts, the user's extra settings) follow in OPENING_SQL's statement,
 // all bound: the text depends only on how many there are, never on a name or value.
-const openingTexts: string[] = [OPENING_SQL]
+const openingTexts = new Map<string, string[]>([[OPENING_SQL, [OPENING_SQL]], [SET_LOCAL_OPENING_SQL, [SET_LOCAL_OPENING_SQL]]])
 // Texts are kept for the usual handful of pairs; a longer list (settings spread from a token's
 // claims, say) is built each time, and sent unnamed, rather than letting a client grow the cache
 // or the named statements of every connection.
 const CACHED_OPENINGS = 16
 
-function openingSql (extraPairs: number): { text: string, cached: boolean } {
+function openingSql (extraPairs: number, head: string): { text: string, cached: boolean } {
   const cached = extraPairs <= CACHED_OPENINGS
-  let text = openingTexts[extraPairs]
+  const texts = openingTexts.get(head) ?? []
+  let text = texts[extraPairs]
   if (text === undefined) {
     const calls = Array.from({ length: extraPairs }, (_, i) => `pg_catalog.set_config($${5 + 2 * i}, $${6 + 2 * i}, true)`)
-    text = [OPENING_SQL, ...calls].join(', ')
-    if (cached) openingTexts[extraPairs] = text
+    text = [head, ...calls].join(', ')
+    if (cached) texts[extraPairs] = text
   }
   return { text, cached }
 }
@@ -159,6 +171,11 @@ function commitError (error: unknown): Error {
   return errorForSqlState(error) ?? new CommitFailedError({ cause: error })
 }
 
+// The SET LOCAL opening's read-back found another tenant than the one verified: nothing ran.
+function openingError (error: unknown): unknown {
+  return isCheckFailure(error, SET_LOCAL_MARKER) ? new TenantContextChangedError({ cause: error }) : error
+}
+
 function unavailable (cause: unknown): Error {
   const error = new DatabaseUnavailableError({ cause })
   // Fastify's default error handler copies `headers` onto the reply.
@@ -233,6 +250,14 @@ export interface TenantTransactionOptions {
    * before the first query; without a live grant it fails, so the query never runs.
    */
   admission?: AdmissionCheck | undefined
+  /**
+   * How the opening sets the tenant (citus/set-local.ts): `set_config` with bound parameters (the
+   * default), or `SET LOCAL` for Citus, with the id checked again as `tenantIdType` before it is
+   * written into the statement. Not with `singleRoundTrip`, `signedContext` or `settings`.
+   */
+  openWith?: OpenWith | undefined
+  /** The type `tenantId` was checked as (default `'uuid'`); `openWith: 'set-local'` checks it again. */
+  tenantIdType?: TenantIdType | undefined
   /** Called when the connection is destroyed rather than reused, with what route code left on it. */
   onDiscard?: ((reason: string) => void) | undefined
   /**
@@ -340,7 +365,8 @@ export class TenantTransaction implements Queryable {
   // statements (SET, savepoints, DO, ...) is refused before it is sent.
   async #runEnclosed (config: RouteQueryConfig, kind: RouteStatementKind, values: unknown[] | undefined): Promise<QueryResult> {
     const role = this.#hooks.expectedRole
-    if (kind !== 'query' || role === undefined) throw new SingleRoundTripRefusedError()
+    // SET LOCAL needs BEGIN's transaction block; the options refuse the pair, this fails closed.
+    if (kind !== 'query' || role === undefined || this.#hooks.openWith === 'set-local') throw new SingleRoundTripRefusedError()
     const askedAt = openTimer()
     let client: PoolClient
     try {
@@ -447,8 +473,8 @@ export class TenantTransaction implements Queryable {
     this.#hooks.onOpen?.(this)
     // Nothing is sent once a rollback has started while the connection was being taken.
     if (this.#finishing !== undefined) return client
-    // Bound parameters, and no round trip of its own: see opening-query.ts for why a failed open
-    // can never let the first query run outside the transaction.
+    // Bound parameters (but for openWith 'set-local': citus/set-local.ts), and no round trip of its
+    // own: see opening-query.ts for why a failed open can never let the first query run outside the transaction.
     const { statements, cached } = this.#openingStatements(this.#signature(client))
     const named = this.#nameOf(client, config, kind)
     const admission = this.#hooks.admission
@@ -461,8 +487,10 @@ export class TenantTransaction implements Queryable {
     ]
     const opening = sendOpening(client, sent, named === undefined ? config : { ...config, name: named.name }, values, this.#prepared(false) && cached, named?.evicted)
     if (opening.result !== undefined) carry(opening.result)
-    const rows = await opening.opened.catch((error: unknown) => { throw this.#refusal(error) ?? admission?.refusal(error) ?? error })
-    const [, row, counted] = rows
+    const rows = await opening.opened.catch((error: unknown) => { throw this.#refusal(error) ?? admission?.refusal(error) ?? openingError(error) })
+    // The opening's SELECT is its last statement (after BEGIN, or after BEGIN and the SET LOCALs).
+    const row = rows[statements.length - 1]
+    const counted = rows[statements.length]
     admission?.admitted(rows[sent.length - 1])
     if (counting) this.#catalogWrites = counted?.[0] ?? undefined
     const role = String(row?.[1])
@@ -510,8 +538,12 @@ export class TenantTransaction implements Queryable {
     if (statementTimeout !== undefined) values.push('statement_timeout', String(statementTimeout))
     if (idleInTransactionSessionTimeout !== undefined) values.push('idle_in_transaction_session_timeout', String(idleInTransactionSessionTimeout))
     for (const [name, value] of [...more, ...settings]) values.push(name, value)
-    const { text, cached } = openingSql(values.length / 2 - 2)
-    return { statements: [{ text: begin }, { text, values }], cached }
+    if (this.#hooks.openWith !== 'set-local') {
+      const { text, cached } = openingSql(values.length / 2 - 2, OPENING_SQL)
+      return { statements: [{ text: begin }, { text, values }], cached }
+    }
+    const { text, cached } = openingSql(values.length / 2 - 2, SET_LOCAL_OPENING_SQL)
+    return { statements: [{ text: begin }, ...setLocalStatements(this.#setting, this.tenantId, this.#hooks.tenantIdType ?? 'uuid'), { text, values }], cached }
   }
 
   // Whether a sequence goes as named statements. Not after other statements: one of them may have

@@ -18,6 +18,8 @@ import type { TenantTransactionOptions } from './tenant-transaction.js'
 import { overrideMode, resolvePluginMode } from './transaction-mode.js'
 import type { RouteMode, TenantRouteOptions } from './transaction-mode.js'
 import { settingsProblem } from './transaction-settings.js'
+import { validateOpenWith } from './citus/set-local.js'
+import type { OpenWith } from './citus/set-local.js'
 import type { TransactionSettings } from './transaction-settings.js'
 
 /** Per-call options of `withTenant` and `app.withTenant`: the route options, plus extra settings. */
@@ -42,6 +44,8 @@ export interface WithTenantOptions<TSchema extends Record<string, unknown>> exte
   preparedRouteQueries?: number
   /** Signed tenant context, as the plugin's option; the first call on a pool checks the database for it. */
   signedContext?: SignedContextOptions
+  /** How the opening sets the tenant, as the plugin's option: `'set-config'` (default) or `'set-local'` (Citus). */
+  openWith?: OpenWith
 }
 
 /** How `runWithTenant` runs its transaction, beyond the tenant and the work. */
@@ -67,9 +71,11 @@ export async function runWithTenant<TSchema extends Record<string, unknown>, TRe
 ): Promise<TResult> {
   const canonical = normalizeTenantId(tenantId, tenantIdType)
   if (canonical === null) throw new TenantInvalidError()
+  // Per-call settings meet the plugin's openWith only here (app.withTenant).
+  if (transactionOptions.openWith === 'set-local') validateOpenWith({ openWith: 'set-local', settings: transactionOptions.settings }, 'withTenant options: ')
   // Asked only once the tenant is known to be valid: a bad tenant id never touches the pool.
   const expectedRole = await roleOf()
-  const transaction = new TenantTransaction(pool, canonical, setting, { ...transactionOptions, expectedRole })
+  const transaction = new TenantTransaction(pool, canonical, setting, { ...transactionOptions, tenantIdType, expectedRole })
   const untrack = track?.(transaction)
   try {
     const result = await work(createDatabase(transaction) as unknown as TenantDatabase<TSchema>)
@@ -95,17 +101,19 @@ export async function withTenant<TSchema extends Record<string, unknown> = Regis
   work: TenantWork<TSchema, TResult>,
   options: WithTenantOptions<TSchema> = {}
 ): Promise<TResult> {
-  const { schema, setting: givenSetting, onDiscard, tenantIdType, preparedStatements, preparedRouteQueries, signedContext, ...callOptions } = options
+  const { schema, setting: givenSetting, onDiscard, tenantIdType, preparedStatements, preparedRouteQueries, signedContext, openWith, ...callOptions } = options
   const setting = validateSetting(givenSetting ?? DEFAULT_SETTING)
   const idType = validateTenantIdType(tenantIdType)
   const checked = validatePool(pool)
   if (onDiscard !== undefined && typeof onDiscard !== 'function') throw new InvalidOptionError('onDiscard must be a function (reason) => void')
   const signed = signedContext === undefined ? undefined : validateSignedContext(signedContext)
+  const opening = validateOpenWith({ openWith, signedContext }, 'withTenant options: ')
   return runWithTenant(checked, setting, databaseFactoryFor(validateSchema(schema)), tenantId, work, () => checkedPool(checked, setting, signed), {
     ...withTenantCallOptions(callOptions, STANDALONE_DEFAULTS, setting),
     tenantIdType: idType,
     ...validatePreparation({ preparedStatements, preparedRouteQueries }),
     signedContext: signed,
+    openWith: opening,
     onDiscard
   })
 }

@@ -4,7 +4,8 @@ import { importTenant } from '../lifecycle/import.js'
 import { EXIT, UsageError } from './command.js'
 import type { Subcommand } from './command.js'
 import { DATABASE_URL_OPTION, databaseUrlFrom, withDatabasePool } from './connection.js'
-import { progressLine, rowLines, signedContextFrom, SIGNING_HELP, SIGNING_OPTION } from './lifecycle-options.js'
+import { OPEN_WITH_HELP, progressLine, rowLines, signedContextFrom, SIGNING_HELP, SIGNING_OPTION } from './lifecycle-options.js'
+import type { OpenWith } from '../citus/set-local.js'
 
 export const importCommand: Subcommand = {
   name: 'import',
@@ -22,8 +23,9 @@ policies' WITH CHECK. The tenant's row in the tenants table must exist.
   --database-url <url>      the application role's connection string (default: DATABASE_URL)
   --setting <name>          setting the policies read (default: the one recorded in the export)
 ${SIGNING_HELP}
+${OPEN_WITH_HELP}
   --format text|json        json prints the result`,
-  options: { ...DATABASE_URL_OPTION, ...SIGNING_OPTION, tenant: { type: 'string' }, replace: { type: 'boolean', default: false }, setting: { type: 'string' } },
+  options: { ...DATABASE_URL_OPTION, ...SIGNING_OPTION, tenant: { type: 'string' }, replace: { type: 'boolean', default: false }, setting: { type: 'string' }, 'open-with': { type: 'string' } },
   allowPositionals: true,
   async run ({ values, positionals, format }, io) {
     const [from, ...extra] = positionals
@@ -38,7 +40,8 @@ ${SIGNING_HELP}
       onProgress: progress.onProgress,
       ...(typeof values.tenant === 'string' ? { tenantId: values.tenant } : {}),
       ...(typeof values.setting === 'string' ? { setting: values.setting } : {}),
-      ...(signedContext === undefined ? {} : { signedContext })
+      ...(signedContext === undefined ? {} : { signedContext }),
+      ...(typeof values['open-with'] === 'string' ? { openWith: values['open-with'] as OpenWith } : {})
     })).finally(() => progress.done())
     if (format === 'json') {
       const { manifest, ...rest } = result

@@ -3,6 +3,7 @@
 // and a table of row counts for human output.
 import { validateSignedContext } from '../signed-context/options.js'
 import type { TenantIdType } from '../tenant-id.js'
+import type { OpenWith } from '../citus/set-local.js'
 import type { LifecycleProgress, LifecycleProgressHandler, TenantScopeOptions } from '../lifecycle/tenant-scope.js'
 import { UsageError } from './command.js'
 import type { CliIo } from './command.js'
@@ -23,8 +24,12 @@ export const SCOPE_OPTIONS = {
   'tenant-column': { type: 'string' },
   setting: { type: 'string' },
   'tenant-id-type': { type: 'string' },
+  'open-with': { type: 'string' },
   ...SIGNING_OPTION
 } as const
+
+/** The --open-with line, shared with import (which takes the signing key but no other scope option). */
+export const OPEN_WITH_HELP = '  --open-with <how>         set-config (default), or set-local for Citus: the tenant is set with SET LOCAL'
 
 /** The signing option's lines in a subcommand's --help. */
 export const SIGNING_HELP = `  --signing-key-id <id>     signed mode: sign the tenant context with key <id>, its secret read
@@ -36,7 +41,8 @@ export const SCOPE_HELP = `  --table <name>            a table to include (repea
   --tenant-column <name>    column holding the tenant id (default tenant_id)
   --setting <name>          setting the policies read (default app.current_tenant_id)
   --tenant-id-type <type>   uuid (default), bigint or slug
-${SIGNING_HELP}`
+${SIGNING_HELP}
+${OPEN_WITH_HELP}`
 
 type Values = Record<string, unknown>
 
@@ -78,6 +84,7 @@ export function scopeFrom (values: Values, env: NodeJS.ProcessEnv = process.env)
   if (typeof values['tenant-column'] === 'string') scope.tenantColumn = values['tenant-column']
   if (typeof values.setting === 'string') scope.setting = values.setting
   if (typeof values['tenant-id-type'] === 'string') scope.tenantIdType = values['tenant-id-type'] as TenantIdType
+  if (typeof values['open-with'] === 'string') scope.openWith = values['open-with'] as OpenWith
   return scope
 }
 

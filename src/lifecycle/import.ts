@@ -29,7 +29,7 @@ import type { TableRows } from './tenant-tables.js'
 const { escapeIdentifier } = pg
 
 /** Options of `importTenant`. */
-export interface ImportTenantOptions extends Pick<TenantScopeOptions, 'pool' | 'setting' | 'signedContext'> {
+export interface ImportTenantOptions extends Pick<TenantScopeOptions, 'pool' | 'setting' | 'signedContext' | 'openWith'> {
   /** Path of a file written by `exportTenant`. */
   from: string
   /** The tenant the caller expects the file to hold; refused when the file holds another. Default: the manifest's. */
@@ -153,7 +153,8 @@ export async function importTenant (options: ImportTenantOptions): Promise<Impor
     tenantIdType: manifest.tenantIdType,
     tenantColumn: manifest.tenantColumn,
     setting: options.setting ?? manifest.setting,
-    ...(options.signedContext === undefined ? {} : { signedContext: options.signedContext })
+    ...(options.signedContext === undefined ? {} : { signedContext: options.signedContext }),
+    ...(options.openWith === undefined ? {} : { openWith: options.openWith })
   })
   const role = await checkedPool(scope.pool, scope.setting, scope.signed)
   return inTenantSession(scope.pool, { ...scope, isolation: 'read committed', readOnly: false, expectedRole: role }, async (client) => {

@@ -101,7 +101,8 @@ export async function restoreDrill (options: RestoreDrillOptions): Promise<Resto
       from: exportFile,
       tenantId: scope.tenantId,
       ...(scope.setting === undefined ? {} : { setting: scope.setting }),
-      ...(scope.signedContext === undefined ? {} : { signedContext: scope.signedContext })
+      ...(scope.signedContext === undefined ? {} : { signedContext: scope.signedContext }),
+      ...(scope.openWith === undefined ? {} : { openWith: scope.openWith })
     })
 
     const restored = await tenantChecksums({ ...scope, pool: appPool })

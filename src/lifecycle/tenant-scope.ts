@@ -9,6 +9,8 @@ import { validateSignedContext } from '../signed-context/options.js'
 import type { ResolvedSignedContext, SignedContextOptions } from '../signed-context/options.js'
 import { normalizeTenantId, validateTenantIdType } from '../tenant-id.js'
 import type { TenantIdType } from '../tenant-id.js'
+import { validateOpenWith } from '../citus/set-local.js'
+import type { OpenWith } from '../citus/set-local.js'
 
 /** Options shared by every lifecycle tool. */
 export interface TenantScopeOptions {
@@ -28,6 +30,8 @@ export interface TenantScopeOptions {
   tenantIdType?: TenantIdType
   /** The plugin's `signedContext`, for tables whose policies verify a signed tenant context: the job's transaction is signed as the plugin's are. */
   signedContext?: SignedContextOptions
+  /** The plugin's `openWith`: `'set-local'` sets the tenant with SET LOCAL too, for Citus's workers. Not with `signedContext`. */
+  openWith?: OpenWith
 }
 
 /** How far a long export or import has got, for a progress line. */
@@ -54,6 +58,7 @@ export interface TenantScope {
   setting: string
   tenantIdType: TenantIdType
   signed: ResolvedSignedContext | undefined
+  openWith: OpenWith
 }
 
 const IDENTIFIER = /^[a-z_][a-z0-9_]*$/
@@ -85,6 +90,7 @@ export function tenantScope (options: TenantScopeOptions): TenantScope {
     tenantColumn: plainIdentifier('tenantColumn', options.tenantColumn ?? TENANT_ID_COLUMN),
     setting: validateSetting(options.setting ?? DEFAULT_SETTING),
     tenantIdType,
-    signed: options.signedContext === undefined ? undefined : validateSignedContext(options.signedContext)
+    signed: options.signedContext === undefined ? undefined : validateSignedContext(options.signedContext),
+    openWith: validateOpenWith({ openWith: options.openWith, signedContext: options.signedContext })
   }
 }

@@ -1,14 +1,18 @@
 // One pooled client holding one tenant-scoped transaction for a bulk lifecycle job (export,
 // import, erasure). Not the request path's TenantTransaction: these jobs stream COPY data, which
 // needs the raw client, and run for minutes as one unit of work. The same rules hold: the tenant
-// reaches SQL only as a bound parameter of set_config(..., true), so it ends with the transaction;
+// reaches SQL as a bound parameter of set_config(..., true) (and, with openWith 'set-local', in a
+// SET LOCAL after the id's check in citus/set-local.ts), so it ends with the transaction;
 // the transaction finishes exactly once; a client that saw an error (an aborted COPY leaves the
 // protocol mid-stream) is destroyed, never handed back to the pool.
-import type { Pool, PoolClient } from 'pg'
+import type { Pool, PoolClient, QueryConfig } from 'pg'
 import { UnexpectedRoleError } from '../errors.js'
+import { setLocalStatements } from '../citus/set-local.js'
+import type { OpenWith } from '../citus/set-local.js'
 import { setLocalTenantContext } from '../signed-context/local-context.js'
 import type { ResolvedSignedContext } from '../signed-context/options.js'
 import { DEFAULT_LOCK_TIMEOUT } from '../tenant-transaction.js'
+import type { TenantIdType } from '../tenant-id.js'
 
 /** How the session's transaction is opened and finished. */
 export interface SessionMode {
@@ -23,6 +27,9 @@ export interface SessionMode {
   expectedRole?: string
   /** Signed mode: the tenant is set again with its signature, made for this client's backend. */
   signed?: ResolvedSignedContext | undefined
+  /** `'set-local'`: the tenant is first set with SET LOCAL (Citus passes that on to its workers), the id checked as `tenantIdType`. */
+  openWith?: OpenWith
+  tenantIdType?: TenantIdType
 }
 
 // Fixed keywords only: BEGIN takes no parameters.
@@ -52,6 +59,11 @@ export async function inTenantSession<T> (pool: Pool, mode: SessionMode, work: (
   let failure: Error | undefined
   try {
     await client.query(`BEGIN ISOLATION LEVEL ${ISOLATION_SQL[mode.isolation]} ${mode.readOnly ? 'READ ONLY' : 'READ WRITE'}`)
+    // One round trip each, per job. Extended protocol: one statement per message, whatever the text.
+    // The opening's set_config below then sets the same value, bound, on this node.
+    if (mode.openWith === 'set-local') {
+      for (const { text } of setLocalStatements(mode.setting, mode.tenantId, mode.tenantIdType ?? 'uuid')) await client.query({ text, queryMode: 'extended' } as QueryConfig)
+    }
     const { rows: [opened] } = await client.query<{ role: string }>(OPENING_SQL, [mode.setting, mode.tenantId, String(DEFAULT_LOCK_TIMEOUT)])
     if (mode.expectedRole !== undefined && opened?.role !== mode.expectedRole) throw new UnexpectedRoleError(opened?.role)
     // One more round trip per job, not per row: signing needs nothing the opening returns, but the

@@ -220,7 +220,9 @@ function lifecycleOptions ({ scope, options }: Move): Omit<TenantScopeOptions, '
     tenantColumn: scope.tenantColumn,
     setting: scope.setting,
     tenantIdType: scope.tenantIdType,
-    ...(options.signedContext === undefined ? {} : { signedContext: options.signedContext })
+    ...(options.signedContext === undefined ? {} : { signedContext: options.signedContext }),
+    // On Citus every job of the move must set the tenant with SET LOCAL, or the workers see none of its rows.
+    openWith: scope.openWith
   }
 }
 

@@ -4,7 +4,7 @@
 // the superuser sees it. Shared by the direct run and the PgBouncer run.
 import { count, countDistinct, eq, sql } from 'drizzle-orm'
 import type { FastifyRequest } from 'fastify'
-import type { TenantDatabase } from 'fastify-tenant-rls'
+import type { FastifyTenantRlsSettings, TenantDatabase } from 'fastify-tenant-rls'
 import type { Test } from 'tap'
 import type { TestDatabase } from '../helpers/database.js'
 import { attackApp, callAs, committed, documents, documentSchema, notes } from './documents.js'
@@ -217,13 +217,20 @@ function casesOf (t: Test, world: World, target: Target): { a: string, sides: Si
   return { a, sides, pool: target.pool(t), attacks }
 }
 
-/** Registers every isolation case as a subtest of `t`, against `target`. */
-export async function runIsolationCases (t: Test, db: TestDatabase, world: World, target: Target): Promise<void> {
+/** A way of opening the plugin's transactions the cases run again under (`openWith: 'set-local'`), named in each subtest. */
+export interface IsolationVariant {
+  name: string
+  options: Partial<FastifyTenantRlsSettings>
+}
+
+/** Registers every isolation case as a subtest of `t`, against `target`, with the plugin's options of `variant` if given. */
+export async function runIsolationCases (t: Test, db: TestDatabase, world: World, target: Target, variant?: IsolationVariant): Promise<void> {
   const { a, sides, pool, attacks } = casesOf(t, world, target)
-  const { app, sqlStates } = await attackApp(t, pool, attacks)
+  const { app, sqlStates } = await attackApp(t, pool, attacks, variant?.options)
+  const label = variant === undefined ? target.name : `${target.name}, ${variant.name}`
 
   for (const [index, attackCase] of isolationCases.entries()) {
-    await t.test(`${target.name}: ${attackCase.name}`, async (t) => {
+    await t.test(`${label}: ${attackCase.name}`, async (t) => {
       const before = await committed(db)
       sqlStates.length = 0
       const response = await callAs(app, a, `case-${index}`)
@@ -243,7 +250,7 @@ export async function runIsolationCases (t: Test, db: TestDatabase, world: World
     })
   }
 
-  await t.test(`${target.name}: one prepared statement reused by A, B, A, B on one connection under force_generic_plan returns each tenant only its rows`, async (t) => {
+  await t.test(`${label}: one prepared statement reused by A, B, A, B on one connection under force_generic_plan returns each tenant only its rows`, async (t) => {
     const single = target.pool(t, { max: 1 })
     const { app } = await attackApp(t, single, {
       async prepared (request) {
@@ -256,7 +263,7 @@ export async function runIsolationCases (t: Test, db: TestDatabase, world: World
         const plans = await db.execute<{ generic: number }>(sql`SELECT generic_plans::int AS generic FROM pg_prepared_statements WHERE name = 'documents_by_code'`)
         return { tenants: rows.map((row) => row.tenantId), genericPlans: plans.rows[0]?.generic ?? null }
       }
-    })
+    }, variant?.options)
     for (let round = 0; round < 8; round++) {
       const tenant = round % 2 === 0 ? a : sides.b
       const response = await callAs(app, tenant, 'prepared')

@@ -1,5 +1,6 @@
 // The isolation and pooling attacks a second time, through a real PgBouncer in transaction mode
-// whose two server connections are shared by every client and every tenant. Skipped locally when
+// whose two server connections are shared by every client and every tenant (the isolation attacks
+// also with the tenant opened by SET LOCAL). Skipped locally when
 // pgbouncer is not installed; a failure under CI.
 import { sql } from 'drizzle-orm'
 import t from 'tap'
@@ -17,6 +18,13 @@ const target = await pgBouncerTarget(t, db, 2)
 if (target !== undefined) {
   await runIsolationCases(t, db, world, target)
   await runPoolingCases(t, db, world, target)
+  // Again with the tenant opened by SET LOCAL (openWith, for Citus), which ends with the transaction
+  // like set_config(..., true). The control case must find A's row unchanged before it updates it.
+  // Inside a subtest: a top-level await between subtests here lets tap end the file's test early.
+  await t.test('opened with SET LOCAL', async (t) => {
+    await db.admin.query("UPDATE documents SET body = 'before the SET LOCAL run' WHERE code = 'INV-1'")
+    await runIsolationCases(t, db, world, target, { name: 'SET LOCAL', options: { openWith: 'set-local' } })
+  })
 }
 
 // Behind PgBouncer the plugin cannot destroy a server connection: destroying its client connection
