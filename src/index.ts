@@ -47,8 +47,8 @@ export type { LifecycleProgress, LifecycleProgressHandler, TenantScopeOptions } 
 export type { TableRows } from './lifecycle/tenant-tables.js'
 export type { LifecycleAuditEvent, LifecycleAuditHook } from './lifecycle/audit-hook.js'
 // Routing by a placement table, and moving a tenant from one database to another.
-export { placementRouting, placementTableSql } from './routing/placement.js'
-export type { MoveStep, PlacementRouting, PlacementRoutingOptions, PlacementTableSqlOptions } from './routing/placement.js'
+export { placementRouting } from './routing/placement.js'
+export type { MoveStep, PlacementRouting, PlacementRoutingOptions } from './routing/placement.js'
 export { DEFAULT_DRAIN_MS, moveTenant } from './routing/move-tenant.js'
 export type { MoveDatabase, MoveReport, MoveTenantOptions } from './routing/move-tenant.js'
 // Citus: how the opening sets the tenant (the openWith option), and the check that pairs with it.

@@ -33,6 +33,8 @@ export { SHARED_ROLE_CHANNELS, sharedRoleHardeningSql, sharedRoleSuperuserHarden
 export type { SharedRoleChannel, SharedRoleHardeningOptions } from './shared-role.js'
 export { CURRENT_TENANT_FUNCTION, SIGNED_CONTEXT_SCHEMA, SIGNING_KEYS_TABLE, signedContextSql, signedCurrentTenantSql, VERIFIED_TENANT_VIEW } from './signed-context/schema-sql.js'
 export { tenantStatusSql } from './tenant-status/sql.js'
+export { placementTableSql } from './routing/placement.js'
+export type { PlacementTableSqlOptions } from './routing/placement.js'
 export type { TenantStatusSqlOptions } from './tenant-status/sql.js'
 export type { SignedContextSqlOptions } from './signed-context/schema-sql.js'
 export { installSigningKey, removeSigningKey } from './signed-context/key-installation.js'

@@ -6,7 +6,7 @@ import t from 'tap'
 import { moveTenant } from 'fastify-tenant-rls'
 import type { MoveTenantOptions } from 'fastify-tenant-rls'
 import { installSigningKey, removeSigningKey, tenantStatusSql } from 'fastify-tenant-rls/schema'
-import { placementTableSql } from 'fastify-tenant-rls'
+import { placementTableSql } from 'fastify-tenant-rls/schema'
 import { createSignedWorld, NOTES_PER_TENANT } from './helpers/signed-context.js'
 import type { SignedWorld } from './helpers/signed-context.js'
 
