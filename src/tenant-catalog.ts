@@ -5,6 +5,19 @@
 // catalog's own spelling (`regclass::text`, quoted where needed): the only form written into SQL.
 import type { Pool, PoolClient } from 'pg'
 
+/**
+ * How the package's own tables (the audit trail, the support grants) say they are not tenant
+ * tables: they carry a tenant_id column, but no tenant's data, and an export, an erasure (the trail
+ * is append-only), the isolation kit or the tenant-table audit must leave them alone. Their DDL
+ * helpers comment them with this prefix; only their owner can change a table's comment.
+ */
+export const LIBRARY_TABLE_COMMENT = 'fastify-tenant-rls library table, not a tenant table'
+
+/** SQL that is true unless the pg_class row `alias` is one of the package's own tables. */
+export function notLibraryTableSql (alias: string): string {
+  return `coalesce(pg_catalog.obj_description(${alias}.oid, 'pg_class'), '') NOT LIKE '${LIBRARY_TABLE_COMMENT}%'`
+}
+
 /** A connection or a pool: anything that runs one query. */
 export type CatalogReader = Pool | PoolClient
 
@@ -44,7 +57,7 @@ export async function discoverTenantTables (reader: CatalogReader, schema: strin
     `SELECT c.oid::regclass::text AS name FROM pg_catalog.pg_class c
      JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
      JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped
-     WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1`,
+     WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND ${notLibraryTableSql('c')} ORDER BY 1`,
     [schema, tenantColumn]
   )
   return rows.map((row) => row.name)

@@ -53,6 +53,8 @@ CREATE TRIGGER "audit_trail_append_only" BEFORE UPDATE OR DELETE ON "elevated"."
 --> statement-breakpoint
 CREATE TRIGGER "audit_trail_no_truncate" BEFORE TRUNCATE ON "elevated"."audit_trail" FOR EACH STATEMENT EXECUTE FUNCTION "elevated"."audit_trail_refuse_change"();
 --> statement-breakpoint
+COMMENT ON TABLE "elevated"."audit_trail" IS 'fastify-tenant-rls library table, not a tenant table: the audit trail of elevated access';
+--> statement-breakpoint
 REVOKE ALL ON TABLE "elevated"."audit_trail" FROM PUBLIC;
 --> statement-breakpoint
 REVOKE ALL ON SEQUENCE "elevated"."audit_trail_seq" FROM PUBLIC;

@@ -44,6 +44,8 @@ ALTER TABLE "elevated"."grants" FORCE ROW LEVEL SECURITY;
 --> statement-breakpoint
 CREATE POLICY "grants_tenant_read" ON "elevated"."grants" FOR SELECT TO "example_app" USING (tenant_id = (SELECT tenant_rls.current_tenant()));
 --> statement-breakpoint
+COMMENT ON TABLE "elevated"."grants" IS 'fastify-tenant-rls library table, not a tenant table: support access grants';
+--> statement-breakpoint
 REVOKE ALL ON TABLE "elevated"."grants" FROM PUBLIC;
 --> statement-breakpoint
 GRANT SELECT ON TABLE "elevated"."grants" TO "example_app";

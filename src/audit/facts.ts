@@ -5,6 +5,7 @@
 // the owner, a superuser): every privilege is asked about the app role by oid, never current_user.
 import type { ClientBase, Pool } from 'pg'
 import { AuditRoleNotFoundError, AuditSchemaNotFoundError } from '../errors.js'
+import { notLibraryTableSql } from '../tenant-catalog.js'
 
 /** One RLS policy on a tenant table, as PostgreSQL deparses it. */
 export interface PolicyFacts {
@@ -136,6 +137,7 @@ tenant_tables AS (
   FROM pg_catalog.pg_class c
   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped
   WHERE c.relnamespace IN (SELECT oid FROM target) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+    AND ${notLibraryTableSql('c')}
 ),
 user_relations AS (
   SELECT c.oid, c.relkind, c.relname, c.relowner, c.relnamespace, c.reloptions

@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto'
 import type { Pool } from 'pg'
 import { failOption, TenantInvalidError } from '../errors.js'
+import { LIBRARY_TABLE_COMMENT } from '../tenant-catalog.js'
 import { normalizeTenantId, validateTenantIdType } from '../tenant-id.js'
 import type { TenantIdType } from '../tenant-id.js'
 import { roleName, tableName, DEFAULT_AUDIT_TABLE } from './tables.js'
@@ -94,6 +95,9 @@ $$;`,
     `CREATE TRIGGER ${t.local('chain')} BEFORE INSERT ON ${t.sql} FOR EACH ROW EXECUTE FUNCTION ${t.derived('chain')}();`,
     `CREATE TRIGGER ${t.local('append_only')} BEFORE UPDATE OR DELETE ON ${t.sql} FOR EACH ROW EXECUTE FUNCTION ${t.derived('refuse_change')}();`,
     `CREATE TRIGGER ${t.local('no_truncate')} BEFORE TRUNCATE ON ${t.sql} FOR EACH STATEMENT EXECUTE FUNCTION ${t.derived('refuse_change')}();`,
+    // Tenant ids, but no tenant's data: exports, erasures (it is append-only), the isolation kit and
+    // the tenant-table audit leave it alone (tenant-catalog.ts).
+    `COMMENT ON TABLE ${t.sql} IS '${LIBRARY_TABLE_COMMENT}: the audit trail of elevated access';`,
     `REVOKE ALL ON TABLE ${t.sql} FROM PUBLIC;`,
     `REVOKE ALL ON SEQUENCE ${t.derived('seq')} FROM PUBLIC;`,
     `REVOKE ALL ON FUNCTION ${t.derived('chain')}() FROM PUBLIC;`,

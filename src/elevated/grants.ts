@@ -11,6 +11,7 @@ import type { Pool } from 'pg'
 import { failOption, GrantNotFoundError, GrantStateError, InvalidGrantError } from '../errors.js'
 import { DEFAULT_SETTING, validateSetting } from '../options.js'
 import { CURRENT_TENANT_FUNCTION } from '../signed-context/schema-sql.js'
+import { LIBRARY_TABLE_COMMENT } from '../tenant-catalog.js'
 import { normalizeTenantId, validateTenantIdType } from '../tenant-id.js'
 import type { TenantIdType } from '../tenant-id.js'
 import { accountableText, MAX_ACTOR_LENGTH, MAX_REASON_LENGTH } from './accountability.js'
@@ -97,6 +98,9 @@ $$;`,
     `ALTER TABLE ${t.sql} ENABLE ROW LEVEL SECURITY;`,
     `ALTER TABLE ${t.sql} FORCE ROW LEVEL SECURITY;`,
     `CREATE POLICY ${t.local('tenant_read')} ON ${t.sql} FOR SELECT TO ${app} USING (tenant_id = (SELECT ${tenant}));`,
+    // Tenant ids, but no tenant's data: exports, erasures, the isolation kit and the tenant-table
+    // audit leave it alone (tenant-catalog.ts).
+    `COMMENT ON TABLE ${t.sql} IS '${LIBRARY_TABLE_COMMENT}: support access grants';`,
     `REVOKE ALL ON TABLE ${t.sql} FROM PUBLIC;`,
     `GRANT SELECT ON TABLE ${t.sql} TO ${app};`,
     `GRANT SELECT, INSERT (tenant_id, operator, approver, reason, write, break_glass, expires_at) ON TABLE ${t.sql} TO ${system};`,
