@@ -33,6 +33,13 @@ export const TENANT_SOURCES: readonly TenantSource[] = [
     pattern: () => `\\( SELECT \\(?${SIGNED_CONTEXT_SCHEMA}\\.current_tenant\\(\\)\\)?${CAST} AS "?\\w+"?\\)`
   },
   {
+    // Isolates and cannot be forged, but verifies the signature for every row instead of once.
+    name: `${SIGNED_CONTEXT_SCHEMA}.current_tenant() without (select …)`,
+    preferred: false,
+    signed: true,
+    pattern: () => `\\(?${SIGNED_CONTEXT_SCHEMA}\\.current_tenant\\(\\)\\)?${CAST}`
+  },
+  {
     name: "(select nullif(current_setting('<setting>', true), '')::<type>)",
     preferred: true,
     signed: false,

@@ -85,6 +85,10 @@ function policyFindings (table: TenantTableFacts, policy: PolicyFacts, conventio
   if (convention.signedContext === true && verdicts.some((verdict) => verdict.source !== undefined && !verdict.source.signed)) {
     findings.push(finding('tables.policy-unsigned', object, `the policy reads the setting '${convention.setting}' itself, which route SQL can write, instead of ${CURRENT_TENANT_FUNCTION}`,
       `ALTER POLICY ${policy.name} ON ${table.name} USING (${convention.tenantColumn} = ${tenantSourceSql(convention, table.columnType)}) WITH CHECK (${convention.tenantColumn} = ${tenantSourceSql(convention, table.columnType)}); or declare the table with createTenantTable({ ..., signedContext: true })`))
+  } else if (verdicts.some((verdict) => verdict.source?.signed === true && !verdict.source.preferred)) {
+    const signedSource = tenantSourceSql({ ...convention, signedContext: true }, table.columnType)
+    findings.push(finding('tables.policy-form', object, `the policy calls ${CURRENT_TENANT_FUNCTION} without (select …): it verifies the signature for every row instead of once per statement`,
+      `ALTER POLICY ${policy.name} ON ${table.name} USING (${convention.tenantColumn} = ${signedSource}) WITH CHECK (${convention.tenantColumn} = ${signedSource});`))
   } else if (verdicts.some((verdict) => verdict.source !== undefined && !verdict.source.preferred)) {
     findings.push(finding('tables.policy-form', object, "the policy reads the setting without (select …) or without nullif(…, '')",
       `ALTER POLICY ${policy.name} ON ${table.name} USING (${convention.tenantColumn} = (select nullif(current_setting('${convention.setting}', true), '')::${table.columnType}));`))

@@ -36,6 +36,20 @@ t.test('signed mode: the plain policy is an error, the signed one passes', async
   t.notOk(report.ok)
 })
 
+t.test('the signed function without (select …) isolates but is a policy-form warning, with the select form as the fix', async (t) => {
+  await inTransaction(async (client) => {
+    await client.query('ALTER POLICY tenant_isolation ON signed_notes USING (tenant_id = tenant_rls.current_tenant()::uuid) WITH CHECK (tenant_id = tenant_rls.current_tenant()::uuid)')
+    for (const signedContext of [false, true]) {
+      const report = await auditDatabase(client, { appRole: db.appRole, signedContext })
+      t.same(tableFindings(report).filter((line) => line.includes('signed_notes')), ['tables.policy-form policy tenant_isolation on signed_notes'], `signedContext ${signedContext}`)
+      const [finding] = report.findings.filter((entry) => entry.rule === 'tables.policy-form')
+      t.equal(finding?.severity, 'warning')
+      t.match(finding?.message, 'calls tenant_rls.current_tenant() without (select …)')
+      t.match(finding?.fix, 'USING (tenant_id = (select tenant_rls.current_tenant()::uuid)) WITH CHECK (tenant_id = (select tenant_rls.current_tenant()::uuid))')
+    }
+  })
+})
+
 t.test('signed mode: a policy beside the signed one that reads the setting is an error too', async (t) => {
   await inTransaction(async (client) => {
     await client.query('CREATE POLICY by_setting ON signed_notes FOR SELECT USING (tenant_id = (select nullif(current_setting(\'app.current_tenant_id\', true), \'\')::uuid))')
