@@ -538,12 +538,10 @@ export class TenantTransaction implements Queryable {
     if (statementTimeout !== undefined) values.push('statement_timeout', String(statementTimeout))
     if (idleInTransactionSessionTimeout !== undefined) values.push('idle_in_transaction_session_timeout', String(idleInTransactionSessionTimeout))
     for (const [name, value] of [...more, ...settings]) values.push(name, value)
-    if (this.#hooks.openWith !== 'set-local') {
-      const { text, cached } = openingSql(values.length / 2 - 2, OPENING_SQL)
-      return { statements: [{ text: begin }, { text, values }], cached }
-    }
-    const { text, cached } = openingSql(values.length / 2 - 2, SET_LOCAL_OPENING_SQL)
-    return { statements: [{ text: begin }, ...setLocalStatements(this.#setting, this.tenantId, this.#hooks.tenantIdType ?? 'uuid'), { text, values }], cached }
+    const setLocal = this.#hooks.openWith === 'set-local'
+    const { text, cached } = openingSql(values.length / 2 - 2, setLocal ? SET_LOCAL_OPENING_SQL : OPENING_SQL)
+    const tenantSet = setLocal ? setLocalStatements(this.#setting, this.tenantId, this.#hooks.tenantIdType ?? 'uuid') : []
+    return { statements: [{ text: begin }, ...tenantSet, { text, values }], cached }
   }
 
   // Whether a sequence goes as named statements. Not after other statements: one of them may have
