@@ -181,11 +181,11 @@ const STEPS: Record<MoveStep, (move: Move, drainMs: number) => Promise<void>> = 
     const target = await checksumsOn(move, move.options.target.appPool)
     const differs = difference(manifest, target)
     if (differs !== undefined) throw new MoveDivergedError(`the target's ${differs}`)
-    const source = await checksumsOn(move, move.options.source.appPool)
-    if (difference(manifest, source) !== undefined) {
+    const late = difference(manifest, await checksumsOn(move, move.options.source.appPool))
+    if (late !== undefined) {
       // A transaction that began before the tenant was marked committed after the export: export again.
       await move.record.record('marked')
-      throw new MoveDivergedError(`the source's ${String(difference(manifest, source))}; run the move again to export again`)
+      throw new MoveDivergedError(`the source's ${late}; run the move again to export again`)
     }
     await erasureMatchesExport(move, manifest).catch(async (error: unknown) => {
       // Fixed by exporting again, with the options that let the application role see every row.
@@ -261,7 +261,7 @@ async function erasureMatchesExport (move: Move, manifest: ExportManifest): Prom
   }
 }
 
-async function setStatus (pool: Pool, { status, scope }: Move, value: 'moving' | 'active'): Promise<boolean> {
+async function setStatus (pool: Pool, { status, scope }: Pick<Move, 'status' | 'scope'>, value: 'moving' | 'active'): Promise<boolean> {
   const { rowCount } = await pool.query(`UPDATE ${status.table.sql} SET ${status.column} = $2 WHERE ${status.key} = $1`, [scope.tenantId, value])
   return rowCount === 1
 }
@@ -272,7 +272,7 @@ async function copyTenantsRow ({ options, status, scope }: Move): Promise<void> 
     `SELECT pg_catalog.to_jsonb(t) AS row FROM ${status.table.sql} AS t WHERE ${status.key} = $1`, [scope.tenantId])
   if (row === undefined) throw new MoveRefusedError(`the source's ${status.table.text} has no row for tenant ${scope.tenantId}`)
   await options.target.adminPool.query(`INSERT INTO ${status.table.sql} SELECT * FROM pg_catalog.jsonb_populate_record(NULL::${status.table.sql}, $1) ON CONFLICT DO NOTHING`, [row.row])
-  await setStatus(options.target.adminPool, { status, scope } as Move, 'moving')
+  await setStatus(options.target.adminPool, { status, scope }, 'moving')
 }
 
 async function onClient<T> (pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
