@@ -104,7 +104,7 @@ function checkedDatabase (role: string, side: unknown): MoveDatabase {
  * Moves one tenant from `source` to `target` and records each step in its placement row; run it
  * again after a failure or a crash and it goes on from the step reached. Refuses (nothing changed,
  * FST_TENANT_RLS_MOVE_REFUSED or FST_TENANT_RLS_SCHEMA_MISMATCH) a tenant that is not placed on the
- * source, a target with other tables or with rows of the tenant, a move under way to another target.
+ * source or has no tenants row there, a target with other tables or with rows of the tenant, a move under way to another target.
  * Stops with FST_TENANT_RLS_MOVE_DIVERGED, before erasing anything, if the source changed after the export.
  */
 export async function moveTenant (options: MoveTenantOptions): Promise<MoveReport> {
@@ -131,7 +131,10 @@ export async function moveTenant (options: MoveTenantOptions): Promise<MoveRepor
     }
     // Checked on every run: a migration applied to one side between two runs must stop the move too.
     await sameTables(move)
-    if (resumedFrom === null) await targetHoldsNothing(move)
+    if (resumedFrom === null) {
+      await targetHoldsNothing(move)
+      await sourceHoldsTenantsRow(move)
+    }
 
     const steps: MoveReport['steps'] = []
     for (const step of MOVE_STEPS.slice(resumedFrom === null ? 0 : MOVE_STEPS.indexOf(resumedFrom) + 1)) {
@@ -289,6 +292,12 @@ async function sameTables ({ scope, options }: Move): Promise<void> {
   const [here, there] = await Promise.all([options.source.appPool, options.target.appPool].map((pool) =>
     onClient(pool, async (client) => schemaFingerprint(await resolveTenantTables(client, scope)))))
   if (here !== there) throw new SchemaMismatchError(`the target's tenant tables differ from the source's (schema fingerprint ${String(there).slice(0, 12)}… there, ${String(here).slice(0, 12)}… here)`)
+}
+
+/** Refuses, before the move is recorded, a tenant whose tenants row is missing on the source: the 'marked' step could not mark it. */
+async function sourceHoldsTenantsRow ({ scope, options, status }: Move): Promise<void> {
+  const { rowCount } = await options.source.adminPool.query(`SELECT 1 FROM ${status.table.sql} WHERE ${status.key} = $1`, [scope.tenantId])
+  if (rowCount === 0) throw new MoveRefusedError(`the source's ${status.table.text} has no row for tenant ${scope.tenantId}`)
 }
 
 /** Refuses a target that already holds the tenant's row or rows: a move never overwrites anything. */
