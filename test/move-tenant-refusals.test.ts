@@ -110,6 +110,7 @@ t.test('options are checked before anything is sent', async (t) => {
   await t.rejects(moveTenant(moveOptions(tenantId, { target: { ...target, name: 'Whale!' } })), { code: 'FST_TENANT_RLS_INVALID_OPTION', message: /target\.name/ })
   await t.rejects(moveTenant(moveOptions(tenantId, { target: source })), { code: 'FST_TENANT_RLS_INVALID_OPTION', message: /same database/ })
   await t.rejects(moveTenant(moveOptions(tenantId, { drainMs: -1 })), { code: 'FST_TENANT_RLS_INVALID_OPTION', message: /drainMs/ })
+  await t.rejects(moveTenant(moveOptions(tenantId, { placement: {} as never })), { code: 'FST_TENANT_RLS_INVALID_OPTION', message: /placement\.pool/ })
   await t.rejects(moveTenant(moveOptions('not-a-tenant')), { code: 'FST_TENANT_RLS_TENANT_INVALID' })
   t.same(await untouched(tenantId), asBefore)
 })

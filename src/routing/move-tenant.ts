@@ -117,6 +117,7 @@ export async function moveTenant (options: MoveTenantOptions): Promise<MoveRepor
   const scope = tenantScope({ ...options, pool: source.appPool })
   const status = validateTenantStatus({ table: 'public.tenants', ...options.tenantStatus }) as ResolvedTenantStatus
   const table = placementTableName(options.placement?.table)
+  if (typeof options.placement?.pool?.connect !== 'function') throw new InvalidOptionError('placement.pool must be a pg.Pool of a role that may update the placement table')
 
   const record = await MoveRecord.lock(options.placement.pool, table, scope.tenantId)
   try {
