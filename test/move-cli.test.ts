@@ -4,23 +4,13 @@
 import t from 'tap'
 import { moveTenant } from 'fastify-tenant-rls'
 import { runCli } from '../src/cli/run-cli.js'
-import type { CliIo } from '../src/cli/command.js'
+import { captureIo as capture } from './helpers/cli-io.js'
 import { committedRows } from './helpers/lifecycle-world.js'
 import { moveWorld } from './helpers/move-world.js'
 
 const world = await moveWorld(t)
 const { shared, whale } = world
 const directory = t.testdir()
-
-function capture (stderrIsTty = false): { io: CliIo, out: () => string, err: () => string } {
-  const out: string[] = []
-  const err: string[] = []
-  return {
-    io: { stdout: { write: (chunk: string) => out.push(chunk) }, stderr: { write: (chunk: string) => err.push(chunk) }, stdoutIsTty: false, stderrIsTty },
-    out: () => out.join(''),
-    err: () => err.join('')
-  }
-}
 
 const connections = [
   '--from', 'shared', '--from-url', shared.url(), '--from-admin-url', shared.adminUrl,

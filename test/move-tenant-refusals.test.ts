@@ -47,6 +47,14 @@ t.test('a tenant without a placement, or placed elsewhere, is refused', async (t
   await t.rejects(moveTenant(moveOptions(onWhale)), { code: 'FST_TENANT_RLS_MOVE_REFUSED', message: /is placed on whale, not on shared/ })
 })
 
+t.test('a tenant placed on the source without a tenants row there is refused before the move is recorded', async (t) => {
+  const tenantId = await world.placeTenant(shared, 1)
+  // The rows go with it (ON DELETE CASCADE): a placement left behind by a deleted tenant.
+  await shared.admin.query('DELETE FROM tenants WHERE id = $1', [tenantId])
+  await t.rejects(moveTenant(moveOptions(tenantId)), { code: 'FST_TENANT_RLS_MOVE_REFUSED', message: /source's public\.tenants has no row for tenant/ })
+  t.same(await untouched(tenantId), { database: 'shared', move_step: null, move_target: null, move_file: null })
+})
+
 t.test('a move under way to another target must be resumed with that target', async (t) => {
   const tenantId = await world.placeTenant(shared, 1)
   await shared.admin.query("UPDATE tenant_placements SET move_step = 'started', move_target = 'elsewhere' WHERE tenant = $1", [tenantId])
@@ -102,6 +110,7 @@ t.test('options are checked before anything is sent', async (t) => {
   await t.rejects(moveTenant(moveOptions(tenantId, { target: { ...target, name: 'Whale!' } })), { code: 'FST_TENANT_RLS_INVALID_OPTION', message: /target\.name/ })
   await t.rejects(moveTenant(moveOptions(tenantId, { target: source })), { code: 'FST_TENANT_RLS_INVALID_OPTION', message: /same database/ })
   await t.rejects(moveTenant(moveOptions(tenantId, { drainMs: -1 })), { code: 'FST_TENANT_RLS_INVALID_OPTION', message: /drainMs/ })
+  await t.rejects(moveTenant(moveOptions(tenantId, { placement: {} as never })), { code: 'FST_TENANT_RLS_INVALID_OPTION', message: /placement\.pool/ })
   await t.rejects(moveTenant(moveOptions('not-a-tenant')), { code: 'FST_TENANT_RLS_TENANT_INVALID' })
   t.same(await untouched(tenantId), asBefore)
 })

@@ -30,7 +30,7 @@ function text (values: ParsedCommand['values'], name: string): string | undefine
 }
 
 /** The audit report as a table: severity, rule, object, then the message and the fix beneath. */
-export function formatAuditReport (report: AuditReport, colour: boolean): string {
+function formatAuditReport (report: AuditReport, colour: boolean): string {
   const lines = [`PostgreSQL ${report.serverVersion}, role "${report.appRole}", schema ${report.schema}: ${report.tables.length} tenant table(s)${report.tables.length > 0 ? ` (${report.tables.join(', ')})` : ''}`, '']
   if (report.findings.length > 0) {
     const ruleWidth = Math.max(4, ...report.findings.map((entry) => entry.rule.length))

@@ -23,7 +23,7 @@ Options:
   -h, --help               this text`
 
 /** The plan and its findings, for a terminal. */
-export function formatExplainReport (report: ExplainReport, colour: boolean): string {
+function formatExplainReport (report: ExplainReport, colour: boolean): string {
   const lines = [report.plan, `Execution time: ${report.executionMs} ms (rolled back)`, '']
   for (const entry of report.findings) {
     lines.push(`${paint(entry.severity, 'yellow', colour)}  ${entry.rule}  ${entry.object}`, `          ${entry.message}`, `          ${paint('fix:', 'dim', colour)} ${entry.fix}`)

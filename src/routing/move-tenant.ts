@@ -104,7 +104,7 @@ function checkedDatabase (role: string, side: unknown): MoveDatabase {
  * Moves one tenant from `source` to `target` and records each step in its placement row; run it
  * again after a failure or a crash and it goes on from the step reached. Refuses (nothing changed,
  * FST_TENANT_RLS_MOVE_REFUSED or FST_TENANT_RLS_SCHEMA_MISMATCH) a tenant that is not placed on the
- * source, a target with other tables or with rows of the tenant, a move under way to another target.
+ * source or has no tenants row there, a target with other tables or with rows of the tenant, a move under way to another target.
  * Stops with FST_TENANT_RLS_MOVE_DIVERGED, before erasing anything, if the source changed after the export.
  */
 export async function moveTenant (options: MoveTenantOptions): Promise<MoveReport> {
@@ -117,6 +117,7 @@ export async function moveTenant (options: MoveTenantOptions): Promise<MoveRepor
   const scope = tenantScope({ ...options, pool: source.appPool })
   const status = validateTenantStatus({ table: 'public.tenants', ...options.tenantStatus }) as ResolvedTenantStatus
   const table = placementTableName(options.placement?.table)
+  if (typeof options.placement?.pool?.connect !== 'function') throw new InvalidOptionError('placement.pool must be a pg.Pool of a role that may update the placement table')
 
   const record = await MoveRecord.lock(options.placement.pool, table, scope.tenantId)
   try {
@@ -131,7 +132,10 @@ export async function moveTenant (options: MoveTenantOptions): Promise<MoveRepor
     }
     // Checked on every run: a migration applied to one side between two runs must stop the move too.
     await sameTables(move)
-    if (resumedFrom === null) await targetHoldsNothing(move)
+    if (resumedFrom === null) {
+      await targetHoldsNothing(move)
+      await sourceHoldsTenantsRow(move)
+    }
 
     const steps: MoveReport['steps'] = []
     for (const step of MOVE_STEPS.slice(resumedFrom === null ? 0 : MOVE_STEPS.indexOf(resumedFrom) + 1)) {
@@ -181,11 +185,11 @@ const STEPS: Record<MoveStep, (move: Move, drainMs: number) => Promise<void>> = 
     const target = await checksumsOn(move, move.options.target.appPool)
     const differs = difference(manifest, target)
     if (differs !== undefined) throw new MoveDivergedError(`the target's ${differs}`)
-    const source = await checksumsOn(move, move.options.source.appPool)
-    if (difference(manifest, source) !== undefined) {
+    const late = difference(manifest, await checksumsOn(move, move.options.source.appPool))
+    if (late !== undefined) {
       // A transaction that began before the tenant was marked committed after the export: export again.
       await move.record.record('marked')
-      throw new MoveDivergedError(`the source's ${String(difference(manifest, source))}; run the move again to export again`)
+      throw new MoveDivergedError(`the source's ${late}; run the move again to export again`)
     }
     await erasureMatchesExport(move, manifest).catch(async (error: unknown) => {
       // Fixed by exporting again, with the options that let the application role see every row.
@@ -261,7 +265,7 @@ async function erasureMatchesExport (move: Move, manifest: ExportManifest): Prom
   }
 }
 
-async function setStatus (pool: Pool, { status, scope }: Move, value: 'moving' | 'active'): Promise<boolean> {
+async function setStatus (pool: Pool, { status, scope }: Pick<Move, 'status' | 'scope'>, value: 'moving' | 'active'): Promise<boolean> {
   const { rowCount } = await pool.query(`UPDATE ${status.table.sql} SET ${status.column} = $2 WHERE ${status.key} = $1`, [scope.tenantId, value])
   return rowCount === 1
 }
@@ -272,7 +276,7 @@ async function copyTenantsRow ({ options, status, scope }: Move): Promise<void> 
     `SELECT pg_catalog.to_jsonb(t) AS row FROM ${status.table.sql} AS t WHERE ${status.key} = $1`, [scope.tenantId])
   if (row === undefined) throw new MoveRefusedError(`the source's ${status.table.text} has no row for tenant ${scope.tenantId}`)
   await options.target.adminPool.query(`INSERT INTO ${status.table.sql} SELECT * FROM pg_catalog.jsonb_populate_record(NULL::${status.table.sql}, $1) ON CONFLICT DO NOTHING`, [row.row])
-  await setStatus(options.target.adminPool, { status, scope } as Move, 'moving')
+  await setStatus(options.target.adminPool, { status, scope }, 'moving')
 }
 
 async function onClient<T> (pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
@@ -289,6 +293,12 @@ async function sameTables ({ scope, options }: Move): Promise<void> {
   const [here, there] = await Promise.all([options.source.appPool, options.target.appPool].map((pool) =>
     onClient(pool, async (client) => schemaFingerprint(await resolveTenantTables(client, scope)))))
   if (here !== there) throw new SchemaMismatchError(`the target's tenant tables differ from the source's (schema fingerprint ${String(there).slice(0, 12)}… there, ${String(here).slice(0, 12)}… here)`)
+}
+
+/** Refuses, before the move is recorded, a tenant whose tenants row is missing on the source: the 'marked' step could not mark it. */
+async function sourceHoldsTenantsRow ({ scope, options, status }: Move): Promise<void> {
+  const { rowCount } = await options.source.adminPool.query(`SELECT 1 FROM ${status.table.sql} WHERE ${status.key} = $1`, [scope.tenantId])
+  if (rowCount === 0) throw new MoveRefusedError(`the source's ${status.table.text} has no row for tenant ${scope.tenantId}`)
 }
 
 /** Refuses a target that already holds the tenant's row or rows: a move never overwrites anything. */

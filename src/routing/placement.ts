@@ -13,7 +13,7 @@ import type { TenantIdType } from '../tenant-id.js'
 import type { TenantRoute } from './tenant-router.js'
 
 /** The placement table's default name. */
-export const DEFAULT_PLACEMENT_TABLE = 'public.tenant_placements'
+const DEFAULT_PLACEMENT_TABLE = 'public.tenant_placements'
 
 /** A database's name in the placement table: what the table's CHECK constraint accepts too. */
 export const DATABASE_NAME = /^[a-z][a-z0-9_-]{0,62}$/

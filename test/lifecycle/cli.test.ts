@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import t from 'tap'
 import { runCli } from '../../src/cli/run-cli.js'
-import type { CliIo } from '../../src/cli/command.js'
+import { captureIo as capture } from '../helpers/cli-io.js'
 import { createTestDatabase } from '../helpers/database.js'
 import { addTenant, committedRows, createLifecycleTables, seedTwoTenants } from '../helpers/lifecycle-world.js'
 
@@ -17,16 +17,6 @@ await createLifecycleTables(db)
 const { tenantA, tenantB } = await seedTwoTenants(db, 5)
 const folder = await mkdtemp(join(tmpdir(), 'lifecycle-cli-'))
 t.teardown(() => rm(folder, { recursive: true, force: true }))
-
-function capture (stderrIsTty = false): { io: CliIo, out: () => string, err: () => string } {
-  const out: string[] = []
-  const err: string[] = []
-  return {
-    io: { stdout: { write: (chunk: string) => out.push(chunk) }, stderr: { write: (chunk: string) => err.push(chunk) }, stdoutIsTty: false, stderrIsTty },
-    out: () => out.join(''),
-    err: () => err.join('')
-  }
-}
 
 const app = ['--database-url', db.url()]
 const admin = ['--database-url', db.adminUrl]

@@ -9,7 +9,7 @@ import t from 'tap'
 import { exportTenant, tenantChecksums } from 'fastify-tenant-rls'
 import { restoreDrill } from 'fastify-tenant-rls/testing'
 import { runCli } from '../../src/cli/run-cli.js'
-import type { CliIo } from '../../src/cli/command.js'
+import { captureIo as capture } from '../helpers/cli-io.js'
 import { createTestDatabase } from '../helpers/database.js'
 import { committedRows, createLifecycleTables, seedTwoTenants } from '../helpers/lifecycle-world.js'
 
@@ -63,16 +63,6 @@ t.test('refused with signedContext or an unknown value, before anything is sent'
   await t.rejects(tenantChecksums({ pool: appPool, tenantId: tenantA, openWith: 'SET LOCAL' as never }), { code: 'FST_TENANT_RLS_INVALID_OPTION', message: /openWith must be/ })
   t.same(parses, [], 'nothing was sent')
 })
-
-function capture (): { io: CliIo, out: () => string, err: () => string } {
-  const out: string[] = []
-  const err: string[] = []
-  return {
-    io: { stdout: { write: (chunk: string) => out.push(chunk) }, stderr: { write: (chunk: string) => err.push(chunk) }, stdoutIsTty: false, stderrIsTty: false },
-    out: () => out.join(''),
-    err: () => err.join('')
-  }
-}
 
 t.test('the export, import and erase commands take --open-with', async (t) => {
   const file = join(directory, 'cli.export')
