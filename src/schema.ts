@@ -26,7 +26,7 @@ import { failOption } from './errors.js'
 import { DEFAULT_SETTING, validateSetting } from './options.js'
 import { signedCurrentTenantSql } from './signed-context/schema-sql.js'
 import { parentsFirst } from './tenant-catalog.js'
-import { validateTenantIdType } from './tenant-id.js'
+import { TENANT_ID_CAST, validateTenantIdType } from './tenant-id.js'
 import type { TenantIdType } from './tenant-id.js'
 
 export { SHARED_ROLE_CHANNELS, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from './shared-role.js'
@@ -67,14 +67,11 @@ export interface TenantTableOptions<TType extends TenantIdType = 'uuid'> {
   signedContext?: boolean
 }
 
-// The cast of the setting for each tenant id type; a slug is compared as the text it is.
-const TENANT_CAST: Readonly<Record<TenantIdType, string>> = { uuid: '::uuid', bigint: '::bigint', slug: '' }
-
 /** The tenant of the current transaction as SQL: NULL when none is set, so comparisons deny. */
 export function currentTenantSql (setting: string = DEFAULT_SETTING, tenantIdType: TenantIdType = 'uuid'): string {
   // The setting is validated to plain identifiers joined by dots, so writing it as a literal is safe;
   // drizzle-kit writes policies and defaults as text, so it could not carry a bound parameter anyway.
-  return `nullif(current_setting('${validateSetting(setting)}', true), '')${TENANT_CAST[validateTenantIdType(tenantIdType)]}`
+  return `nullif(current_setting('${validateSetting(setting)}', true), '')${TENANT_ID_CAST[validateTenantIdType(tenantIdType)]}`
 }
 
 // bigint in drizzle's 'bigint' mode: a JS number would round ids above 2^53 onto other tenants' ids.

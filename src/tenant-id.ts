@@ -10,6 +10,12 @@ export type TenantIdType = 'uuid' | 'bigint' | 'slug'
 
 const TENANT_ID_TYPES: ReadonlySet<string> = new Set<TenantIdType>(['uuid', 'bigint', 'slug'])
 
+/** The SQL type of the tenant column (and of a tenants table's key) for each tenant id type. */
+export const TENANT_ID_SQL_TYPE: Readonly<Record<TenantIdType, string>> = { uuid: 'uuid', bigint: 'bigint', slug: 'text' }
+
+/** The cast that turns the tenant as text (the setting, the verified function) into the column's type; a slug is compared as the text it is. */
+export const TENANT_ID_CAST: Readonly<Record<TenantIdType, string>> = { uuid: '::uuid', bigint: '::bigint', slug: '' }
+
 const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const NIL_UUID = '00000000-0000-0000-0000-000000000000'
 // A positive bigint with no sign, no leading zero, no space: '7', never '07', '+7' or '7.0'.

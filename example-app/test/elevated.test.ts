@@ -192,6 +192,12 @@ t.test('the admin script: JSON on stdout, exit code 2 on a bad command line', as
   await t.rejects(runAdmin(['grants', '--bogus'], systemPool), { name: 'UsageError', message: /bogus/ })
 })
 
+t.test('the admin script refuses a malformed --anchor or date as a usage error, before any query', async (t) => {
+  await t.rejects(runAdmin(['verify', '--anchor', '12'], systemPool), { name: 'UsageError', message: /--anchor is <seq>:<hash>/ })
+  await t.rejects(runAdmin(['verify', '--anchor', '12:ab:cd'], systemPool), { name: 'UsageError', message: /--anchor is <seq>:<hash>/ })
+  await t.rejects(runAdmin(['report', '--tenant', DEMO.acme.id, '--from', 'last week'], systemPool), { name: 'UsageError', message: '--from must be a date such as 2026-11-01, got "last week"' })
+})
+
 t.test('at the end, the audit trail verifies clean: every row hashed and chained', async (t) => {
   const { rows: [count] } = await db.admin.query<{ rows: number }>('SELECT count(*)::int AS rows FROM elevated.audit_trail')
   t.ok((count?.rows ?? 0) > 0)

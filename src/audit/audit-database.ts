@@ -2,7 +2,7 @@
 // is data (findings with rule ids, severities, objects and fixes); printing is the CLI's business.
 import { DEFAULT_SETTING, validateSetting } from '../options.js'
 import { failOption } from '../errors.js'
-import { validateTenantIdType, type TenantIdType } from '../tenant-id.js'
+import { TENANT_ID_SQL_TYPE, validateTenantIdType, type TenantIdType } from '../tenant-id.js'
 import { bypassFindings } from './bypass-rules.js'
 import { defaultDenyFindings } from './default-deny.js'
 import { readAuditFacts, type Queryable } from './facts.js'
@@ -49,8 +49,6 @@ export interface AuditReport {
   ok: boolean
 }
 
-const COLUMN_TYPE: Readonly<Record<TenantIdType, string>> = { uuid: 'uuid', bigint: 'bigint', slug: 'text' }
-
 function nonEmptyString (value: unknown, name: string): string {
   if (typeof value !== 'string' || value === '') failOption(`auditDatabase: ${name} must be a non-empty string, got ${JSON.stringify(value)}`)
   return value
@@ -75,7 +73,7 @@ export async function auditDatabase (db: Queryable, options: AuditOptions): Prom
   const findings = [
     ...tableFindings(facts, convention),
     ...defaultDenyFindings(facts, allowGlobal, tenantColumn),
-    ...keyFindings(facts, tenantColumn, COLUMN_TYPE[tenantIdType]),
+    ...keyFindings(facts, tenantColumn, TENANT_ID_SQL_TYPE[tenantIdType]),
     ...bypassFindings(facts),
     ...roleFindings(facts, convention),
     ...serverFindings(facts)

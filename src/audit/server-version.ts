@@ -35,7 +35,7 @@ export const RLS_CVES: readonly RlsCve[] = [
 const rank = Number
 
 /** The major ('9.6', '17') and minor of a server_version_num (90624 is 9.6.24, 170005 is 17.5). */
-export function splitVersion (versionNum: number): { major: string, minor: number } {
+function splitVersion (versionNum: number): { major: string, minor: number } {
   return versionNum >= 100000
     ? { major: String(Math.floor(versionNum / 10000)), minor: versionNum % 10000 }
     : { major: `${Math.floor(versionNum / 10000)}.${Math.floor(versionNum / 100) % 100}`, minor: versionNum % 100 }

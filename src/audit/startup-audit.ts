@@ -6,6 +6,7 @@ import { getTableConfig } from 'drizzle-orm/pg-core'
 import type { Pool } from 'pg'
 import { UnsafeSchemaError } from '../errors.js'
 import { isTenantTable, TENANT_ID_COLUMN } from '../schema.js'
+import { TENANT_ID_SQL_TYPE } from '../tenant-id.js'
 import type { TenantIdType } from '../tenant-id.js'
 import { readAuditFacts } from './facts.js'
 import { keyFindings } from './key-rules.js'
@@ -28,7 +29,6 @@ export interface StartupAuditOptions {
 }
 
 const TENANT_COLUMN = TENANT_ID_COLUMN
-const COLUMN_TYPE: Readonly<Record<TenantIdType, string>> = { uuid: 'uuid', bigint: 'bigint', slug: 'text' }
 
 // Tables declared with tenantTable: bare names by PostgreSQL schema.
 function declaredTenantTables (schema: Record<string, unknown>): Map<string, Set<string>> {
@@ -54,7 +54,7 @@ export async function auditRegisteredTables (pool: Pool, options: StartupAuditOp
     const declared = { ...facts, tables: facts.tables.filter((table) => names.has(table.relname)) }
     if (declared.tables.length === 0) continue
     const convention = { setting: options.setting, tenantColumn: TENANT_COLUMN, signedContext: options.signedContext === true }
-    findings.push(...[...tableFindings(declared, convention), ...keyFindings(declared, TENANT_COLUMN, COLUMN_TYPE[options.tenantIdType])]
+    findings.push(...[...tableFindings(declared, convention), ...keyFindings(declared, TENANT_COLUMN, TENANT_ID_SQL_TYPE[options.tenantIdType])]
       .filter((entry) => entry.severity === 'error'))
   }
   for (const entry of findings) options.onFinding(entry)

@@ -24,7 +24,7 @@ const COMMANDS = [
 const COMMAND_WORD: Readonly<Record<PolicyFacts['command'], string>> = { '*': 'ALL', r: 'SELECT', a: 'INSERT', w: 'UPDATE', d: 'DELETE' }
 
 /** The standard policy, as the fix for a table that lacks one. */
-export function standardPolicySql (table: string, convention: TenantConvention, type = 'uuid'): string {
+function standardPolicySql (table: string, convention: TenantConvention, type = 'uuid'): string {
   const tenant = tenantSourceSql(convention, type)
   const { tenantColumn } = convention
   return `CREATE POLICY tenant_isolation ON ${table} USING (${tenantColumn} = ${tenant}) WITH CHECK (${tenantColumn} = ${tenant});`

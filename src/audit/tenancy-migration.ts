@@ -17,7 +17,7 @@ import type { Pool, PoolClient, QueryResult } from 'pg'
 import { BackfillIncompleteError, failOption } from '../errors.js'
 import { DEFAULT_SETTING, validateSetting } from '../options.js'
 import { currentTenantSql } from '../schema.js'
-import { validateTenantIdType, type TenantIdType } from '../tenant-id.js'
+import { TENANT_ID_SQL_TYPE, validateTenantIdType, type TenantIdType } from '../tenant-id.js'
 
 /** Options of `tenancyMigration`. */
 export interface TenancyMigrationOptions {
@@ -130,7 +130,7 @@ export function tenancyMigration (options: TenancyMigrationOptions): TenancyMigr
     columns: unique.columns.map((name) => identifier(name, 'uniqueKeys[].columns')),
     kind: unique.primary === true ? 'PRIMARY KEY' : 'UNIQUE'
   }))
-  const type = { uuid: 'uuid', bigint: 'bigint', slug: 'text' }[tenantIdType]
+  const type = TENANT_ID_SQL_TYPE[tenantIdType]
   const tenant = `(select ${currentTenantSql(setting, tenantIdType)})`
   const foreignKey = `${table.name}_${column}_fkey`
   const index = `${table.name}_${column}_idx`

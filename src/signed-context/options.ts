@@ -49,7 +49,7 @@ export const MIN_SECRET_BYTES = 32
 // One day: a signature is meant to open one transaction soon after it is made, not to be kept.
 const MAX_SIGNATURE_TTL = 86_400_000
 /** Key ids: also enforced by the key table, and free of the '.' that separates a signature's fields. */
-export const KEY_ID = /^[A-Za-z0-9_-]{1,32}$/
+const KEY_ID = /^[A-Za-z0-9_-]{1,32}$/
 
 function secretBytes (secret: unknown, index: number): Buffer {
   if (typeof secret === 'string') return Buffer.from(secret, 'utf8')

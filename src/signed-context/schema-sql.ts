@@ -23,7 +23,7 @@
 // costs two sha256() calls over a few dozen bytes.
 import { failOption } from '../errors.js'
 import { DEFAULT_SETTING, validateSetting } from '../options.js'
-import { validateTenantIdType } from '../tenant-id.js'
+import { TENANT_ID_CAST, validateTenantIdType } from '../tenant-id.js'
 import type { TenantIdType } from '../tenant-id.js'
 import { MIN_SECRET_BYTES } from './options.js'
 import { SIGNATURE_SETTING, SIGNATURE_VERSION } from './signer.js'
@@ -58,12 +58,9 @@ function plainRole (what: string, name: unknown): string {
   return name
 }
 
-// The cast of the function's text for each tenant id type, as in the plain policy.
-const TENANT_CAST: Readonly<Record<TenantIdType, string>> = { uuid: '::uuid', bigint: '::bigint', slug: '' }
-
 /** The verified tenant as SQL (NULL unless the signature holds), for the policies of signed mode. */
 export function signedCurrentTenantSql (tenantIdType: TenantIdType = 'uuid'): string {
-  return `${CURRENT_TENANT_FUNCTION}${TENANT_CAST[validateTenantIdType(tenantIdType)]}`
+  return `${CURRENT_TENANT_FUNCTION}${TENANT_ID_CAST[validateTenantIdType(tenantIdType)]}`
 }
 
 // Every way a signature can be wrong ends in no row, never in an error: a malformed value set by
