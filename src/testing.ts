@@ -290,6 +290,7 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
   // itself subject to FORCE'd RLS can then write and delete that tenant's rows too.
   async function privileged<T> (tenant: string, work: (client: PoolClient) => Promise<T>): Promise<T> {
     const client = await adminPool.connect()
+    let broken: Error | undefined
     try {
       await client.query('BEGIN')
       await setLocalTenantContext(client, setting, tenant, signed)
@@ -297,10 +298,11 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
       await client.query('COMMIT')
       return result
     } catch (error) {
-      await client.query('ROLLBACK').catch(() => {})
+      // A connection that cannot even roll back is destroyed, as asTenant does, not pooled again.
+      await client.query('ROLLBACK').catch((rollbackError: Error) => { broken = rollbackError })
       throw error
     } finally {
-      client.release()
+      client.release(broken)
     }
   }
 

@@ -210,8 +210,24 @@ END $tenancy$;`
       for (const statement of statements) await client.query(statement)
       await client.query('COMMIT')
     } catch (error) {
-      await client.query('ROLLBACK')
+      // The statement's own error is the one to report; a connection whose ROLLBACK failed too is
+      // destroyed by onConnection, not pooled again.
+      await client.query('ROLLBACK').catch(() => {})
       throw error
+    }
+  }
+
+  // One connection per run; after a failure (perhaps mid-transaction) it is destroyed, not pooled.
+  async function onConnection (pool: Pool, work: (client: PoolClient) => Promise<void>): Promise<void> {
+    const client = await pool.connect()
+    let failed: Error | undefined
+    try {
+      await work(client)
+    } catch (error) {
+      failed = error as Error
+      throw error
+    } finally {
+      client.release(failed)
     }
   }
 
@@ -244,8 +260,7 @@ END $tenancy$;`
       }
     },
     async up (pool, { onProgress = defaultProgress } = {}) {
-      const client = await pool.connect()
-      try {
+      await onConnection(pool, async (client) => {
         const done = await state(client)
         if (done.enforced) return
         if (!done.column) await inTransaction(client, steps[0]?.up ?? [])
@@ -257,21 +272,16 @@ END $tenancy$;`
           const { rows: [left] } = await client.query<{ count: string }>(`SELECT count(*) AS count FROM ${T} WHERE ${column} IS NULL`)
           throw new BackfillIncompleteError(left?.count ?? '?', T)
         }
-      } finally {
-        client.release()
-      }
+      })
     },
     async down (pool, { onProgress = defaultProgress, to } = {}) {
       const keep = to === undefined ? -1 : ORDER.indexOf(to)
-      const client = await pool.connect()
-      try {
+      await onConnection(pool, async (client) => {
         const done = await state(client)
         if (done.enforced && keep < 2) await inTransaction(client, steps[2]?.down ?? [])
         if (done.column && keep < 1) await batched(client, 'backfill', 'NULL', `${column} IS NOT NULL`, onProgress)
         if (done.column && keep < 0) await inTransaction(client, steps[0]?.down ?? [])
-      } finally {
-        client.release()
-      }
+      })
     }
   }
 }

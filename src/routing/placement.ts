@@ -8,7 +8,7 @@ import { failOption, PlacementUnknownDatabaseError, TenantNotPlacedError } from 
 import { roleName, tableName } from '../elevated/tables.js'
 import type { TableName } from '../elevated/tables.js'
 import { validatePool } from '../options.js'
-import { validateTenantIdType } from '../tenant-id.js'
+import { TENANT_ID_SQL_TYPE, validateTenantIdType } from '../tenant-id.js'
 import type { TenantIdType } from '../tenant-id.js'
 import type { TenantRoute } from './tenant-router.js'
 
@@ -82,8 +82,6 @@ export interface PlacementTableSqlOptions {
   tenantIdType?: TenantIdType
 }
 
-const KEY_TYPE: Readonly<Record<TenantIdType, string>> = { uuid: 'uuid', bigint: 'bigint', slug: 'text' }
-
 /** A move's steps in order, each recorded in the placement row once done (see moveTenant). */
 export const MOVE_STEPS = ['started', 'marked', 'exported', 'imported', 'verified', 'flipped', 'drained', 'erasing', 'erased'] as const
 export type MoveStep = typeof MOVE_STEPS[number]
@@ -96,7 +94,7 @@ export type MoveStep = typeof MOVE_STEPS[number]
 export function placementTableSql (options: PlacementTableSqlOptions): string {
   const table = placementTableName(options.table)
   const reader = roleName('placementTableSql', 'readerRole', options.readerRole)
-  const keyType = KEY_TYPE[validateTenantIdType(options.tenantIdType)]
+  const keyType = TENANT_ID_SQL_TYPE[validateTenantIdType(options.tenantIdType)]
   const name = `~ '${DATABASE_NAME.source}'`
   // The key is `tenant`, not `tenant_id`: the lifecycle tools and the audit take every table with a
   // tenant_id column for a tenant table, and this one holds every tenant's row.
