@@ -186,7 +186,7 @@ function checkedSignedContext (pool: Pool, context: ResolvedSignedContext, setti
 }
 
 function emitSignedContextWarning (warning: SignedContextProblem): void {
-  process.emitWarning(describeSignedContextProblem(warning), { code: 'FST_TENANT_RLS_SIGNED_CONTEXT' })
+  process.emitWarning(describeSignedContextProblem(warning), { type: 'FastifyTenantRlsWarning', code: 'FST_TENANT_RLS_SIGNED_CONTEXT' })
 }
 
 // Workers call withTenant in a loop with the same schema object: build its drizzle metadata once.

@@ -128,6 +128,18 @@ t.test('a key the database does not hold is refused at startup, with the fix', a
   await other.close()
 })
 
+t.test('the standalone withTenant hands a retiring key the database no longer holds on as a process warning, and runs the work', async (t) => {
+  const warnings: Array<{ name: string, code: string | undefined, message: string }> = []
+  const onWarning = (warning: Error & { code?: string }): void => { warnings.push({ name: warning.name, code: warning.code, message: warning.message }) }
+  process.on('warning', onWarning)
+  t.teardown(() => { process.off('warning', onWarning) })
+  const rows = await withTenant(pool, a, (db) => db.select().from(signedNotes), { signedContext: { keys: [key, newKey('retired')] } })
+  t.ok(rows.length > 0, 'signed with the first key: the work sees its rows')
+  // process.emitWarning delivers on the next tick.
+  await new Promise((resolve) => setImmediate(resolve))
+  t.match(warnings, [{ name: 'FastifyTenantRlsWarning', code: 'FST_TENANT_RLS_SIGNED_CONTEXT', message: /no longer accepts the key "retired"/ }])
+})
+
 t.test('app.withTenant before ready runs the signed-context check too: a key the database does not hold is refused before the work runs', async (t) => {
   const other = Fastify()
   await other.register(fastifyJwt, { secret: JWT_SECRET })
