@@ -1,8 +1,9 @@
 // PostgreSQL's CPU time spent on the bench's requests: the time on CPU of the client backends of
 // the bench database, read from /proc/<pid>/schedstat (first field, nanoseconds on CPU) around the
-// sequential phase. Taken at c=1 on purpose: at c=10 on 2 cores every process waits in the run
-// queue and the figures carry scheduling effects; one request at a time, a backend's CPU time is
-// that request's own work. Needs the server on this machine: when it is elsewhere (DATABASE_URL),
+// sequential phase. Taken at c=1 on purpose: at c=10 on 2 cores autocannon, the app and PostgreSQL
+// queue for the cores, and the figures carry run-queue effects (work batched into one wake-up or one
+// system call, caches shared and evicted); one request at a time, a backend's CPU time is that
+// request's own work. Needs the server on this machine: when it is elsewhere (DATABASE_URL),
 // its pids mean nothing here and every figure is NaN (shown as n/a).
 import { readFile } from 'node:fs/promises'
 import pg from 'pg'

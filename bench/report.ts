@@ -82,7 +82,7 @@ export function markdown (results: Results): string {
     '',
     'CPU per request at c=1: the server process\'s user + system time (every app runs in it; `process.cpuUsage()`) and the time on CPU of the bench database\'s ' +
       `client backends (\`/proc/<pid>/schedstat\`), read just before and after the ${settings.sequentialRequests} sequential requests and divided by them; ` +
-      'measured one request at a time, where it is the request\'s own work, not waiting in the run queue. ' +
+      'one request at a time, where it is the request\'s own work, without the run-queue effects of c=10 on few cores. ' +
       "PostgreSQL's is n/a when the server does not run on the bench's machine (DATABASE_URL elsewhere), and so is the ratio that adds it.",
     '',
     `Variants: ${Object.values(APP_LABELS).join('; ')}.`,
