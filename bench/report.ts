@@ -22,12 +22,15 @@ export interface Results {
   durationSeconds: number
   seedSeconds: number
   command: string
+  /** The target ids a focused run (BENCH_TARGETS) loaded; null for a full run. */
+  focus: string[] | null
   machine: Machine
   settings: Record<string, number>
   targets: TargetSummary[]
   comparisons: ComparisonSummary[]
+  /** Empty, like drizzle null, in a focused run. */
   sql: SqlFigure[]
-  drizzle: DrizzleCost
+  drizzle: DrizzleCost | null
   /** null when pg_stat_statements was not available. */
   statementProfiles: StatementProfile[] | null
   rounds: Measurement[]
@@ -43,19 +46,22 @@ function escapeXml (text: string): string {
 
 export function markdown (results: Results): string {
   const { machine, settings } = results
+  const focused = results.focus === null
+    ? ''
+    : `**Focused run, not a full one** (BENCH_TARGETS=${results.focus.join(',')}): only these targets were loaded, and the SQL-level and drizzle figures were skipped. `
   const lines = [
-    `Run of ${results.startedAt} (${fixed(results.durationSeconds, 0)} s end to end, seed ${fixed(results.seedSeconds, 0)} s): ` +
+    `${focused}Run of ${results.startedAt} (${fixed(results.durationSeconds, 0)} s end to end, seed ${fixed(results.seedSeconds, 0)} s): ` +
       `${machine.cpus} cores (${machine.cpuModel}), ${fixed(machine.memoryGiB, 1)} GiB, Node ${machine.node}, ${machine.postgres} (${machine.server}). ` +
       `${settings.rounds} interleaved rounds; per round and target ${settings.loadSeconds} s of autocannon at c=${settings.connections} ` +
       `and ${settings.sequentialRequests} sequential requests (c=1); pools of ${settings.poolSize}, idleTimeoutMillis 0. Medians over rounds.`,
     '',
-    '| Workload | Variant | req/s | p50 ms | p99 ms | p50 ms c=1 | p99 ms c=1 | round trips/req | statements/req | checkouts/req | connection held ms/req |',
-    '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|'
+    '| Workload | Variant | req/s | p50 ms | p99 ms | p50 ms c=1 | p99 ms c=1 | round trips/req | statements/req | checkouts/req | connection held ms/req | app CPU µs/req c=1 | PostgreSQL CPU µs/req c=1 |',
+    '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|'
   ]
   for (const target of results.targets) {
     lines.push(`| ${target.workload} | ${target.label} | ${fixed(target.requestsPerSecond, 0)} | ${fixed(target.p50, 1)} | ${fixed(target.p99, 1)} | ` +
       `${fixed(target.sequentialP50, 3)} | ${fixed(target.sequentialP99, 3)} | ${fixed(target.roundTrips)} | ${fixed(target.statements)} | ` +
-      `${fixed(target.checkouts)} | ${fixed(target.holdMs, 3)} |`)
+      `${fixed(target.checkouts)} | ${fixed(target.holdMs, 3)} | ${fixed(target.cpuAppMicros, 0)} | ${fixed(target.cpuPostgresMicros, 0)} |`)
   }
   lines.push('', '| Ratio (same run, median of per-round ratios) | Metric | Ratio | Range over rounds | Target | Met |', '|---|---|--:|--:|--:|---|')
   for (const comparison of results.comparisons) {
@@ -63,12 +69,21 @@ export function markdown (results: Results): string {
     const met = comparison.met === undefined ? '' : comparison.met ? 'yes' : '**no**'
     lines.push(`| ${comparison.subject} / ${comparison.baseline} | ${comparison.metric} | ${fixed(comparison.ratio)} | ${fixed(comparison.low)}–${fixed(comparison.high)} | ${target} | ${met} |`)
   }
-  lines.push('', ...sqlTable(results))
+  if (results.sql.length > 0) lines.push('', ...sqlTable(results))
   lines.push('', ...statementTable(results))
+  if (results.drizzle !== null) {
+    lines.push(
+      '',
+      `drizzle construction per request (${results.drizzle.iterations} iterations): the plugin's request.db ${fixed(results.drizzle.pluginRequestDb / 1000, 2)} µs; ` +
+        `drizzle(pool) ${fixed(results.drizzle.drizzlePerRequest / 1000, 2)} µs; drizzle(pool, { schema }) ${fixed(results.drizzle.drizzleWithSchemaPerRequest / 1000, 2)} µs.`
+    )
+  }
   lines.push(
     '',
-    `drizzle construction per request (${results.drizzle.iterations} iterations): the plugin's request.db ${fixed(results.drizzle.pluginRequestDb / 1000, 2)} µs; ` +
-      `drizzle(pool) ${fixed(results.drizzle.drizzlePerRequest / 1000, 2)} µs; drizzle(pool, { schema }) ${fixed(results.drizzle.drizzleWithSchemaPerRequest / 1000, 2)} µs.`,
+    'CPU per request at c=1: the server process\'s user + system time (every app runs in it; `process.cpuUsage()`) and the time on CPU of the bench database\'s ' +
+      `client backends (\`/proc/<pid>/schedstat\`), read just before and after the ${settings.sequentialRequests} sequential requests and divided by them; ` +
+      'one request at a time, where it is the request\'s own work, without the run-queue effects of c=10 on few cores. ' +
+      "PostgreSQL's is n/a when the server does not run on the bench's machine (DATABASE_URL elsewhere), and so is the ratio that adds it.",
     '',
     `Variants: ${Object.values(APP_LABELS).join('; ')}.`,
     '',

@@ -2,7 +2,9 @@
 // figures, then starts the server process with every variant and drives the targets in
 // interleaved rounds (each round runs every target once, in an order rotated per round, so no
 // target always runs first or last), and writes bench/results/. Tunable for a quick look with
-// BENCH_ROUNDS and BENCH_SECONDS; the committed results use the defaults.
+// BENCH_ROUNDS and BENCH_SECONDS; BENCH_TARGETS (comma-separated target ids from targets.ts, e.g.
+// W1-plugin,W1-plugin-signed) loads only those targets and skips the SQL-level and drizzle figures,
+// for a focused comparison (results.md's first line says so). The committed results use the defaults.
 import { fork } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { cpus, totalmem } from 'node:os'
@@ -14,6 +16,8 @@ import type { AppSettings } from './apps.js'
 import { measureDrizzleCost } from './drizzle-cost.js'
 import { sequential, underLoad } from './load.js'
 import type { Load } from './load.js'
+import { microsecondsBetween, openPostgresCpu } from './postgres-cpu.js'
+import type { PostgresCpu } from './postgres-cpu.js'
 import { startBenchServer } from './postgres.js'
 import { writeResults } from './report.js'
 import type { Machine } from './report.js'
@@ -24,7 +28,7 @@ import { prepareStatementProfiler } from './statement-profile.js'
 import type { StatementProfile, StatementProfiler } from './statement-profile.js'
 import { summarizeComparisons, summarizeTargets } from './summary.js'
 import type { Measurement } from './summary.js'
-import { TARGETS } from './targets.js'
+import { selectTargets } from './targets.js'
 import type { Target } from './targets.js'
 
 const settings = {
@@ -39,6 +43,10 @@ const settings = {
   drizzleIterations: 200_000
 }
 const JWT_SECRET = 'a-benchmark-secret-that-is-long-enough-for-hs256'
+const TUNING = ['BENCH_ROUNDS', 'BENCH_SECONDS', 'BENCH_TARGETS'] as const
+const targets = selectTargets(process.env.BENCH_TARGETS)
+/** The target ids of a focused run (BENCH_TARGETS set), null for a full one. */
+const focus = (process.env.BENCH_TARGETS ?? '').trim() === '' ? null : targets.map((target) => target.id)
 
 function log (message: string): void {
   process.stderr.write(`[bench] ${message}\n`)
@@ -102,18 +110,26 @@ function perRequest (target: Target, before: Snapshot, after: Snapshot): Measure
   }
 }
 
-async function measure (round: number, target: Target, load: Load, ready: ServerReady): Promise<Measurement> {
+async function measure (round: number, target: Target, load: Load, ready: ServerReady, postgresCpu: PostgresCpu): Promise<Measurement> {
   const before = await snapshot(ready)
   const loaded = await underLoad(load, settings.connections, settings.loadSeconds)
+  // CPU time is read around the c=1 phase only: under load it would carry run-queue effects (postgres-cpu.ts).
+  const appBefore = await snapshot(ready)
+  const postgresBefore = await postgresCpu.sample()
   const single = await sequential(load, settings.sequentialRequests)
+  const postgresAfter = await postgresCpu.sample()
   const after = await snapshot(ready)
-  return { round, target: target.id, load: loaded, sequential: single, perRequest: perRequest(target, before, after) }
+  const cpu = {
+    appMicros: (after.cpuMicros - appBefore.cpuMicros) / single.requests,
+    postgresMicros: microsecondsBetween(postgresBefore, postgresAfter) / single.requests
+  }
+  return { round, target: target.id, load: loaded, sequential: single, perRequest: perRequest(target, before, after), cpu }
 }
 
 /** One more short load pass per database target, with pg_stat_statements tracking on. */
 async function profileStatements (profiler: StatementProfiler, loadOf: (target: Target) => Load, ready: ServerReady): Promise<StatementProfile[]> {
   const profiles: StatementProfile[] = []
-  for (const target of TARGETS.filter((candidate) => candidate.workload !== 'W3')) {
+  for (const target of targets.filter((candidate) => candidate.workload !== 'W3')) {
     const before = await snapshot(ready)
     await profiler.start()
     await underLoad(loadOf(target), settings.connections, settings.profileSeconds)
@@ -134,25 +150,28 @@ const server = await startBenchServer()
 try {
   log(`PostgreSQL: ${server.kind}; seeding (reused when already seeded)`)
   const seeded = await seed(server.adminUrl)
-  log(`seed: ${seeded.seedSeconds > 0 ? `${seeded.seedSeconds.toFixed(1)} s` : 'reused'}; SQL-level figure`)
-  const sql = [
-    await measureSqlFigure(seeded.appUrl, seeded.manualUrl, seeded.tenants, settings.sqlSamples, 20),
-    await measureSqlFigure(seeded.appUrl, seeded.manualUrl, seeded.tenants, settings.sqlSamples, ROWS / TENANTS)
-  ]
-  const drizzle = measureDrizzleCost(settings.drizzleIterations)
+  log(`seed: ${seeded.seedSeconds > 0 ? `${seeded.seedSeconds.toFixed(1)} s` : 'reused'}; ${focus === null ? 'SQL-level figure' : `focused run of ${focus.join(', ')}`}`)
+  const sql = focus !== null
+    ? []
+    : [
+        await measureSqlFigure(seeded.appUrl, seeded.manualUrl, seeded.tenants, settings.sqlSamples, 20),
+        await measureSqlFigure(seeded.appUrl, seeded.manualUrl, seeded.tenants, settings.sqlSamples, ROWS / TENANTS)
+      ]
+  const drizzle = focus !== null ? null : measureDrizzleCost(settings.drizzleIterations)
   const tokens = await signTokens(seeded.tenants)
   const machine = await describeMachine(seeded.adminUrl, server.kind)
   const profiler = await prepareStatementProfiler(seeded.adminUrl)
+  const postgresCpu = await openPostgresCpu(seeded.adminUrl)
   const { child, ready } = await startServerProcess({ appUrl: seeded.appUrl, manualUrl: seeded.manualUrl, signedUrl: seeded.signedUrl, systemUrl: seeded.systemUrl, jwtSecret: JWT_SECRET, poolSize: settings.poolSize })
   const rounds: Measurement[] = []
   let statementProfiles: StatementProfile[] | null = null
   try {
     const loadOf = (target: Target): Load => ({ port: ready.ports[target.app], target, tokens })
     log('warm-up')
-    for (const target of TARGETS) await underLoad(loadOf(target), settings.connections, settings.warmupSeconds)
+    for (const target of targets) await underLoad(loadOf(target), settings.connections, settings.warmupSeconds)
     for (let round = 1; round <= settings.rounds; round++) {
       log(`round ${round} of ${settings.rounds}`)
-      for (const target of rotated(TARGETS, round - 1)) rounds.push(await measure(round, target, loadOf(target), ready))
+      for (const target of rotated(targets, round - 1)) rounds.push(await measure(round, target, loadOf(target), ready, postgresCpu))
     }
     if (profiler !== undefined) {
       log('statement profile (pg_stat_statements)')
@@ -162,6 +181,7 @@ try {
     }
   } finally {
     await profiler?.close()
+    await postgresCpu.close()
     child.removeAllListeners('exit')
     child.send('stop')
     await new Promise((resolve) => child.once('exit', resolve))
@@ -170,7 +190,8 @@ try {
     startedAt: startedAt.toISOString(),
     durationSeconds: Number(process.hrtime.bigint() - started) / 1e9,
     seedSeconds: seeded.seedSeconds,
-    command: 'npm run bench',
+    command: [...TUNING.flatMap((name) => process.env[name] ? [`${name}=${process.env[name]}`] : []), 'npm run bench'].join(' '),
+    focus,
     machine,
     settings,
     targets: summarizeTargets(rounds),

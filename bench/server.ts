@@ -1,7 +1,7 @@
 // The server process of the benchmark: every application from apps.ts, listening on its own port
 // in this one process, so that all variants share the same process and run. Alongside them a
 // control app answers GET /snapshot with each app's wire traffic (from its pg pool's protocol events,
-// or from the bytes on its postgres.js sockets) and each app's served requests;
+// or from the bytes on its postgres.js sockets), each app's served requests and the process's CPU time;
 // the driver takes a snapshot before and after every measurement and divides the difference.
 import Fastify from 'fastify'
 import { watchWireTraffic } from '../test/helpers/wire-traffic.js'
@@ -22,6 +22,8 @@ export interface Snapshot {
   served: Record<string, number>
   /** A postgres.js client has no checkouts, so its traffic has no checkouts nor hold time. */
   traffic: Record<string, WireTraffic | SocketTraffic>
+  /** This process's CPU time so far (user + system, µs): every app's, so read it around one target's c=1 phase only. */
+  cpuMicros: number
 }
 
 const settings = JSON.parse(process.env.BENCH_SERVER_SETTINGS ?? '{}') as AppSettings
@@ -38,10 +40,14 @@ const apps = await buildApps(settings, {
 })
 
 const control = Fastify({ logger: false })
-control.get('/snapshot', async (): Promise<Snapshot> => ({
-  served: { ...served },
-  traffic: Object.fromEntries(Object.entries(watches).map(([name, watch]) => [name, watch.read()]))
-}))
+control.get('/snapshot', async (): Promise<Snapshot> => {
+  const { user, system } = process.cpuUsage()
+  return {
+    served: { ...served },
+    traffic: Object.fromEntries(Object.entries(watches).map(([name, watch]) => [name, watch.read()])),
+    cpuMicros: user + system
+  }
+})
 
 const ports = {} as Record<AppName, number>
 for (const { name, app } of apps) {
