@@ -35,9 +35,14 @@ await db.asOwner(`
   -- The signed policy on a table whose row security is off: the policy does nothing.
   CREATE TABLE unenforced_notes (tenant_id uuid NOT NULL REFERENCES tenants (id), id int NOT NULL, PRIMARY KEY (tenant_id, id));
   CREATE POLICY tenant_isolation ON unenforced_notes USING (tenant_id = (select tenant_rls.current_tenant()::uuid));
-  GRANT SELECT ON signed_parts, other_role_notes, unenforced_notes TO ${db.appRole};
+  -- A look-alike current_tenant() in another schema, which verifies nothing: not the signed mode.
+  CREATE FUNCTION public.current_tenant() RETURNS text LANGUAGE sql STABLE AS $$ SELECT nullif(current_setting('app.current_tenant_id', true), '') $$;
+  CREATE TABLE lookalike_notes (tenant_id uuid NOT NULL REFERENCES tenants (id), id int NOT NULL, PRIMARY KEY (tenant_id, id));
+  ALTER TABLE lookalike_notes ENABLE ROW LEVEL SECURITY; ALTER TABLE lookalike_notes FORCE ROW LEVEL SECURITY;
+  CREATE POLICY tenant_isolation ON lookalike_notes USING (tenant_id = (select public.current_tenant()::uuid));
+  GRANT SELECT ON signed_parts, other_role_notes, unenforced_notes, lookalike_notes TO ${db.appRole};
 `)
-for (const table of ['signed_parts', 'other_role_notes', 'unenforced_notes']) {
+for (const table of ['signed_parts', 'other_role_notes', 'unenforced_notes', 'lookalike_notes']) {
   await db.admin.query(`INSERT INTO ${table} (tenant_id, id) SELECT tenant, n FROM unnest($1::uuid[]) AS tenant, generate_series(1, ${NOTES_PER_TENANT}) AS n`, [world.tenants])
 }
 t.afterEach(async (t) => { await db.assertNoLeaks(t, pool) })
@@ -95,6 +100,7 @@ t.test('unsigned: a plan that reads a signed table is refused, naming it; plain 
   t.equal(rowsOf(await explain('SELECT * FROM plain_notes')), NOTES_PER_TENANT)
   t.equal(rowsOf(await explain('SELECT * FROM other_role_notes')), NOTES_PER_TENANT, 'a signed policy for another role is not the app role\'s')
   t.equal(rowsOf(await explain('SELECT * FROM unenforced_notes')), world.tenants.length * NOTES_PER_TENANT, 'a signed policy on a table without row security does nothing')
+  t.equal(rowsOf(await explain('SELECT * FROM lookalike_notes')), NOTES_PER_TENANT, 'a look-alike current_tenant() in another schema is no signed policy')
 })
 
 t.test('the CLI signs with --signing-key-id and the secret from the environment, and refuses half of the pair', async (t) => {
