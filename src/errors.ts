@@ -96,7 +96,7 @@ export const SignedContextUnavailableError = createError(
  */
 export const SignedContextRequiredError = createError(
   'FST_TENANT_RLS_SIGNED_CONTEXT_REQUIRED',
-  'The policies of %s read the tenant through tenant_rls.current_tenant(), which only answers to a signed context: give signedContext (the plugin\'s keys), or the statement sees none of the tenant\'s rows; no plan was returned',
+  'The policies of %s read the tenant through tenant_rls.current_tenant(), which only answers to a signed tenant context: unsigned, the statement saw none of the tenant\'s rows, so no plan was returned; explain with the plugin\'s keys (signedContext)',
   500
 )
 

@@ -96,6 +96,14 @@ function walk (node: PlanNode, visit: (node: PlanNode) => void): void {
   for (const child of node.Plans ?? []) walk(child, visit)
 }
 
+// How a policy's tenant shows in a row filter when it is read per row, and its once-per-statement
+// form. The signed one verifies an HMAC per row, so it costs more than the setting it replaces. Its
+// schema is left out of the match: the deparser drops it when the search_path reaches tenant_rls.
+const PER_ROW_CALLS = [
+  { call: 'current_tenant(', once: `(select ${SIGNED_CONTEXT_SCHEMA}.current_tenant()::uuid)` },
+  { call: 'current_setting(', once: "(select nullif(current_setting('<setting>', true), '')::uuid)" }
+] as const
+
 /** Flags the three plan shapes over the tenant tables in `tenantTables` (`schema.table`). */
 export function judgePlan (root: PlanNode, tenantTables: ReadonlySet<string>, tenantColumn: string): AuditFinding[] {
   const findings: AuditFinding[] = []
@@ -112,9 +120,10 @@ export function judgePlan (root: PlanNode, tenantTables: ReadonlySet<string>, te
         `an index that leads with ${tenantColumn} and then the columns this query searches by`))
     }
     const perRow = (node.Plans ?? []).filter((child) => child['Parent Relationship'] === 'SubPlan')
-    if (perRow.length > 0 || (node.Filter?.includes('current_setting(') ?? false)) {
-      findings.push(finding('explain.policy-per-row', label, perRow.length > 0 ? `${perRow.map((child) => child['Subplan Name']).join(', ')} run(s) for every row` : 'current_setting() is called for every row of the filter',
-        "write the policy's tenant as (select nullif(current_setting('<setting>', true), '')::uuid), which PostgreSQL evaluates once (an InitPlan)"))
+    const perRowCall = PER_ROW_CALLS.find(({ call }) => node.Filter?.includes(call) ?? false)
+    if (perRow.length > 0 || perRowCall !== undefined) {
+      findings.push(finding('explain.policy-per-row', label, perRow.length > 0 ? `${perRow.map((child) => child['Subplan Name']).join(', ')} run(s) for every row` : `${perRowCall?.call ?? ''}) is called for every row of the filter`,
+        `write the policy's tenant as ${perRowCall?.once ?? PER_ROW_CALLS[1].once}, which PostgreSQL evaluates once (an InitPlan)`))
     }
   })
   return findings

@@ -62,7 +62,7 @@ async function run (command: ParsedCommand, io: CliIo): Promise<ExitCode> {
   }).catch((error: unknown) => {
     const code = (error as { code?: unknown }).code
     if (code === 'FST_TENANT_RLS_TENANT_INVALID') throw new UsageError(`--tenant ${JSON.stringify(tenant)} is not a tenant id in canonical form`)
-    if (code === 'FST_TENANT_RLS_SIGNED_CONTEXT_REQUIRED') throw new UsageError(`${(error as Error).message}. Give --signing-key-id <id>, with the key's secret in ${SIGNING_KEY_ENV}`)
+    if (code === 'FST_TENANT_RLS_SIGNED_CONTEXT_REQUIRED') throw new UsageError(`${(error as Error).message}: on the command line, --signing-key-id <id> with the key's secret in ${SIGNING_KEY_ENV}`)
     throw error
   })))
   io.stdout.write(command.format === 'json' ? `${JSON.stringify({ plan: report.json, executionMs: report.executionMs, findings: report.findings }, null, 2)}\n` : formatExplainReport(report, io.stdoutIsTty))

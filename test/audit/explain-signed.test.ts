@@ -40,9 +40,13 @@ await db.asOwner(`
   CREATE TABLE lookalike_notes (tenant_id uuid NOT NULL REFERENCES tenants (id), id int NOT NULL, PRIMARY KEY (tenant_id, id));
   ALTER TABLE lookalike_notes ENABLE ROW LEVEL SECURITY; ALTER TABLE lookalike_notes FORCE ROW LEVEL SECURITY;
   CREATE POLICY tenant_isolation ON lookalike_notes USING (tenant_id = (select public.current_tenant()::uuid));
-  GRANT SELECT ON signed_parts, other_role_notes, unenforced_notes, lookalike_notes TO ${db.appRole};
+  -- The signed function without (select …), and no index: verified per row, in the scan's filter.
+  CREATE TABLE per_row_notes (tenant_id uuid NOT NULL REFERENCES tenants (id), id int NOT NULL);
+  ALTER TABLE per_row_notes ENABLE ROW LEVEL SECURITY; ALTER TABLE per_row_notes FORCE ROW LEVEL SECURITY;
+  CREATE POLICY tenant_isolation ON per_row_notes USING (tenant_id = tenant_rls.current_tenant()::uuid);
+  GRANT SELECT ON signed_parts, other_role_notes, unenforced_notes, lookalike_notes, per_row_notes TO ${db.appRole};
 `)
-for (const table of ['signed_parts', 'other_role_notes', 'unenforced_notes', 'lookalike_notes']) {
+for (const table of ['signed_parts', 'other_role_notes', 'unenforced_notes', 'lookalike_notes', 'per_row_notes']) {
   await db.admin.query(`INSERT INTO ${table} (tenant_id, id) SELECT tenant, n FROM unnest($1::uuid[]) AS tenant, generate_series(1, ${NOTES_PER_TENANT}) AS n`, [world.tenants])
 }
 t.afterEach(async (t) => { await db.assertNoLeaks(t, pool) })
@@ -65,6 +69,16 @@ t.test('signed: the plan is the tenant\'s, through the app role\'s pool and thro
   t.equal(rowsOf(await explainUnderTenant(client, { appRole: db.appRole, tenant: world.b, sql: 'SELECT * FROM signed_notes', signedContext })), NOTES_PER_TENANT)
   // Tables under the plain policy read the same setting, which signed mode sets too.
   t.equal(rowsOf(await explain('SELECT * FROM plain_notes', { signedContext })), NOTES_PER_TENANT)
+})
+
+t.test('signed: the signature verified for every row of a filter is flagged, with the select form as the fix', async (t) => {
+  const report = await explain('SELECT * FROM per_row_notes', { signedContext })
+  t.equal(rowsOf(report), NOTES_PER_TENANT)
+  const perRow = report.findings.filter((entry) => entry.rule === 'explain.policy-per-row')
+  t.equal(perRow.length, 1, report.plan)
+  t.equal(perRow[0]?.message, 'current_tenant() is called for every row of the filter')
+  t.match(perRow[0]?.fix, 'write the policy\'s tenant as (select tenant_rls.current_tenant()::uuid)')
+  t.notOk((await explain('SELECT * FROM signed_notes', { signedContext })).findings.some((entry) => entry.rule === 'explain.policy-per-row'), 'the select form is an InitPlan')
 })
 
 t.test('signed: a key the database does not hold is refused before the statement runs', async (t) => {
@@ -119,7 +133,7 @@ t.test('the CLI signs with --signing-key-id and the secret from the environment,
 
   const unsigned = await run(args('SELECT * FROM signed_notes'))
   t.equal(unsigned.code, 2, 'unsigned on a signed table: a usage error')
-  t.match(unsigned.err, /The policies of public\.signed_notes read the tenant through tenant_rls\.current_tenant\(\).*Give --signing-key-id <id>, with the key's secret in TENANT_RLS_SIGNING_KEY/)
+  t.match(unsigned.err, /The policies of public\.signed_notes read the tenant through tenant_rls\.current_tenant\(\).*: on the command line, --signing-key-id <id> with the key's secret in TENANT_RLS_SIGNING_KEY/)
   t.equal(unsigned.out, '', 'no plan printed')
 
   const noSecret = await run([...args('SELECT 1'), '--signing-key-id', world.key.id])
