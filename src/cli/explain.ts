@@ -10,9 +10,10 @@ import { signedContextFrom, signingHelp, SIGNING_KEY_ENV, SIGNING_OPTION } from 
 
 const HELP = `Usage: fastify-tenant-rls explain --app-role <role> --tenant <id> [options] "<sql>"
 
-Runs EXPLAIN (ANALYZE, BUFFERS) of one statement as the app role with the tenant's setting, inside a
-transaction that is rolled back, and flags sequential scans of tenant tables, the policy applied as a
-filter instead of an index condition, and a policy evaluated per row. Exit code 1 when it flags any.
+Runs EXPLAIN (ANALYZE, BUFFERS) of one statement as the app role with the tenant's setting (signed
+with --signing-key-id), inside a transaction that is rolled back, and flags sequential scans of
+tenant tables, the policy applied as a filter instead of an index condition, and a policy evaluated
+per row. Exit code 1 when it flags any.
 
 Options:
   --database-url <url>      connection string (default: DATABASE_URL); the app role or a role that may SET ROLE to it
@@ -21,7 +22,7 @@ Options:
   --setting <name>          setting the policies read (default: app.current_tenant_id)
   --tenant-id-type <type>   uuid, bigint or slug (default: uuid)
   --tenant-column <name>    column that marks a tenant table (default: tenant_id)
-${signingHelp('without it a plan that reads a\n                            signed table is refused (exit 2); a key the database does not hold, exit 3')}
+${signingHelp('without it a plan that reads a\n                            signed table is refused (exit 2), as is a key the database does not hold (exit 3)')}
   --format text|json        output format (default: text)
   -h, --help                this text`
 
