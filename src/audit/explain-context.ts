@@ -4,7 +4,8 @@
 // policies call that function is a plan of a statement that saw none of the tenant's rows, and is
 // refused rather than shown.
 import type { ClientBase } from 'pg'
-import { SignedContextRejectedError, SignedContextRequiredError } from '../errors.js'
+import { SignedContextRejectedError, SignedContextRequiredError, SignedContextUnavailableError } from '../errors.js'
+import { backendPidOf } from '../signed-context/backend-pid.js'
 import { verifiedTenantOf } from '../signed-context/inspection.js'
 import { setLocalTenantContext } from '../signed-context/local-context.js'
 import type { ResolvedSignedContext } from '../signed-context/options.js'
@@ -17,9 +18,11 @@ import { CURRENT_TENANT_FUNCTION } from '../signed-context/schema-sql.js'
 // on this backend, with this signature, the answer is exactly the one the statement will get.
 /**
  * Sets the tenant (and in signed mode its signature) for the current transaction of `client`; in
- * signed mode throws FST_TENANT_RLS_SIGNED_CONTEXT_REJECTED unless the database verifies it.
+ * signed mode throws FST_TENANT_RLS_SIGNED_CONTEXT_REJECTED unless the database verifies it, and
+ * FST_TENANT_RLS_SIGNED_CONTEXT_UNAVAILABLE when the connection knows no backend pid to sign for.
  */
 export async function openExplainContext (client: ClientBase, setting: string, tenant: string, signed: ResolvedSignedContext | undefined): Promise<void> {
+  if (signed !== undefined && backendPidOf(client) === undefined) throw new SignedContextUnavailableError()
   await setLocalTenantContext(client, setting, tenant, signed)
   if (signed === undefined) return
   let verified: string | null | undefined

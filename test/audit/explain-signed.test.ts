@@ -100,6 +100,16 @@ t.test('signed: a verifier the app role may not call is refused with the reason'
   })
 })
 
+t.test('signed: a connection that knows no backend pid to sign for is refused with its code', async (t) => {
+  const client = await pool.connect()
+  // What pg keeps from BackendKeyData; a connection without it cannot be signed for.
+  const connection = client as unknown as { processID: number | undefined }
+  const pid = connection.processID
+  connection.processID = undefined
+  t.teardown(() => { connection.processID = pid; client.release() })
+  await t.rejects(explainUnderTenant(client, { appRole: db.appRole, tenant: world.a, sql: 'SELECT * FROM signed_notes', signedContext }), { code: 'FST_TENANT_RLS_SIGNED_CONTEXT_UNAVAILABLE' })
+})
+
 t.test('a bad signedContext is refused before any connection', async (t) => {
   const fresh = db.appPool()
   await t.rejects(explainUnderTenant(fresh, { appRole: db.appRole, tenant: world.a, sql: 'SELECT 1', signedContext: { keys: [{ id: 'k1', secret: 'short' }] } }),
