@@ -3,8 +3,8 @@
 // the plugin's keys the plan is the tenant's, through the app role's pool or a connection that
 // switches to the app role; a key the database does not hold, or a verifier the role may not call,
 // is an error before the statement runs; without the keys a plan that read a signed table (itself,
-// or a partition of one) is refused instead of shown with no rows, and a plan over plain tables
-// only is not.
+// or a partition of one) is refused instead of shown with no rows, and a plan over plain tables,
+// look-alike verifiers or signed policies for other roles is not. The verifier called per row is flagged.
 import { execFile } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
@@ -46,7 +46,17 @@ await db.asOwner(`
   CREATE POLICY tenant_isolation ON per_row_notes USING (tenant_id = tenant_rls.current_tenant()::uuid);
   GRANT SELECT ON signed_parts, other_role_notes, unenforced_notes, lookalike_notes, per_row_notes TO ${db.appRole};
 `)
-for (const table of ['signed_parts', 'other_role_notes', 'unenforced_notes', 'lookalike_notes', 'per_row_notes']) {
+// An overload in the verifier's own schema that verifies nothing (created by the superuser, as a
+// careless migration would): only current_tenant() without arguments is the signed mode's function.
+await db.admin.query(`
+  CREATE FUNCTION tenant_rls.current_tenant(fallback text) RETURNS text LANGUAGE sql STABLE AS $$ SELECT coalesce(nullif(current_setting('app.current_tenant_id', true), ''), fallback) $$;
+  GRANT EXECUTE ON FUNCTION tenant_rls.current_tenant(text) TO ${db.appRole};
+  CREATE TABLE overload_notes (tenant_id uuid NOT NULL REFERENCES tenants (id), id int NOT NULL, PRIMARY KEY (tenant_id, id));
+  ALTER TABLE overload_notes ENABLE ROW LEVEL SECURITY; ALTER TABLE overload_notes FORCE ROW LEVEL SECURITY;
+  CREATE POLICY tenant_isolation ON overload_notes USING (tenant_id = (select tenant_rls.current_tenant(NULL)::uuid));
+  GRANT SELECT ON overload_notes TO ${db.appRole};
+`)
+for (const table of ['signed_parts', 'other_role_notes', 'unenforced_notes', 'lookalike_notes', 'per_row_notes', 'overload_notes']) {
   await db.admin.query(`INSERT INTO ${table} (tenant_id, id) SELECT tenant, n FROM unnest($1::uuid[]) AS tenant, generate_series(1, ${NOTES_PER_TENANT}) AS n`, [world.tenants])
 }
 t.afterEach(async (t) => { await db.assertNoLeaks(t, pool) })
@@ -125,6 +135,7 @@ t.test('unsigned: a plan that reads a signed table is refused, naming it; plain 
   t.equal(rowsOf(await explain('SELECT * FROM other_role_notes')), NOTES_PER_TENANT, 'a signed policy for another role is not the app role\'s')
   t.equal(rowsOf(await explain('SELECT * FROM unenforced_notes')), world.tenants.length * NOTES_PER_TENANT, 'a signed policy on a table without row security does nothing')
   t.equal(rowsOf(await explain('SELECT * FROM lookalike_notes')), NOTES_PER_TENANT, 'a look-alike current_tenant() in another schema is no signed policy')
+  t.equal(rowsOf(await explain('SELECT * FROM overload_notes')), NOTES_PER_TENANT, 'nor is an overload with an argument in its schema')
 })
 
 t.test('the CLI signs with --signing-key-id and the secret from the environment, and refuses half of the pair', async (t) => {
