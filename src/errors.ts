@@ -90,6 +90,23 @@ export const SignedContextUnavailableError = createError(
   500
 )
 
+/**
+ * EXPLAIN under a tenant, without `signedContext`, on tables whose policies verify a signed
+ * context: the statement saw none of the tenant's rows, so its plan was not returned.
+ */
+export const SignedContextRequiredError = createError(
+  'FST_TENANT_RLS_SIGNED_CONTEXT_REQUIRED',
+  'The policies of %s read the tenant through tenant_rls.current_tenant(), which only answers to a signed tenant context: unsigned, the statement saw none of the tenant\'s rows, so no plan was returned; explain with the plugin\'s keys (signedContext)',
+  500
+)
+
+/** A signed context was set, but the database's verifying function did not hand its tenant back (key not installed, pooler, clocks); nothing ran under it. */
+export const SignedContextRejectedError = createError(
+  'FST_TENANT_RLS_SIGNED_CONTEXT_REJECTED',
+  'The database did not verify the signed tenant context: %s',
+  500
+)
+
 /** A unique, foreign-key or exclusion constraint refused a write (SQLSTATE 23505, 23503, 23P01), in a query or at COMMIT. */
 export const ConflictError = createError(
   'FST_TENANT_RLS_CONFLICT',

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto'
 import { exportTenant, importTenant, tenantChecksums } from 'fastify-tenant-rls'
 import { installSigningKey, removeSigningKey } from 'fastify-tenant-rls/schema'
 import type { CliIo } from '../src/cli/command.js'
-import { SIGNING_KEY_ENV } from '../src/cli/lifecycle-options.js'
+import { SIGNING_KEY_ENV } from '../src/cli/signing-options.js'
 import { runCli } from '../src/cli/run-cli.js'
 import { createSignedWorld, newKey, NOTES_PER_TENANT } from './helpers/signed-context.js'
 

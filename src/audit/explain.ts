@@ -3,12 +3,15 @@
 // make RLS slow: a sequential scan of a tenant table, the policy as a filter instead of an index
 // condition, and a policy evaluated per row. The statement really runs (ANALYZE): writes are
 // undone by the rollback, but whatever escapes a transaction (sequence values, notices sent to
-// other systems) does not.
+// other systems) does not. In signed mode the tenant is set with its signature (explain-context.ts).
 import pg from 'pg'
 import type { ClientBase, Pool, PoolClient } from 'pg'
 import { InvalidOptionError, TenantInvalidError } from '../errors.js'
 import { DEFAULT_SETTING, validateSetting } from '../options.js'
+import { validateSignedContext, type SignedContextOptions } from '../signed-context/options.js'
+import { SIGNED_CONTEXT_SCHEMA } from '../signed-context/schema-sql.js'
 import { normalizeTenantId, validateTenantIdType, type TenantIdType } from '../tenant-id.js'
+import { openExplainContext, refuseUnsignedPlan, type PlanRelation } from './explain-context.js'
 import { finding, type AuditFinding } from './rules.js'
 
 /** Options of `explainUnderTenant`. */
@@ -27,6 +30,14 @@ export interface ExplainOptions {
   tenantIdType?: TenantIdType
   /** Column that marks a tenant table. Default `'tenant_id'`. */
   tenantColumn?: string
+  /**
+   * The plugin's `signedContext` (the same keys), for tables whose policies verify a signed tenant
+   * context: the tenant is set with a signature made with the first key, and a signature the
+   * database does not verify is refused (FST_TENANT_RLS_SIGNED_CONTEXT_REJECTED). Without it, a
+   * plan that reads such a table is refused (FST_TENANT_RLS_SIGNED_CONTEXT_REQUIRED): the
+   * statement saw none of the tenant's rows.
+   */
+  signedContext?: SignedContextOptions
 }
 
 /** One node of PostgreSQL's JSON plan (the keys this module reads). */
@@ -85,6 +96,14 @@ function walk (node: PlanNode, visit: (node: PlanNode) => void): void {
   for (const child of node.Plans ?? []) walk(child, visit)
 }
 
+// How a policy's tenant shows in a row filter when it is read per row, and its once-per-statement
+// form. The signed one verifies an HMAC per row, so it costs more than the setting it replaces. Its
+// schema is left out of the match: the deparser drops it when the search_path reaches tenant_rls.
+const PER_ROW_CALLS = [
+  { call: 'current_tenant(', once: `(select ${SIGNED_CONTEXT_SCHEMA}.current_tenant()::uuid)` },
+  { call: 'current_setting(', once: "(select nullif(current_setting('<setting>', true), '')::uuid)" }
+] as const
+
 /** Flags the three plan shapes over the tenant tables in `tenantTables` (`schema.table`). */
 export function judgePlan (root: PlanNode, tenantTables: ReadonlySet<string>, tenantColumn: string): AuditFinding[] {
   const findings: AuditFinding[] = []
@@ -101,12 +120,40 @@ export function judgePlan (root: PlanNode, tenantTables: ReadonlySet<string>, te
         `an index that leads with ${tenantColumn} and then the columns this query searches by`))
     }
     const perRow = (node.Plans ?? []).filter((child) => child['Parent Relationship'] === 'SubPlan')
-    if (perRow.length > 0 || (node.Filter?.includes('current_setting(') ?? false)) {
-      findings.push(finding('explain.policy-per-row', label, perRow.length > 0 ? `${perRow.map((child) => child['Subplan Name']).join(', ')} run(s) for every row` : 'current_setting() is called for every row of the filter',
-        "write the policy's tenant as (select nullif(current_setting('<setting>', true), '')::uuid), which PostgreSQL evaluates once (an InitPlan)"))
+    const perRowCall = PER_ROW_CALLS.find(({ call }) => node.Filter?.includes(call) ?? false)
+    if (perRow.length > 0 || perRowCall !== undefined) {
+      findings.push(finding('explain.policy-per-row', label, perRow.length > 0 ? `${perRow.map((child) => child['Subplan Name']).join(', ')} run(s) for every row` : `${perRowCall?.call ?? ''}) is called for every row of the filter`,
+        `write the policy's tenant as ${perRowCall?.once ?? PER_ROW_CALLS[1].once}, which PostgreSQL evaluates once (an InitPlan)`))
     }
   })
   return findings
+}
+
+// The facts of the relations the plan reads, as the app role: whether each has the tenant column,
+// and whether a policy that applies to the role calls the verifying function. Policies are matched
+// to the function through pg_depend, as the signed-context inspection matches them: neither a
+// search_path that shortens the deparsed name nor a look-alike in another schema passes for it. A
+// partition read through its parent is under the parent's policies, so those count too.
+const PLAN_RELATIONS_SQL = `
+SELECT n.nspname || '.' || c.relname AS name,
+  EXISTS (SELECT FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped) AS "tenantTable",
+  EXISTS (
+    SELECT FROM pg_catalog.pg_policy pol
+    JOIN pg_catalog.pg_class pc ON pc.oid = pol.polrelid AND pc.relrowsecurity
+    JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND d.objid = pol.oid AND d.refclassid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+    JOIN pg_catalog.pg_proc p ON p.oid = d.refobjid AND p.proname = 'current_tenant' AND p.pronargs = 0
+    JOIN pg_catalog.pg_namespace pn ON pn.oid = p.pronamespace AND pn.nspname = $3
+    WHERE (pol.polrelid = c.oid OR pol.polrelid IN (SELECT relid FROM pg_catalog.pg_partition_ancestors(c.oid)))
+      AND EXISTS (SELECT FROM pg_catalog.unnest(pol.polroles) AS r(oid) WHERE r.oid = 0 OR pg_catalog.pg_has_role(r.oid, 'MEMBER'))
+  ) AS signed
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname || '.' || c.relname = ANY ($1::text[])`
+
+/** The relations a plan reads, as `schema.table` (VERBOSE names the schema of each). */
+function planRelations (root: PlanNode): string[] {
+  const names = new Set<string>()
+  walk(root, (node) => { if (node['Relation Name'] !== undefined) names.add(`${node.Schema ?? 'public'}.${node['Relation Name']}`) })
+  return [...names]
 }
 
 async function connectionOf (db: Pool | ClientBase): Promise<{ client: ClientBase, done: (broken?: Error) => void }> {
@@ -129,6 +176,7 @@ export async function explainUnderTenant (db: Pool | ClientBase, options: Explai
   if (typeof options.appRole !== 'string' || options.appRole === '') throw new InvalidOptionError('explainUnderTenant: appRole must be a role name')
   if (typeof options.sql !== 'string' || options.sql.trim() === '') throw new InvalidOptionError('explainUnderTenant: sql must be one SQL statement')
   const tenantColumn = options.tenantColumn ?? 'tenant_id'
+  const signed = options.signedContext === undefined ? undefined : validateSignedContext(options.signedContext)
   const { client, done } = await connectionOf(db)
   let rollbackFailure: Error | undefined
   try {
@@ -136,7 +184,7 @@ export async function explainUnderTenant (db: Pool | ClientBase, options: Explai
     // Only the role name is written into SQL (SET ROLE takes no parameter), quoted by pg.
     const { rows: [who] } = await client.query<{ role: string }>('SELECT current_user AS role')
     if (who?.role !== options.appRole) await client.query(`SET LOCAL ROLE ${pg.escapeIdentifier(options.appRole)}`)
-    await client.query('SELECT pg_catalog.set_config($1, $2, true)', [setting, tenant])
+    await openExplainContext(client, setting, tenant, signed)
     // The extended protocol refuses a second statement, so "…; COMMIT" cannot end the rollback's transaction.
     const { rows: [result] } = await client.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode, 'Execution Time': number }> }>({
       text: `EXPLAIN (ANALYZE, BUFFERS, VERBOSE, FORMAT JSON) ${options.sql}`,
@@ -145,16 +193,14 @@ export async function explainUnderTenant (db: Pool | ClientBase, options: Explai
     } as pg.QueryConfig)
     const explained = result?.['QUERY PLAN'][0]
     if (explained === undefined) throw new Error('EXPLAIN returned no plan')
-    const { rows: tables } = await client.query<{ name: string }>(
-      `SELECT n.nspname || '.' || c.relname AS name FROM pg_catalog.pg_class c
-       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-       JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = $1 AND NOT a.attisdropped
-       WHERE c.relkind IN ('r', 'p')`, [tenantColumn])
+    const { rows: relations } = await client.query<PlanRelation & { tenantTable: boolean }>(PLAN_RELATIONS_SQL, [planRelations(explained.Plan), tenantColumn, SIGNED_CONTEXT_SCHEMA])
+    refuseUnsignedPlan(relations, signed)
+    const tenantTables = new Set(relations.filter((relation) => relation.tenantTable).map((relation) => relation.name))
     return {
       plan: renderPlan(explained.Plan).join('\n'),
       json: result?.['QUERY PLAN'],
       executionMs: explained['Execution Time'],
-      findings: judgePlan(explained.Plan, new Set(tables.map((table) => table.name)), tenantColumn)
+      findings: judgePlan(explained.Plan, tenantTables, tenantColumn)
     }
   } finally {
     // A failed rollback leaves the connection in an unknown state (maybe still the app role): not reused.

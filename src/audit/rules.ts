@@ -47,7 +47,7 @@ export const AUDIT_RULES = {
   'role.broader-policy': { severity: 'error', why: 'the app role inherits a role whose policies do not compare the tenant setting: its rows are open to every tenant' },
   'explain.seq-scan': { severity: 'warning', why: "a sequential scan of a tenant table reads every tenant's rows to return one tenant's: its cost grows with the whole table, not with the tenant" },
   'explain.policy-filter': { severity: 'warning', why: 'the policy is applied as a filter above the scan instead of as an index condition: the other tenants\' rows are read, then thrown away' },
-  'explain.policy-per-row': { severity: 'warning', why: 'the policy is evaluated again for every row (a SubPlan, or current_setting() in a row filter) instead of once per statement (an InitPlan)' },
+  'explain.policy-per-row': { severity: 'warning', why: 'the policy is evaluated again for every row (a SubPlan, or current_setting() or tenant_rls.current_tenant() in a row filter) instead of once per statement (an InitPlan)' },
   'server.rls-cve': { severity: 'error', why: 'the server runs a minor version without a published fix for a row-level security vulnerability' }
 } as const satisfies Record<string, AuditRule>
 

@@ -4,7 +4,8 @@ import { importTenant } from '../lifecycle/import.js'
 import { EXIT, UsageError } from './command.js'
 import type { Subcommand } from './command.js'
 import { DATABASE_URL_OPTION, databaseUrlFrom, withDatabasePool } from './connection.js'
-import { OPEN_WITH_HELP, progressLine, rowLines, signedContextFrom, SIGNING_HELP, SIGNING_OPTION } from './lifecycle-options.js'
+import { OPEN_WITH_HELP, progressLine, rowLines, SIGNING_HELP } from './lifecycle-options.js'
+import { signedContextFrom, SIGNING_OPTION } from './signing-options.js'
 import type { OpenWith } from '../citus/set-local.js'
 
 export const importCommand: Subcommand = {

@@ -1,21 +1,12 @@
 // What the lifecycle subcommands (export, import, erase) share: the options naming the tenant and
-// its tables (and the key that signs its context in signed mode), the progress line on a terminal,
-// and a table of row counts for human output.
-import { validateSignedContext } from '../signed-context/options.js'
+// its tables (with the signing key of signing-options.ts), the progress line on a terminal, and a
+// table of row counts for human output.
 import type { TenantIdType } from '../tenant-id.js'
 import type { OpenWith } from '../citus/set-local.js'
 import type { LifecycleProgress, LifecycleProgressHandler, TenantScopeOptions } from '../lifecycle/tenant-scope.js'
 import { UsageError } from './command.js'
 import type { CliIo } from './command.js'
-
-/**
- * Where the signing key's secret comes from in signed mode: an environment variable, never an
- * argument, which any user of the machine could read in the process list.
- */
-export const SIGNING_KEY_ENV = 'TENANT_RLS_SIGNING_KEY'
-
-/** The option naming the key that signs the job's tenant context, in signed mode. */
-export const SIGNING_OPTION = { 'signing-key-id': { type: 'string' } } as const
+import { signedContextFrom, signingHelp, SIGNING_OPTION } from './signing-options.js'
 
 /** The options that say where the tenant's rows are (defaults as in the library), and the signing key. */
 export const SCOPE_OPTIONS = {
@@ -31,9 +22,8 @@ export const SCOPE_OPTIONS = {
 /** The --open-with line, shared with import (which takes the signing key but no other scope option). */
 export const OPEN_WITH_HELP = '  --open-with <how>         set-config (default), or set-local for Citus: the tenant is set with SET LOCAL'
 
-/** The signing option's lines in a subcommand's --help. */
-export const SIGNING_HELP = `  --signing-key-id <id>     signed mode: sign the tenant context with key <id>, its secret read
-                            from ${SIGNING_KEY_ENV}; without it a signed table shows no rows`
+/** The signing option's lines in the lifecycle subcommands' --help. */
+export const SIGNING_HELP = signingHelp('without it a signed table shows no rows')
 
 /** Their lines in a subcommand's --help. */
 export const SCOPE_HELP = `  --table <name>            a table to include (repeat it); default: every table with the tenant column
@@ -51,27 +41,6 @@ export function requiredString (values: Values, name: string): string {
   const value = values[name]
   if (typeof value !== 'string' || value === '') throw new UsageError(`give --${name}`)
   return value
-}
-
-// Both or neither: a secret without its id, or an id without its secret, would run the job unsigned,
-// and an unsigned export of signed tables is an empty file that looks like a success.
-/** The `signedContext` the job runs with: from --signing-key-id and the secret in `env`, or none. */
-export function signedContextFrom (values: Values, env: NodeJS.ProcessEnv = process.env): TenantScopeOptions['signedContext'] {
-  const id = values['signing-key-id']
-  const secret = env[SIGNING_KEY_ENV]
-  const hasSecret = secret !== undefined && secret !== ''
-  if (typeof id !== 'string') {
-    if (hasSecret) throw new UsageError(`${SIGNING_KEY_ENV} is set: give --signing-key-id <id> to sign with it`)
-    return undefined
-  }
-  if (!hasSecret) throw new UsageError(`--signing-key-id ${id} needs the key's secret in ${SIGNING_KEY_ENV} (never on the command line, where the process list shows it)`)
-  const signedContext = { keys: [{ id, secret }] }
-  try {
-    validateSignedContext(signedContext)
-  } catch (error) {
-    throw new UsageError((error as Error).message)
-  }
-  return signedContext
 }
 
 /** The scope options given on the command line (and the signing key's secret in `env`); the library checks their values. */

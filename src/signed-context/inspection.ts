@@ -7,7 +7,7 @@
 // the backend's), a clock too far from the database's, a key that was never installed or was
 // already removed, a view replaced by one that verifies nothing. `inspectSignedContext` reports; `checkSignedContext`
 // throws the problems and passes the warnings on, like safety-checks.ts.
-import type { Pool, PoolClient } from 'pg'
+import type { ClientBase, Pool, PoolClient } from 'pg'
 import { UnsafeRoleError } from '../errors.js'
 import { backendPidOf } from './backend-pid.js'
 import type { ResolvedSignedContext, ResolvedSigningKey } from './options.js'
@@ -143,10 +143,15 @@ function policyProblems ({ unsignedPolicies, settingPolicies }: SignedContextFac
 // A tenant id no real tenant has: the probe only asks whether the function hands it back.
 const PROBE_TENANT = 'fastify-tenant-rls:signed-context-probe'
 
-async function verifiedTenant (client: PoolClient, setting: string, signature: string): Promise<string | null | undefined> {
-  await client.query('SELECT set_config($1, $2, true), set_config($3, $4, true)', [setting, PROBE_TENANT, SIGNATURE_SETTING, signature])
+/** The tenant the verifying function hands back in the current transaction of `client` (null: no signature verifies). */
+export async function verifiedTenantOf (client: ClientBase): Promise<string | null | undefined> {
   const { rows } = await client.query<{ tenant: string | null }>(`SELECT ${CURRENT_TENANT_FUNCTION} AS tenant`)
   return rows[0]?.tenant
+}
+
+async function verifiedTenant (client: PoolClient, setting: string, signature: string): Promise<string | null | undefined> {
+  await client.query('SELECT set_config($1, $2, true), set_config($3, $4, true)', [setting, PROBE_TENANT, SIGNATURE_SETTING, signature])
+  return await verifiedTenantOf(client)
 }
 
 async function verifies (client: PoolClient, key: ResolvedSigningKey, setting: string, backendPid: number, ttl: number): Promise<boolean> {
