@@ -6,7 +6,7 @@
 // other systems) does not. In signed mode the tenant is set with its signature (explain-context.ts).
 import pg from 'pg'
 import type { ClientBase, Pool, PoolClient } from 'pg'
-import { InvalidOptionError, TenantInvalidError } from '../errors.js'
+import { AuditRoleNotFoundError, InvalidOptionError, TenantInvalidError } from '../errors.js'
 import { DEFAULT_SETTING, validateSetting } from '../options.js'
 import { validateSignedContext, type SignedContextOptions } from '../signed-context/options.js'
 import { SIGNED_CONTEXT_SCHEMA } from '../signed-context/schema-sql.js'
@@ -181,9 +181,12 @@ export async function explainUnderTenant (db: Pool | ClientBase, options: Explai
   let rollbackFailure: Error | undefined
   try {
     await client.query('BEGIN')
-    // Only the role name is written into SQL (SET ROLE takes no parameter), quoted by pg.
-    const { rows: [who] } = await client.query<{ role: string }>('SELECT current_user AS role')
-    if (who?.role !== options.appRole) await client.query(`SET LOCAL ROLE ${pg.escapeIdentifier(options.appRole)}`)
+    // Only the role name is written into SQL (SET ROLE takes no parameter), quoted by pg. A role
+    // that does not exist gets the audit's error, not SET ROLE's generic 22023.
+    const { rows: [who] } = await client.query<{ role: string, known: boolean }>(
+      'SELECT current_user AS role, EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = $1) AS known', [options.appRole])
+    if (who?.known !== true) throw new AuditRoleNotFoundError(options.appRole)
+    if (who.role !== options.appRole) await client.query(`SET LOCAL ROLE ${pg.escapeIdentifier(options.appRole)}`)
     await openExplainContext(client, setting, tenant, signed)
     // The extended protocol refuses a second statement, so "…; COMMIT" cannot end the rollback's transaction.
     const { rows: [result] } = await client.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode, 'Execution Time': number }> }>({

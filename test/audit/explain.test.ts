@@ -89,3 +89,7 @@ t.test('bad input is refused before anything is sent', async (t) => {
 t.test('a connection that may not become the app role gets a clear error, and is released', async (t) => {
   await t.rejects(explainUnderTenant(pool, { appRole: db.ownerRole, tenant: tenantA, sql: 'SELECT 1' }), { code: '42501' })
 })
+
+t.test('an app role that does not exist gets the audit\'s error, and the connection is released', async (t) => {
+  await t.rejects(explainUnderTenant(pool, { appRole: 'no_such_role', tenant: tenantA, sql: 'SELECT 1' }), { code: 'FST_TENANT_RLS_AUDIT_ROLE_NOT_FOUND' })
+})
