@@ -51,9 +51,9 @@ t.test('isolated tables pass, found from the catalog, and the check leaves no ro
 
 t.test("the tables' owner works as the privileged pool too, although FORCE'd RLS applies to it", async (t) => {
   // Superuser connections that act as the owner, as a migration role would.
-  const ownerPool = new pg.Pool({ connectionString: db.admin.options.connectionString, max: 2 })
+  // The role as a startup setting: a SET ROLE sent on 'connect' would race the pool's first query.
+  const ownerPool = new pg.Pool({ connectionString: db.admin.options.connectionString, max: 2, options: `-c role=${db.ownerRole}` })
   t.teardown(() => ownerPool.end())
-  ownerPool.on('connect', (client) => { client.query(`SET ROLE ${db.ownerRole}`).catch(() => {}) })
   const before = await committed(db)
   const report = await checkTenantIsolation({ appPool, adminPool: ownerPool })
   t.same(report.failures, [])

@@ -77,9 +77,10 @@ export async function createSignedWorld (t: Test, options: SignedWorldOptions = 
     await db.admin.query(`ANALYZE ${table}`)
   }
 
-  // The owner role is NOLOGIN (as migration roles often are): its pool logs in as the superuser and switches.
-  const ownerPool = db.appPool({ connectionString: db.adminUrl, max: 1 })
-  ownerPool.on('connect', (client) => { client.query(`SET ROLE ${db.ownerRole}`).catch(() => {}) })
+  // The owner role is NOLOGIN (as migration roles often are): its pool logs in as the superuser and
+  // switches, with the role as a startup setting (a SET ROLE sent on 'connect' would race the pool's
+  // first query, which pg warns about).
+  const ownerPool = db.appPool({ connectionString: db.adminUrl, max: 1, options: `-c role=${db.ownerRole}` })
   const key = newKey('k1')
   await installSigningKey(ownerPool, key)
   const [a, b] = ids as [string, string]
