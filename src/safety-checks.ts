@@ -15,6 +15,7 @@ import { CHANNEL_EXTENSIONS, OWN_TRANSACTION_STATISTICS, SHARED_ROLE_CHANNELS } 
 const COMMIT_CHECK_FUNCTIONS = ['inserted', 'updated', 'deleted'].map((kind) => `pg_catalog.pg_stat_get_xact_tuples_${kind}(oid)`)
 import { storedSettingVerdicts } from './stored-settings.js'
 import type { StoredSetting } from './stored-settings.js'
+import { quoteIdentifier } from './sql-identifier.js'
 
 /** One reason the role is unsafe (or, as a warning, less isolated than it could be), with the fix. */
 export interface RoleProblem {
@@ -137,10 +138,6 @@ export interface RoleInspection {
   warnings: RoleProblem[]
 }
 
-function quoted (identifier: string): string {
-  return `"${identifier.replaceAll('"', '""')}"`
-}
-
 function bypassProblems ({ role, rolsuper, rolbypassrls, privileged, owned, uncallable }: RoleFacts): RoleProblem[] {
   const problems: RoleProblem[] = []
   // Refused although only a superuser can fix it: without these every transaction would fail to open.
@@ -156,12 +153,12 @@ function bypassProblems ({ role, rolsuper, rolbypassrls, privileged, owned, unca
 // membership: refusals, each with the statement that fixes it.
 function sharedRoleProblems ({ role, database, predefined, temporary, create, schemas }: RoleFacts): RoleProblem[] {
   const problems: RoleProblem[] = []
-  const db = quoted(database)
+  const db = quoteIdentifier(database)
   if (predefined.length > 0) problems.push({ role, problem: `is a member of ${predefined.join(', ')}, which act on every tenant's backends or on the server's files`, fix: `REVOKE ${predefined.join(', ')} FROM "${role}" (or from the group role that passes it on, such as pg_monitor)` })
   if (temporary.length > 0) problems.push({ role, problem: `may create temporary tables in database ${db} (granted to ${temporary.join(', ')}): one tenant's temp table outlives its request on the connection`, fix: `as the database owner: REVOKE TEMPORARY ON DATABASE ${db} FROM ${temporary.join(', ')} (sharedRoleHardeningSql)` })
   if (create.length > 0) problems.push({ role, problem: `may create schemas in database ${db} (granted to ${create.join(', ')}): what one tenant creates, every tenant reads`, fix: `as the database owner: REVOKE CREATE ON DATABASE ${db} FROM ${create.join(', ')} (sharedRoleHardeningSql)` })
   for (const { schema, grantees, owned } of schemas) {
-    const name = quoted(schema)
+    const name = quoteIdentifier(schema)
     problems.push(owned
       ? { role, problem: `is a member of the owner of schema ${name}, so it may create objects there that every tenant reads`, fix: `ALTER SCHEMA ${name} OWNER TO a role "${role}" is not a member of` }
       : { role, problem: `may create objects in schema ${name} (granted to ${grantees.join(', ')}): what one tenant creates, every tenant reads`, fix: `as the schema owner: REVOKE CREATE ON SCHEMA ${name} FROM ${grantees.join(', ')} (sharedRoleHardeningSql)` })

@@ -28,6 +28,7 @@ import { signedCurrentTenantSql } from './signed-context/schema-sql.js'
 import { parentsFirst } from './tenant-catalog.js'
 import { TENANT_ID_CAST, validateTenantIdType } from './tenant-id.js'
 import type { TenantIdType } from './tenant-id.js'
+import { quoteIdentifier } from './sql-identifier.js'
 
 export { SHARED_ROLE_CHANNELS, sharedRoleHardeningSql, sharedRoleSuperuserHardeningSql } from './shared-role.js'
 export type { SharedRoleChannel, SharedRoleHardeningOptions } from './shared-role.js'
@@ -215,10 +216,6 @@ export interface TenantTablesSqlOptions {
 }
 
 const ROLE_NAME = /^[a-z_][a-z0-9_]*$/
-
-function quoteIdentifier (name: string): string {
-  return `"${name.replaceAll('"', '""')}"`
-}
 
 /** A drizzle table's name as SQL: quoted, and schema-qualified when the table names its schema. */
 export function quotedTableName (table: PgTable): string {

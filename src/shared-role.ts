@@ -9,6 +9,7 @@
 //   PostgreSQL has no superuser, so the startup check only warns about these, with the fix.
 // The startup check (safety-checks.ts) selects the objects with the same patterns as the script.
 import { InvalidOptionError } from './errors.js'
+import { quoteIdentifier } from './sql-identifier.js'
 
 /** A group of catalog objects one tenant can use against another, which only their owner can revoke from PUBLIC. */
 export interface SharedRoleChannel {
@@ -80,10 +81,6 @@ export interface SharedRoleHardeningOptions {
 }
 
 const PLAIN_NAME = /^[a-z_][a-z0-9_$]*$/
-
-function quoteIdentifier (name: string): string {
-  return `"${name.replaceAll('"', '""')}"`
-}
 
 function plainName (what: string, name: unknown): string {
   if (typeof name !== 'string' || !PLAIN_NAME.test(name)) {

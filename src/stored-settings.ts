@@ -7,6 +7,7 @@
 // are harmless, because they can make a query fail (the transaction then rolls back) but never
 // return or store different data.
 import type { RoleProblem } from './safety-checks.js'
+import { quoteIdentifier } from './sql-identifier.js'
 
 /**
  * Stored settings the startup check accepts, lower case. Timeouts and resource limits can only
@@ -45,10 +46,6 @@ function isHarmless (name: string): boolean {
   return HARMLESS_STORED_SETTINGS.includes(lower) || HARMLESS_STORED_SETTING_PREFIXES.some((prefix) => lower.startsWith(prefix))
 }
 
-function quoted (identifier: string): string {
-  return `"${identifier.replaceAll('"', '""')}"`
-}
-
 /**
  * The verdict on the stored settings of `role` (the login role) in `database`: a problem for each
  * one that changes behaviour, a warning for those only a superuser can reset (ALTER ROLE ALL).
@@ -61,11 +58,11 @@ export function storedSettingVerdicts (settings: readonly StoredSetting[], role:
     if (isHarmless(name)) continue
     const problem = `has the stored setting ${setting} (${where(forRole, forDatabase)}), applied to every new connection: it changes what every tenant's queries do`
     // Settings names are identifiers in RESET; quote them so a custom "app.x" or a mixed-case name stays one.
-    const target = quoted(name)
+    const target = quoteIdentifier(name)
     if (forRole) {
-      problems.push({ role, problem, fix: forDatabase ? `ALTER ROLE ${quoted(role)} IN DATABASE ${quoted(database)} RESET ${target}` : `ALTER ROLE ${quoted(role)} RESET ${target}` })
+      problems.push({ role, problem, fix: forDatabase ? `ALTER ROLE ${quoteIdentifier(role)} IN DATABASE ${quoteIdentifier(database)} RESET ${target}` : `ALTER ROLE ${quoteIdentifier(role)} RESET ${target}` })
     } else if (forDatabase) {
-      problems.push({ role, problem, fix: `ALTER DATABASE ${quoted(database)} RESET ${target}` })
+      problems.push({ role, problem, fix: `ALTER DATABASE ${quoteIdentifier(database)} RESET ${target}` })
     } else {
       // ALTER ROLE ALL ... SET needs a superuser, and so does its reset: not a refusal (house rule).
       warnings.push({ role, problem, fix: `as a superuser: ALTER ROLE ALL RESET ${target}` })

@@ -25,6 +25,7 @@ import { describeTable, discoverTenantTables, parentsFirst } from './tenant-cata
 import type { CatalogColumn, CatalogForeignKey, CatalogTable } from './tenant-catalog.js'
 import { validateTenantIdType } from './tenant-id.js'
 import type { TenantIdType } from './tenant-id.js'
+import { quoteIdentifier } from './sql-identifier.js'
 
 export { restoreDrill } from './lifecycle/restore-drill.js'
 export type { DrilledTable, RestoreDrillOptions, RestoreDrillReport, WitnessTable } from './lifecycle/restore-drill.js'
@@ -92,8 +93,6 @@ export class TenantIsolationError extends Error {
 
 type Row = Record<string, unknown>
 
-const ident = (name: string): string => `"${name.replace(/"/g, '""')}"`
-
 /** Error raised by PostgreSQL, with its SQLSTATE. */
 function sqlState (error: unknown): string | undefined {
   const code = (error as { code?: unknown } | null)?.code
@@ -139,14 +138,14 @@ class RowBuilder {
       if (column.generated) continue
       if (values.has(column.name)) {
         params.push(values.get(column.name))
-        names.push(ident(column.name))
+        names.push(quoteIdentifier(column.name))
         expressions.push(`$${params.length}`)
       } else if (column.required) {
         const expression = generated(column, ++this.#serial)
         if (expression === undefined) {
           throw new Error(`cannot generate a value for column ${column.name} (${column.type}); give it in options.rows['${table.name}']`)
         }
-        names.push(ident(column.name))
+        names.push(quoteIdentifier(column.name))
         expressions.push(expression)
       }
     }
@@ -158,7 +157,7 @@ function keyCondition (table: CatalogTable, row: Row, offset = 0): { sql: string
   // Without a primary key, the physical row id still names exactly one row for the length of the check.
   const columns = table.key.length > 0 ? table.key : ['ctid']
   return {
-    sql: columns.map((column, index) => `${column === 'ctid' ? 'ctid' : ident(column)} = $${offset + index + 1}`).join(' AND '),
+    sql: columns.map((column, index) => `${column === 'ctid' ? 'ctid' : quoteIdentifier(column)} = $${offset + index + 1}`).join(' AND '),
     values: columns.map((column) => row[column])
   }
 }
@@ -336,7 +335,7 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
 
   async function checkTable (table: CatalogTable, rowA: Row, rowB: Row): Promise<void> {
     const name = table.name
-    const column = ident(tenantColumn)
+    const column = quoteIdentifier(tenantColumn)
     const ofB = keyCondition(table, rowB)
     const ofA = keyCondition(table, rowA)
 

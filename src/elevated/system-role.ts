@@ -12,6 +12,7 @@ import type { Pool } from 'pg'
 import { UnsafeSystemRoleError } from '../errors.js'
 import { describeRoleProblem } from '../safety-checks.js'
 import type { RoleProblem } from '../safety-checks.js'
+import { quoteIdentifier } from '../sql-identifier.js'
 
 interface SystemRoleFacts {
   role: string
@@ -60,25 +61,21 @@ SELECT me.rolname::text AS role, me.rolsuper, me.rolbypassrls,
   (SELECT a.rolcreaterole AND NOT a.rolsuper FROM pg_catalog.pg_roles a WHERE a.rolname = $1) AS "appCreatesRoles"
 FROM me`
 
-function quoted (identifier: string): string {
-  return `"${identifier.replaceAll('"', '""')}"`
-}
-
 /** The verdicts on the facts; `appRole` is the application pool's role when known (the plugin knows it). */
 function systemRoleProblems (facts: SystemRoleFacts, appRole: string | undefined): RoleProblem[] {
   const { role, rolsuper, rolbypassrls, members, memberships, deletable, owned, schemas, appCreatesRoles } = facts
-  const name = quoted(role)
+  const name = quoteIdentifier(role)
   // A superuser can do everything below and more; listing each would bury the one fix.
   if (rolsuper) return [{ role, problem: 'is a superuser: a job could drop tables, disable the audit trail\'s triggers or read the server\'s files', fix: `connect the system pool as a dedicated role: ALTER ROLE ${name} NOSUPERUSER (systemRoleSql writes the rest)` }]
   const problems: RoleProblem[] = []
   if (appRole === role) problems.push({ role, problem: 'is the application pool\'s role: tenant route code would run with the system role\'s reach', fix: 'create a separate role for the system pool (systemRoleSql) and connect the system pool as it' })
   if (!rolbypassrls) problems.push({ role, problem: 'cannot see all tenants: it has no BYPASSRLS, so RLS policies hide every tenant\'s rows from it', fix: `as a superuser: ALTER ROLE ${name} BYPASSRLS` })
-  if (members.length > 0) problems.push({ role, problem: `can be taken on by ${members.map(quoted).join(', ')} (members can SET ROLE to it)${appRole !== undefined && members.includes(appRole) ? ', the application role among them' : ''}`, fix: `REVOKE ${name} FROM ${members.map(quoted).join(', ')}` })
-  if (memberships.length > 0) problems.push({ role, problem: `is a member of ${memberships.map(quoted).join(', ')}, whose privileges it carries${appRole !== undefined && memberships.includes(appRole) ? ' (the application role among them)' : ''}`, fix: `REVOKE ${memberships.map(quoted).join(', ')} FROM ${name}` })
-  if (appCreatesRoles === true) problems.push({ role, problem: `can be granted to the application role "${String(appRole)}" by itself: the application role has CREATEROLE`, fix: `ALTER ROLE ${quoted(String(appRole))} NOCREATEROLE` })
+  if (members.length > 0) problems.push({ role, problem: `can be taken on by ${members.map(quoteIdentifier).join(', ')} (members can SET ROLE to it)${appRole !== undefined && members.includes(appRole) ? ', the application role among them' : ''}`, fix: `REVOKE ${name} FROM ${members.map(quoteIdentifier).join(', ')}` })
+  if (memberships.length > 0) problems.push({ role, problem: `is a member of ${memberships.map(quoteIdentifier).join(', ')}, whose privileges it carries${appRole !== undefined && memberships.includes(appRole) ? ' (the application role among them)' : ''}`, fix: `REVOKE ${memberships.map(quoteIdentifier).join(', ')} FROM ${name}` })
+  if (appCreatesRoles === true) problems.push({ role, problem: `can be granted to the application role "${String(appRole)}" by itself: the application role has CREATEROLE`, fix: `ALTER ROLE ${quoteIdentifier(String(appRole))} NOCREATEROLE` })
   if (deletable.length > 0) problems.push({ role, problem: `may DELETE from or TRUNCATE the RLS table(s) ${deletable.join(', ')} (directly, through PUBLIC or a role it is a member of): system jobs never delete`, fix: `REVOKE DELETE, TRUNCATE ON ${deletable.join(', ')} FROM ${name}, PUBLIC (or REVOKE the role that carries them, e.g. pg_write_all_data)` })
   if (owned.length > 0) problems.push({ role, problem: `owns ${owned.join(', ')}: an owner can drop them, disable their triggers and rewrite their policies`, fix: `ALTER TABLE … OWNER TO the migration role, for each of ${owned.join(', ')}` })
-  if (schemas.length > 0) problems.push({ role, problem: `may create objects in schema(s) ${schemas.map(quoted).join(', ')}`, fix: `as the schema owner: REVOKE CREATE ON SCHEMA ${schemas.map(quoted).join(', ')} FROM ${name}, PUBLIC` })
+  if (schemas.length > 0) problems.push({ role, problem: `may create objects in schema(s) ${schemas.map(quoteIdentifier).join(', ')}`, fix: `as the schema owner: REVOKE CREATE ON SCHEMA ${schemas.map(quoteIdentifier).join(', ')} FROM ${name}, PUBLIC` })
   return problems
 }
 
