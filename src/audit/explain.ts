@@ -5,8 +5,9 @@
 // undone by the rollback, but whatever escapes a transaction (sequence values, notices sent to
 // other systems) does not.
 import pg from 'pg'
-import type { ClientBase, Pool, PoolClient } from 'pg'
+import type { ClientBase, Pool } from 'pg'
 import { InvalidOptionError, TenantInvalidError } from '../errors.js'
+import { connectHeld, releaseHeld } from '../held-client.js'
 import { DEFAULT_SETTING, validateSetting } from '../options.js'
 import { normalizeTenantId, validateTenantIdType, type TenantIdType } from '../tenant-id.js'
 import { finding, type AuditFinding } from './rules.js'
@@ -111,8 +112,8 @@ export function judgePlan (root: PlanNode, tenantTables: ReadonlySet<string>, te
 
 async function connectionOf (db: Pool | ClientBase): Promise<{ client: ClientBase, done: (broken?: Error) => void }> {
   if (db instanceof pg.Pool) {
-    const client: PoolClient = await db.connect()
-    return { client, done: (broken) => client.release(broken) }
+    const client = await connectHeld(db)
+    return { client, done: (broken) => releaseHeld(client, broken) }
   }
   return { client: db, done: () => {} }
 }

@@ -18,6 +18,7 @@ import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import type { Pool, PoolClient } from 'pg'
 import { InvalidOptionError, MoveDivergedError, MoveRefusedError, SchemaMismatchError } from '../errors.js'
+import { connectHeld, releaseHeld } from '../held-client.js'
 import { eraseTenant, inspectTenantErasure } from '../lifecycle/erase.js'
 import { exportTenant, tenantChecksums } from '../lifecycle/export.js'
 import type { TenantChecksums } from '../lifecycle/export.js'
@@ -280,11 +281,11 @@ async function copyTenantsRow ({ options, status, scope }: Move): Promise<void> 
 }
 
 async function onClient<T> (pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect()
+  const client = await connectHeld(pool)
   try {
     return await work(client)
   } finally {
-    client.release()
+    releaseHeld(client)
   }
 }
 
