@@ -205,7 +205,9 @@ async function attempt (client: PoolClient, sql: string, values: unknown[]): Pro
     await client.query('RELEASE SAVEPOINT rls_check')
     return { rows: result.rowCount ?? 0 }
   } catch (error) {
-    await client.query('ROLLBACK TO SAVEPOINT rls_check')
+    // A savepoint that cannot be rolled back (the connection died with the statement) ends the
+    // check with the statement's error, the one that says what happened.
+    await client.query('ROLLBACK TO SAVEPOINT rls_check').catch(() => { throw error })
     return { state: sqlState(error) ?? (error as Error).message }
   }
 }

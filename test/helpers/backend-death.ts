@@ -30,7 +30,7 @@ export async function installDeath (db: TestDatabase, roles: string[]): Promise<
  */
 export function releases (pool: pg.Pool): Array<'destroyed' | 'pooled'> {
   const seen: Array<'destroyed' | 'pooled'> = []
-  pool.on('release', (error: Error | boolean | undefined) => { seen.push(error === undefined || error === false ? 'pooled' : 'destroyed') })
+  pool.on('release', (error: Error | boolean | null | undefined) => { seen.push(error === undefined || error === null || error === false ? 'pooled' : 'destroyed') })
   return seen
 }
 
