@@ -7,7 +7,7 @@ import pg from 'pg'
 import t from 'tap'
 import type { Test } from 'tap'
 import { checkTenantIsolation } from 'fastify-tenant-rls/testing'
-import { checkoutsWork, DIE, installDeath, releases } from './helpers/backend-death.js'
+import { checkoutsWork, installDeath, killInserts, releases } from './helpers/backend-death.js'
 import { createTestDatabase } from './helpers/database.js'
 
 const db = await createTestDatabase(t)
@@ -15,24 +15,12 @@ await installDeath(db, [])
 const CURRENT = "tenant_id = (SELECT nullif(current_setting('app.current_tenant_id', true), '')::uuid)"
 const { rows: [admin] } = await db.admin.query<{ role: string }>('SELECT current_user AS role')
 await db.admin.query(`CREATE SCHEMA dying AUTHORIZATION ${db.ownerRole}; GRANT USAGE ON SCHEMA dying TO ${db.appRole}`)
-// An isolated table whose inserts kill the inserting backend when it runs as the trigger's role.
-// A trigger needs no EXECUTE of whoever fires it: nobody may call the function, so the kit's
-// bypass check (SECURITY DEFINER functions the application role may use) has nothing to report.
-await db.admin.query(`CREATE FUNCTION faults.die_as () RETURNS trigger SECURITY DEFINER SET search_path = pg_catalog LANGUAGE plpgsql AS $$
-  BEGIN IF session_user::text = TG_ARGV[0] THEN PERFORM ${DIE}; END IF; RETURN NEW; END $$;
-  REVOKE ALL ON FUNCTION faults.die_as() FROM PUBLIC`)
 await db.asOwner(`
   CREATE TABLE dying.rows (tenant_id uuid NOT NULL, id serial PRIMARY KEY, label text NOT NULL);
   ALTER TABLE dying.rows ENABLE ROW LEVEL SECURITY; ALTER TABLE dying.rows FORCE ROW LEVEL SECURITY;
   CREATE POLICY p ON dying.rows USING (${CURRENT}) WITH CHECK (${CURRENT});
   GRANT SELECT, INSERT, UPDATE, DELETE ON dying.rows TO ${db.appRole}; GRANT USAGE ON SEQUENCE dying.rows_id_seq TO ${db.appRole};
 `)
-
-/** Makes inserts into dying.rows kill the backend of `role` until the test ends. */
-async function killInsertsOf (t: Test, role: string): Promise<void> {
-  await db.admin.query(`CREATE TRIGGER die BEFORE INSERT ON dying.rows FOR EACH ROW EXECUTE FUNCTION faults.die_as('${role}')`)
-  t.teardown(() => db.admin.query('DROP TRIGGER die ON dying.rows'))
-}
 
 async function rowsLeft (): Promise<number> {
   const { rows: [left] } = await db.admin.query<{ count: number }>('SELECT count(*)::int AS count FROM dying.rows')
@@ -51,7 +39,7 @@ t.test('the privileged connection dies while seeding: a seed failure naming the 
   const appPool = db.appPool({ max: 1 })
   const adminPool = privilegedPool(t)
   const released = releases(adminPool)
-  await killInsertsOf(t, String(admin?.role))
+  await killInserts(t, db, 'dying.rows', String(admin?.role))
   const report = await checkTenantIsolation({ appPool, adminPool, tables: ['dying.rows'] })
   t.same(report.failures.map(({ table, operation }) => [table, operation]), [['dying.rows', 'seed']])
   t.match(report.failures[0]?.message, /could not seed a row per tenant: terminating connection due to administrator command/, "the server's error, not the failed ROLLBACK's")
@@ -64,7 +52,7 @@ t.test('the privileged connection dies while seeding: a seed failure naming the 
 t.test('the application role\'s connection dies mid-attack: the check rejects with 57P01; that connection destroyed, the seeded rows removed', async (t) => {
   const appPool = db.appPool({ max: 2 })
   const released = releases(appPool)
-  await killInsertsOf(t, db.appRole)
+  await killInserts(t, db, 'dying.rows', db.appRole)
   await t.rejects(checkTenantIsolation({ appPool, adminPool: db.admin, tables: ['dying.rows'] }), { code: '57P01', message: /terminating connection due to administrator command/ }, "the statement's error, not the failed rollbacks'")
   t.same(released, ['destroyed'])
   t.equal(await rowsLeft(), 0, 'both tenants\' seeded rows were removed')

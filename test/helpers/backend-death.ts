@@ -4,8 +4,10 @@
 // and any ROLLBACK after it fails too, the connection being gone. The hardened roles may not call
 // pg_terminate_backend themselves: the function is SECURITY DEFINER, owned by the superuser, in a
 // schema of its own (so the isolation kit and the audit, which read the tables' schemas, never see
-// it). Also a record of what a pool was told when each client came back.
+// it). `killInserts` puts it behind a trigger, for code whose statements the test does not write.
+// Also a record of what a pool was told when each client came back.
 import type pg from 'pg'
+import type { Test } from 'tap'
 import type { TestDatabase } from './database.js'
 
 /** The SQL expression that kills the calling backend mid-statement. */
@@ -19,8 +21,22 @@ export async function installDeath (db: TestDatabase, roles: string[]): Promise<
       PERFORM pg_catalog.pg_terminate_backend(pg_catalog.pg_backend_pid());
       RETURN 1;
     END $$;
-    REVOKE ALL ON FUNCTION faults.die() FROM PUBLIC`)
+    REVOKE ALL ON FUNCTION faults.die() FROM PUBLIC;
+    -- A trigger needs no EXECUTE of whoever fires it: nobody may call this one, so the isolation
+    -- kit's bypass check (SECURITY DEFINER functions the application role may use) stays quiet.
+    CREATE FUNCTION faults.die_on_insert () RETURNS trigger SECURITY DEFINER SET search_path = pg_catalog LANGUAGE plpgsql AS $$
+    BEGIN
+      IF session_user::text = TG_ARGV[0] THEN PERFORM faults.die(); END IF;
+      RETURN NEW;
+    END $$;
+    REVOKE ALL ON FUNCTION faults.die_on_insert() FROM PUBLIC`)
   for (const role of roles) await db.admin.query(`GRANT USAGE ON SCHEMA faults TO ${role}; GRANT EXECUTE ON FUNCTION faults.die() TO ${role}`)
+}
+
+/** Makes every insert into `table` by a session of `role` kill that session's backend, until the test ends. */
+export async function killInserts (t: Test, db: TestDatabase, table: string, role: string): Promise<void> {
+  await db.admin.query(`CREATE TRIGGER die_on_insert BEFORE INSERT ON ${table} FOR EACH ROW EXECUTE FUNCTION faults.die_on_insert('${role}')`)
+  t.teardown(() => db.admin.query(`DROP TRIGGER IF EXISTS die_on_insert ON ${table}`))
 }
 
 /**
