@@ -66,18 +66,26 @@ t.test('the import\'s connection dies on the target: 57P01, recorded at exported
   t.same(await committedRows(shared, moving), { tenants: [], projects: [], a_tasks: [] }, 'none of it on the source')
 })
 
+/** A pool with the one connection that will hold the move's record and lock, named so a test can end its backend. */
+function onePlacementConnection (t: Test): pg.Pool {
+  const pool = new pg.Pool({ connectionString: shared.adminUrl, max: 1, application_name: 'move-placement' })
+  pool.on('error', () => {})
+  t.teardown(() => pool.end())
+  return pool
+}
+
+/** Ends the placement connection's backend, as an operator or a failover would, while the move holds it. */
+async function killPlacement (): Promise<void> {
+  const { rows: [killed] } = await shared.admin.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = 'move-placement'")
+  await shared.admin.query('SELECT pg_terminate_backend($1)', [killed?.pid])
+  await eventually(async () => (await shared.admin.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [killed?.pid])).rowCount === 0, 'the placement backend to be gone')
+}
+
 t.test('the placement connection dies mid-move: the run rejects (the process survives), that connection is destroyed, the lock goes with it, a second run finishes', async (t: Test) => {
   const moving = await world.placeTenant(shared, 10)
   const rowsBefore = await committedRows(shared, moving)
-  const placementPool = new pg.Pool({ connectionString: shared.adminUrl, max: 1, application_name: 'move-placement' })
-  placementPool.on('error', () => {})
-  t.teardown(() => placementPool.end())
+  const placementPool = onePlacementConnection(t)
   const released = releases(placementPool)
-  const killPlacement = async (): Promise<void> => {
-    const { rows: [killed] } = await shared.admin.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = 'move-placement'")
-    await shared.admin.query('SELECT pg_terminate_backend($1)', [killed?.pid])
-    await eventually(async () => (await shared.admin.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [killed?.pid])).rowCount === 0, 'the placement backend to be gone')
-  }
   await t.rejects(moveTenant({ ...moveOptions(moving), placement: { pool: placementPool }, async onStep (step) { if (step === 'exported') await killPlacement() } }), { message: /not queryable|Connection terminated/ })
   t.same(released, ['destroyed'], 'the placement connection was released as broken')
   t.same(await moveState(moving), { database: 'shared', move_step: 'exported', move_target: 'whale', source: 'moving', target: 'moving', targetProjects: 10 + 3 }, 'the import ran, its record did not: the record keeps the last step it holds')
@@ -87,5 +95,34 @@ t.test('the placement connection dies mid-move: the run rejects (the process sur
   const report = await moveTenant({ ...moveOptions(moving), placement: { pool: placementPool } })
   t.equal(report.resumedFrom, 'exported', 'the import is done again')
   t.same(await committedRows(whale, moving), rowsBefore, 'all of it on the target, once')
+  t.same(await committedRows(shared, moving), { tenants: [], projects: [], a_tasks: [] })
+})
+
+t.test('the placement connection dies before a late write is rewound to marked: the run rejects, nothing is erased, the next runs rewind and move the late write too', async (t: Test) => {
+  const moving = await world.placeTenant(shared, 2)
+  const placementPool = onePlacementConnection(t)
+  const released = releases(placementPool)
+  await t.rejects(moveTenant({
+    ...moveOptions(moving),
+    placement: { pool: placementPool },
+    async onStep (step) {
+      if (step !== 'imported') return
+      // A transaction begun before the tenant was marked commits after the export; then the
+      // connection that would record the rewind dies.
+      await shared.admin.query("INSERT INTO projects (tenant_id, name) VALUES ($1, 'late write')", [moving])
+      await killPlacement()
+    }
+  }), { message: /not queryable|Connection terminated/ }, 'the rewind could not be recorded')
+  t.same(released, ['destroyed'])
+  t.match(await moveState(moving), { database: 'shared', move_step: 'imported', source: 'moving' }, 'still placed on the source; the record as it was')
+  t.equal((await committedRows(shared, moving)).projects?.length, 6, 'nothing erased, the late write kept')
+  t.ok(await lockIsFree(moving))
+
+  // The verified step checks again on every run: it finds the late write and rewinds this time.
+  await t.rejects(moveTenant({ ...moveOptions(moving), placement: { pool: placementPool } }), { code: 'FST_TENANT_RLS_MOVE_DIVERGED', message: /run the move again to export again/ })
+  t.equal((await moveState(moving)).move_step, 'marked')
+  const report = await moveTenant({ ...moveOptions(moving), placement: { pool: placementPool } })
+  t.same(report.steps[0]?.step, 'exported')
+  t.ok((await committedRows(whale, moving)).projects?.some((project) => project.includes('late write')), 'the late write moved too')
   t.same(await committedRows(shared, moving), { tenants: [], projects: [], a_tasks: [] })
 })
