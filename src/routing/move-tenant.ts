@@ -18,7 +18,6 @@ import { join } from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import type { Pool, PoolClient } from 'pg'
 import { InvalidOptionError, MoveDivergedError, MoveRefusedError, SchemaMismatchError } from '../errors.js'
-import { connectHeld, releaseHeld } from '../held-client.js'
 import { eraseTenant, inspectTenantErasure } from '../lifecycle/erase.js'
 import { exportTenant, tenantChecksums } from '../lifecycle/export.js'
 import type { TenantChecksums } from '../lifecycle/export.js'
@@ -281,11 +280,11 @@ async function copyTenantsRow ({ options, status, scope }: Move): Promise<void> 
 }
 
 async function onClient<T> (pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
-  const client = await connectHeld(pool)
+  const client = await pool.connect()
   try {
     return await work(client)
   } finally {
-    releaseHeld(client)
+    client.release()
   }
 }
 
