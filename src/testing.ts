@@ -17,6 +17,7 @@ import { randomBytes, randomUUID } from 'node:crypto'
 import type { Pool, PoolClient } from 'pg'
 import { bypassFindings } from './audit/bypass-rules.js'
 import { readAuditFacts } from './audit/facts.js'
+import { connectHeld, releaseHeld } from './held-client.js'
 import { DEFAULT_SETTING, validateSetting } from './options.js'
 import { setLocalTenantContext } from './signed-context/local-context.js'
 import { validateSignedContext } from './signed-context/options.js'
@@ -180,7 +181,7 @@ async function structureFailures (pool: Pool, table: string): Promise<string[]> 
 
 /** Runs `work` as the application role inside a transaction for `tenant` that is always rolled back. */
 async function asTenant<T> (pool: Pool, setting: string, tenant: string | null, signed: ResolvedSignedContext | undefined, work: (client: PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect()
+  const client = await connectHeld(pool)
   let broken: Error | undefined
   try {
     await client.query('BEGIN')
@@ -191,7 +192,7 @@ async function asTenant<T> (pool: Pool, setting: string, tenant: string | null, 
     throw error
   } finally {
     await client.query('ROLLBACK').catch((error: Error) => { broken ??= error })
-    client.release(broken)
+    releaseHeld(client, broken)
   }
 }
 
@@ -203,7 +204,9 @@ async function attempt (client: PoolClient, sql: string, values: unknown[]): Pro
     await client.query('RELEASE SAVEPOINT rls_check')
     return { rows: result.rowCount ?? 0 }
   } catch (error) {
-    await client.query('ROLLBACK TO SAVEPOINT rls_check')
+    // A savepoint that cannot be rolled back (the connection died with the statement) ends the
+    // check with the statement's error, the one that says what happened.
+    await client.query('ROLLBACK TO SAVEPOINT rls_check').catch(() => { throw error })
     return { state: sqlState(error) ?? (error as Error).message }
   }
 }
@@ -288,7 +291,7 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
   // As the privileged role, in a transaction carrying `tenant`'s setting: a table owner that is
   // itself subject to FORCE'd RLS can then write and delete that tenant's rows too.
   async function privileged<T> (tenant: string, work: (client: PoolClient) => Promise<T>): Promise<T> {
-    const client = await adminPool.connect()
+    const client = await connectHeld(adminPool)
     let broken: Error | undefined
     try {
       await client.query('BEGIN')
@@ -301,7 +304,7 @@ export async function checkTenantIsolation (options: IsolationCheckOptions): Pro
       await client.query('ROLLBACK').catch((rollbackError: Error) => { broken = rollbackError })
       throw error
     } finally {
-      client.release(broken)
+      releaseHeld(client, broken)
     }
   }
 

@@ -5,8 +5,9 @@
 // undone by the rollback, but whatever escapes a transaction (sequence values, notices sent to
 // other systems) does not. In signed mode the tenant is set with its signature (explain-context.ts).
 import pg from 'pg'
-import type { ClientBase, Pool, PoolClient } from 'pg'
+import type { ClientBase, Pool } from 'pg'
 import { AuditRoleNotFoundError, InvalidOptionError, TenantInvalidError } from '../errors.js'
+import { connectHeld, releaseHeld } from '../held-client.js'
 import { DEFAULT_SETTING, validateSetting } from '../options.js'
 import { validateSignedContext, type SignedContextOptions } from '../signed-context/options.js'
 import { SIGNED_CONTEXT_SCHEMA } from '../signed-context/schema-sql.js'
@@ -158,8 +159,8 @@ function planRelations (root: PlanNode): string[] {
 
 async function connectionOf (db: Pool | ClientBase): Promise<{ client: ClientBase, done: (broken?: Error) => void }> {
   if (db instanceof pg.Pool) {
-    const client: PoolClient = await db.connect()
-    return { client, done: (broken) => client.release(broken) }
+    const client = await connectHeld(db)
+    return { client, done: (broken) => releaseHeld(client, broken) }
   }
   return { client: db, done: () => {} }
 }

@@ -15,6 +15,7 @@
 // TRUNCATE, which ignores RLS, must not be undone by a rollback.
 import type { Pool, PoolClient, QueryResult } from 'pg'
 import { BackfillIncompleteError, failOption } from '../errors.js'
+import { connectHeld, releaseHeld } from '../held-client.js'
 import { DEFAULT_SETTING, validateSetting } from '../options.js'
 import { currentTenantSql } from '../schema.js'
 import { TENANT_ID_SQL_TYPE, validateTenantIdType, type TenantIdType } from '../tenant-id.js'
@@ -219,7 +220,7 @@ END $tenancy$;`
 
   // One connection per run; after a failure (perhaps mid-transaction) it is destroyed, not pooled.
   async function onConnection (pool: Pool, work: (client: PoolClient) => Promise<void>): Promise<void> {
-    const client = await pool.connect()
+    const client = await connectHeld(pool)
     let failed: Error | undefined
     try {
       await work(client)
@@ -227,7 +228,7 @@ END $tenancy$;`
       failed = error as Error
       throw error
     } finally {
-      client.release(failed)
+      releaseHeld(client, failed)
     }
   }
 

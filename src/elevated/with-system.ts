@@ -6,6 +6,7 @@
 // can tell. Accountability is checked before a connection is taken.
 import type { Pool, PoolClient } from 'pg'
 import { CommitFailedError, failOption, UnexpectedRoleError } from '../errors.js'
+import { connectHeld, releaseHeld } from '../held-client.js'
 import { validateSchema } from '../options.js'
 import type { DatabaseFactory, RegisteredSchema, TenantDatabase } from '../tenant-database.js'
 import { databaseFactoryFor } from '../with-tenant.js'
@@ -59,8 +60,6 @@ function errorCode (error: unknown): string {
   return (error as Error | null)?.name ?? 'unknown'
 }
 
-function ignoreClientError (): void {}
-
 /** Shared by the standalone function and `app.withSystem`: audit, run, commit or roll back, audit. */
 export async function runWithSystem<TSchema extends Record<string, unknown>, TResult> (
   systemPool: Pool,
@@ -72,16 +71,13 @@ export async function runWithSystem<TSchema extends Record<string, unknown>, TRe
 ): Promise<TResult> {
   if (typeof work !== 'function') failOption('withSystem needs the job as a function async (db) => result')
   const role = await roleOf()
-  const client = await systemPool.connect()
-  // A checked-out client that loses its server emits 'error'; unheard, that would end the process.
-  // The failure reaches the job through its pending query instead.
-  client.on('error', ignoreClientError)
+  // Held: a server that goes away mid-job reaches the job through its pending query, not the process.
+  const client = await connectHeld(systemPool)
   let released = false
   function release (destroy: boolean): void {
     if (released) return
     released = true
-    client.off('error', ignoreClientError)
-    client.release(destroy)
+    releaseHeld(client, destroy)
   }
   let started: string | undefined
   let committed = false

@@ -7,6 +7,7 @@
 // protocol mid-stream) is destroyed, never handed back to the pool.
 import type { Pool, PoolClient, QueryConfig } from 'pg'
 import { UnexpectedRoleError } from '../errors.js'
+import { connectHeld, releaseHeld } from '../held-client.js'
 import { setLocalStatements } from '../citus/set-local.js'
 import type { OpenWith } from '../citus/set-local.js'
 import { setLocalTenantContext } from '../signed-context/local-context.js'
@@ -55,7 +56,7 @@ export function abandonedMidCopy (client: PoolClient): void {
 
 /** Runs `work` on one client inside a transaction carrying `mode.tenantId`; commits when it resolves (unless `rollback`). */
 export async function inTenantSession<T> (pool: Pool, mode: SessionMode, work: (client: PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect()
+  const client = await connectHeld(pool)
   let failure: Error | undefined
   try {
     await client.query(`BEGIN ISOLATION LEVEL ${ISOLATION_SQL[mode.isolation]} ${mode.readOnly ? 'READ ONLY' : 'READ WRITE'}`)
@@ -81,6 +82,6 @@ export async function inTenantSession<T> (pool: Pool, mode: SessionMode, work: (
     throw error
   } finally {
     // Destroyed after any failure: whatever went wrong may have left the session in a state no one checked.
-    client.release(failure)
+    releaseHeld(client, failure)
   }
 }

@@ -3,6 +3,7 @@
 // (a crashed run's lock goes with its connection, and the next run resumes from the recorded step).
 import type { Pool, PoolClient } from 'pg'
 import { MoveRefusedError } from '../errors.js'
+import { connectHeld, releaseHeld } from '../held-client.js'
 import type { TableName } from '../elevated/tables.js'
 import type { MoveStep } from './placement.js'
 
@@ -31,12 +32,12 @@ export class MoveRecord {
 
   /** Takes the tenant's move lock on a connection of `pool` (a role that may update the table); refuses if another run holds it. */
   static async lock (pool: Pool, table: TableName, tenantId: string): Promise<MoveRecord> {
-    const client = await pool.connect()
+    const client = await connectHeld(pool)
     try {
       const { rows: [locked] } = await client.query<{ locked: boolean }>(`SELECT pg_catalog.pg_try_advisory_lock(${LOCK_KEY}) AS locked`, [tenantId])
       if (locked?.locked !== true) throw new MoveRefusedError(`another run is moving tenant ${tenantId} right now`)
     } catch (error) {
-      client.release(true)
+      releaseHeld(client, true)
       throw error
     }
     return new MoveRecord(client, table, tenantId)
@@ -81,6 +82,6 @@ export class MoveRecord {
   async release (): Promise<void> {
     const unlocked = await this.#client.query(`SELECT pg_catalog.pg_advisory_unlock(${LOCK_KEY})`, [this.#tenantId]).then(() => true, () => false)
     // A connection whose unlock failed may still hold the lock: closed, never pooled.
-    this.#client.release(!unlocked)
+    releaseHeld(this.#client, !unlocked)
   }
 }
