@@ -16,6 +16,10 @@ export function databaseUrlFrom (values: Record<string, unknown>, env: NodeJS.Pr
 /** Connects one client, runs `work`, and closes the client whatever happened. */
 export async function withDatabaseClient<T> (connectionString: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString, application_name: 'fastify-tenant-rls cli' })
+  // A client whose server goes away (a failover, an ended backend) emits 'error' when its socket
+  // closes, which, unheard, ends the process instead of the command: the command hears the failure
+  // anyway, through its pending or next query, and exits 3 with the server's message.
+  client.on('error', () => {})
   await client.connect()
   try {
     return await work(client)

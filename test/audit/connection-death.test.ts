@@ -11,6 +11,8 @@ import { explainUnderTenant, tenancyMigration } from 'fastify-tenant-rls/audit'
 import { baselineSql } from '../helpers/audit-world.js'
 import { checkoutsWork, DIE, installDeath, releases } from '../helpers/backend-death.js'
 import { createTestDatabase } from '../helpers/database.js'
+import { runCli } from '../../dist/cli/run-cli.js'
+import { captureIo } from '../helpers/cli-io.js'
 
 const db = await createTestDatabase(t)
 await installDeath(db, [db.appRole])
@@ -103,4 +105,15 @@ t.test('explainUnderTenant: the connection dies during the statement; 57P01 is r
   await checkoutsWork(pool, 2)
   t.ok((await explainUnderTenant(pool, { appRole: db.appRole, tenant: tenantB, sql: 'SELECT * FROM items' })).plan, 'the next explain works')
   await db.assertNoLeaks(t, pool)
+})
+
+t.test('the explain command: its connection dies during the statement; exit 3 with the server\'s message, the process survives', async (t) => {
+  const sql = `WITH written AS (INSERT INTO items (tenant_id, name) VALUES ('${tenantA}', 'explained by the cli then killed') RETURNING 1) SELECT ${DIE} FROM written`
+  const { io, out, err } = captureIo()
+  const code = await runCli(['explain', '--database-url', db.url(), '--app-role', db.appRole, '--tenant', tenantA, sql], io)
+  t.equal(code, 3)
+  t.match(err(), /terminating connection due to administrator command|Connection terminated/)
+  t.equal(out(), '')
+  const { rows: [left] } = await db.admin.query<{ count: number }>("SELECT count(*)::int AS count FROM items WHERE name = 'explained by the cli then killed'")
+  t.equal(left?.count, 0, 'the write was not committed')
 })
