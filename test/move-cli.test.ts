@@ -10,7 +10,7 @@ import { moveWorld } from './helpers/move-world.js'
 
 const world = await moveWorld(t)
 const { shared, whale } = world
-const directory = t.testdir()
+const { directory } = world
 
 const connections = [
   '--from', 'shared', '--from-url', shared.url(), '--from-admin-url', shared.adminUrl,

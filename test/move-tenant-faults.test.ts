@@ -8,26 +8,19 @@ import pg from 'pg'
 import t from 'tap'
 import type { Test } from 'tap'
 import { moveTenant } from 'fastify-tenant-rls'
-import type { MoveTenantOptions } from 'fastify-tenant-rls'
 import { checkoutsWork, installDeath, killInserts, releases } from './helpers/backend-death.js'
 import { eventually } from './helpers/database.js'
 import { committedRows } from './helpers/lifecycle-world.js'
 import { askRows, moveWorld, placementApp } from './helpers/move-world.js'
 
 const world = await moveWorld(t)
-const { shared, whale, source, target } = world
+const { shared, whale } = world
 await installDeath(whale, [])
-const directory = t.testdir()
 const app = await placementApp(t, world, { routeCacheMs: 0 })
 
-t.afterEach(async (t) => {
-  await shared.assertNoLeaks(t, world.sharedPool)
-  await whale.assertNoLeaks(t, world.whalePool)
-})
+t.afterEach(async (t) => { await world.assertNoLeaks(t) })
 
-function moveOptions (tenantId: string, extra: Partial<MoveTenantOptions> = {}): MoveTenantOptions {
-  return { tenantId, source, target, placement: { pool: shared.admin }, directory, drainMs: 0, ...extra }
-}
+const moveOptions = world.moveOptions
 
 /** The placement row, the tenant's status on each side, and its rows on the target. */
 async function moveState (tenantId: string): Promise<Record<string, unknown>> {

@@ -5,17 +5,14 @@
 import pg from 'pg'
 import t from 'tap'
 import { moveTenant } from 'fastify-tenant-rls'
-import type { MoveStep, MoveTenantOptions } from 'fastify-tenant-rls'
+import type { MoveStep } from 'fastify-tenant-rls'
 import { committedRows, seedTenant } from './helpers/lifecycle-world.js'
 import { moveWorld } from './helpers/move-world.js'
 
 const world = await moveWorld(t)
 const { shared, whale, source, target } = world
-const directory = t.testdir()
 
-function moveOptions (tenantId: string, extra: Partial<MoveTenantOptions> = {}): MoveTenantOptions {
-  return { tenantId, source, target, placement: { pool: shared.admin }, directory, drainMs: 0, ...extra }
-}
+const moveOptions = world.moveOptions
 
 /** The tenant's status on the source and its placement row: what a refused move must leave as it was. */
 async function untouched (tenantId: string): Promise<unknown> {

@@ -5,25 +5,19 @@
 // crash after each step, then a second run, finishes the move. Refusals change nothing.
 import t from 'tap'
 import { moveTenant, tenantChecksums } from 'fastify-tenant-rls'
-import type { MoveStep, MoveTenantOptions } from 'fastify-tenant-rls'
+import type { MoveStep } from 'fastify-tenant-rls'
 import { MOVE_STEPS } from '../src/routing/placement.js'
 import { committedRows } from './helpers/lifecycle-world.js'
 import { askRows, moveWorld, placementApp, requestLoop } from './helpers/move-world.js'
 import type { Answer } from './helpers/move-world.js'
 
 const world = await moveWorld(t)
-const { shared, whale, source, target } = world
-const directory = t.testdir()
+const { shared, whale } = world
 const app = await placementApp(t, world, { routeCacheMs: 0 })
 
-t.afterEach(async (t) => {
-  await shared.assertNoLeaks(t, world.sharedPool)
-  await whale.assertNoLeaks(t, world.whalePool)
-})
+t.afterEach(async (t) => { await world.assertNoLeaks(t) })
 
-function moveOptions (tenantId: string, extra: Partial<MoveTenantOptions> = {}): MoveTenantOptions {
-  return { tenantId, source, target, placement: { pool: shared.admin }, directory, drainMs: 0, ...extra }
-}
+const moveOptions = world.moveOptions
 
 async function placementOf (tenantId: string): Promise<Record<string, unknown>> {
   const { rows: [row] } = await shared.admin.query('SELECT database, move_step, move_target FROM tenant_placements WHERE tenant = $1', [tenantId])

@@ -11,7 +11,7 @@ import type pg from 'pg'
 import type { Test } from 'tap'
 import fastifyTenantRls, { placementRouting } from 'fastify-tenant-rls'
 import { placementTableSql } from 'fastify-tenant-rls/schema'
-import type { FastifyTenantRlsSettings, MoveDatabase } from 'fastify-tenant-rls'
+import type { FastifyTenantRlsSettings, MoveDatabase, MoveTenantOptions } from 'fastify-tenant-rls'
 import { tenantStatusSql } from 'fastify-tenant-rls/schema'
 import { createTestDatabase } from './database.js'
 import type { TestDatabase } from './database.js'
@@ -27,8 +27,14 @@ export interface MoveWorld {
   directoryPool: pg.Pool
   source: MoveDatabase
   target: MoveDatabase
+  /** The test file's directory for a move's files (and any other export the test writes). */
+  directory: string
   /** Seeds a tenant on `db` with `bulk` projects (two tasks each) and places it there. */
   placeTenant (db: TestDatabase, bulk: number): Promise<string>
+  /** moveTenant's options for a move from shared to whale: placement on shared, no drain. */
+  moveOptions (tenantId: string, extra?: Partial<MoveTenantOptions>): MoveTenantOptions
+  /** Throws unless both app pools have every connection back (for `t.afterEach`). */
+  assertNoLeaks (t: Test): Promise<void>
 }
 
 async function prepare (db: TestDatabase): Promise<void> {
@@ -44,19 +50,30 @@ export async function moveWorld (t: Test): Promise<MoveWorld> {
   await shared.asOwner(placementTableSql({ readerRole: shared.appRole }))
   const sharedPool = shared.appPool()
   const whalePool = whale.appPool()
+  const source = { name: 'shared', appPool: sharedPool, adminPool: shared.admin }
+  const target = { name: 'whale', appPool: whalePool, adminPool: whale.admin }
+  const directory = t.testdir()
   return {
     shared,
     whale,
     sharedPool,
     whalePool,
     directoryPool: shared.appPool({ max: 2 }),
-    source: { name: 'shared', appPool: sharedPool, adminPool: shared.admin },
-    target: { name: 'whale', appPool: whalePool, adminPool: whale.admin },
+    source,
+    target,
+    directory,
     async placeTenant (db, bulk) {
       const tenantId = randomUUID()
       await seedTenant(db, tenantId, bulk)
       await shared.admin.query('INSERT INTO tenant_placements (tenant, database) VALUES ($1, $2)', [tenantId, db === shared ? 'shared' : 'whale'])
       return tenantId
+    },
+    moveOptions (tenantId, extra = {}) {
+      return { tenantId, source, target, placement: { pool: shared.admin }, directory, drainMs: 0, ...extra }
+    },
+    async assertNoLeaks (t) {
+      await shared.assertNoLeaks(t, sharedPool)
+      await whale.assertNoLeaks(t, whalePool)
     }
   }
 }
