@@ -13,6 +13,7 @@ import type { SignedContextInspection } from '../src/signed-context/inspection.j
 import { validateSignedContext } from '../src/signed-context/options.js'
 import { pgBouncerTarget } from './adversarial/targets.js'
 import { createSignedWorld, newKey, SETTING } from './helpers/signed-context.js'
+import { DIE, installDeath, releases } from './helpers/backend-death.js'
 
 // Run by the owner role itself this time (signed-context-sql.test.ts runs it as a superuser).
 const world = await createSignedWorld(t, { migrateAs: 'owner' })
@@ -194,4 +195,15 @@ t.test('refused: a pooler between the plugin and PostgreSQL (PgBouncer, transact
   const inspection = await inspectSignedContext(bounced, context, SETTING)
   t.match(problemsOf(inspection), [/reports (no valid backend pid|backend pid -?\d+) but runs on backend \d+: a pooler/])
   t.match(inspection.problems[0]?.fix, /directly/)
+})
+
+t.test('a connection that dies during the probe: the server\'s error, the connection destroyed, the process alive', async (t) => {
+  await installDeath(db, [db.appRole])
+  const dying = db.appPool({ max: 1 })
+  const released = releases(dying)
+  await db.admin.query(`CREATE OR REPLACE FUNCTION tenant_rls.current_tenant() RETURNS text LANGUAGE plpgsql STABLE AS $$ BEGIN PERFORM ${DIE}; RETURN NULL; END $$`)
+  t.teardown(async () => { await db.admin.query(made?.fn ?? '') })
+  await t.rejects(inspectSignedContext(dying, context, SETTING), { code: '57P01' })
+  t.same(released, ['destroyed'])
+  await db.assertNoLeaks(t, dying)
 })

@@ -13,6 +13,7 @@ import { backendPidOf } from './backend-pid.js'
 import type { ResolvedSignedContext, ResolvedSigningKey } from './options.js'
 import { CURRENT_TENANT_FUNCTION, SIGNED_CONTEXT_SCHEMA, SIGNING_KEYS_TABLE, VERIFIED_TENANT_VIEW } from './schema-sql.js'
 import { SIGNATURE_SETTING, SIGNATURE_VERSION, signTenantContext } from './signer.js'
+import { connectHeld, releaseHeld } from '../held-client.js'
 
 /** One thing wrong with the signed mode's database side, with the fix. */
 export interface SignedContextProblem {
@@ -180,15 +181,19 @@ async function probe (client: PoolClient, context: ResolvedSignedContext, settin
   const result: ProbeResult = { backendPid, knownPid: backendPidOf(client), skewMs: Math.round((clock?.now ?? 0) - (before + after) / 2), verified: [] }
   if (result.knownPid !== backendPid) return result
   await client.query('BEGIN')
+  let failure: unknown
   try {
     for (const key of context.keys) result.verified.push(await verifies(client, key, setting, backendPid, context.ttl))
     const signingKey = context.keys[0] as ResolvedSigningKey
     result.acceptsForgery = await verifiedTenant(client, setting, `${SIGNATURE_VERSION}.${signingKey.id}.${Date.now() + context.ttl}.${'0'.repeat(64)}`) !== null
   } catch (error) {
+    failure = error
     const { code, message } = error as { code?: string, message: string }
     result.failure = { code, message }
   } finally {
-    await client.query('ROLLBACK')
+    // A ROLLBACK that fails (the connection died with the probe) ends the inspection with the
+    // probe's own error, the one that says what happened.
+    await client.query('ROLLBACK').catch((rollbackError: unknown) => { throw failure ?? rollbackError })
   }
   return result
 }
@@ -231,7 +236,7 @@ function probeVerdicts (result: ProbeResult, context: ResolvedSignedContext): Si
 
 /** Inspects the signed mode's database side through `pool` (the application role's pool) for `setting`. */
 export async function inspectSignedContext (pool: Pool, context: ResolvedSignedContext, setting: string): Promise<SignedContextInspection> {
-  const client = await pool.connect()
+  const client = await connectHeld(pool)
   let failed: Error | undefined
   try {
     const { rows: [facts] } = await client.query<SignedContextFacts>(FACTS_SQL, [SIGNED_CONTEXT_SCHEMA, setting])
@@ -246,7 +251,7 @@ export async function inspectSignedContext (pool: Pool, context: ResolvedSignedC
     throw error
   } finally {
     // A connection whose probe failed half-way may still be in a transaction: it is not pooled again.
-    client.release(failed)
+    releaseHeld(client, failed)
   }
 }
 
