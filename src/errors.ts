@@ -92,11 +92,11 @@ export const SignedContextUnavailableError = createError(
 
 /**
  * EXPLAIN under a tenant, without `signedContext`, on tables whose policies verify a signed
- * context: the statement saw none of the tenant's rows, so its plan was not returned.
+ * context: the statement would see none of the tenant's rows, so it is not run.
  */
 export const SignedContextRequiredError = createError(
   'FST_TENANT_RLS_SIGNED_CONTEXT_REQUIRED',
-  'The policies of %s read the tenant through tenant_rls.current_tenant(), which only answers to a signed tenant context: unsigned, the statement saw none of the tenant\'s rows, so no plan was returned; explain with the plugin\'s keys (signedContext)',
+  'The policies of %s read the tenant through tenant_rls.current_tenant(), which only answers to a signed tenant context: unsigned, the statement would see none of the tenant\'s rows, so it was not run; explain with the plugin\'s keys (signedContext)',
   500
 )
 

@@ -1,7 +1,7 @@
 // The tenant context EXPLAIN under a tenant (explain.ts) runs in, and whether its plan saw the
 // tenant at all. In signed mode the tenant is set with its signature, and the verifying function
 // must hand it back before the statement runs; without the signature, a plan over tables whose
-// policies call that function is a plan of a statement that saw none of the tenant's rows, and is
+// policies call that function is the plan of a statement that would see none of the tenant's rows, and is
 // refused rather than shown.
 import type { ClientBase } from 'pg'
 import { SignedContextRejectedError, SignedContextRequiredError, SignedContextUnavailableError } from '../errors.js'

@@ -36,7 +36,7 @@ export interface ExplainOptions {
    * context: the tenant is set with a signature made with the first key, and a signature the
    * database does not verify is refused (FST_TENANT_RLS_SIGNED_CONTEXT_REJECTED). Without it, a
    * plan that reads such a table is refused (FST_TENANT_RLS_SIGNED_CONTEXT_REQUIRED): the
-   * statement saw none of the tenant's rows.
+   * statement would see none of the tenant's rows, and is not run.
    */
   signedContext?: SignedContextOptions
 }
@@ -157,6 +157,26 @@ function planRelations (root: PlanNode): string[] {
   return [...names]
 }
 
+interface ExplainedPlan { Plan: PlanNode, 'Execution Time': number }
+
+// The extended protocol refuses a second statement, so "…; COMMIT" cannot end the rollback's transaction.
+async function explainJson (client: ClientBase, explainOptions: string, options: ExplainOptions): Promise<ExplainedPlan> {
+  const { rows: [result] } = await client.query<{ 'QUERY PLAN': ExplainedPlan[] }>({
+    text: `EXPLAIN (${explainOptions}, FORMAT JSON) ${options.sql}`,
+    values: options.params ?? [],
+    queryMode: 'extended'
+  } as pg.QueryConfig)
+  const explained = result?.['QUERY PLAN'][0]
+  if (explained === undefined) throw new Error('EXPLAIN returned no plan')
+  return explained
+}
+
+/** What the catalog says of each relation a plan reads (PLAN_RELATIONS_SQL). */
+async function planFacts (client: ClientBase, root: PlanNode, tenantColumn: string): Promise<Array<PlanRelation & { tenantTable: boolean }>> {
+  const { rows } = await client.query<PlanRelation & { tenantTable: boolean }>(PLAN_RELATIONS_SQL, [planRelations(root), tenantColumn, SIGNED_CONTEXT_SCHEMA])
+  return rows
+}
+
 async function connectionOf (db: Pool | ClientBase): Promise<{ client: ClientBase, done: (broken?: Error) => void }> {
   if (db instanceof pg.Pool) {
     const client = await connectHeld(db)
@@ -189,20 +209,16 @@ export async function explainUnderTenant (db: Pool | ClientBase, options: Explai
     if (who?.known !== true) throw new AuditRoleNotFoundError(options.appRole)
     if (who.role !== options.appRole) await client.query(`SET LOCAL ROLE ${pg.escapeIdentifier(options.appRole)}`)
     await openExplainContext(client, setting, tenant, signed)
-    // The extended protocol refuses a second statement, so "…; COMMIT" cannot end the rollback's transaction.
-    const { rows: [result] } = await client.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode, 'Execution Time': number }> }>({
-      text: `EXPLAIN (ANALYZE, BUFFERS, VERBOSE, FORMAT JSON) ${options.sql}`,
-      values: options.params ?? [],
-      queryMode: 'extended'
-    } as pg.QueryConfig)
-    const explained = result?.['QUERY PLAN'][0]
-    if (explained === undefined) throw new Error('EXPLAIN returned no plan')
-    const { rows: relations } = await client.query<PlanRelation & { tenantTable: boolean }>(PLAN_RELATIONS_SQL, [planRelations(explained.Plan), tenantColumn, SIGNED_CONTEXT_SCHEMA])
-    refuseUnsignedPlan(relations, signed)
+    // Unsigned, a statement that reads a table under a signed policy would run seeing none of the
+    // tenant's rows (and an INSERT into one would fail inside EXPLAIN ANALYZE): refused from its plan
+    // before it runs, so nothing of it (a sequence value, a notice) escapes for a plan not worth reading.
+    if (signed === undefined) refuseUnsignedPlan(await planFacts(client, (await explainJson(client, 'VERBOSE', options)).Plan, tenantColumn), signed)
+    const explained = await explainJson(client, 'ANALYZE, BUFFERS, VERBOSE', options)
+    const relations = await planFacts(client, explained.Plan, tenantColumn)
     const tenantTables = new Set(relations.filter((relation) => relation.tenantTable).map((relation) => relation.name))
     return {
       plan: renderPlan(explained.Plan).join('\n'),
-      json: result?.['QUERY PLAN'],
+      json: [explained],
       executionMs: explained['Execution Time'],
       findings: judgePlan(explained.Plan, tenantTables, tenantColumn)
     }

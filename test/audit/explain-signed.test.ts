@@ -127,6 +127,17 @@ t.test('a bad signedContext is refused before any connection', async (t) => {
   t.equal(fresh.totalCount, 0, 'no connection was taken')
 })
 
+t.test('unsigned: a statement on a signed table is refused from its plan, before it runs', async (t) => {
+  await db.asOwner(`CREATE SEQUENCE explain_probe_seq; GRANT USAGE ON SEQUENCE explain_probe_seq TO ${db.appRole}`)
+  t.teardown(() => db.asOwner('DROP SEQUENCE explain_probe_seq'))
+  // Run, the INSERT would fail inside EXPLAIN ANALYZE on the policy's WITH CHECK (42501), after
+  // taking a sequence value that no rollback returns.
+  await t.rejects(explain("INSERT INTO signed_notes (tenant_id, id, body) VALUES ($1, nextval('explain_probe_seq'), 'probe')", { params: [world.a] }),
+    { code: 'FST_TENANT_RLS_SIGNED_CONTEXT_REQUIRED', message: /^The policies of public\.signed_notes read/ })
+  const { rows: [sequence] } = await db.admin.query<{ called: boolean }>('SELECT is_called AS called FROM explain_probe_seq')
+  t.equal(sequence?.called, false, 'the statement never ran: no sequence value was taken')
+})
+
 t.test('unsigned: a plan that reads a signed table is refused, naming it; plain tables are explained', async (t) => {
   await t.rejects(explain('SELECT * FROM signed_notes'), { code: 'FST_TENANT_RLS_SIGNED_CONTEXT_REQUIRED', message: /^The policies of public\.signed_notes read the tenant through tenant_rls\.current_tenant\(\)/ })
   await t.rejects(explain('SELECT count(*) FROM plain_notes p JOIN signed_notes s USING (tenant_id, id)'), { message: /^The policies of public\.signed_notes read/ }, 'only the signed table of a join is named')
