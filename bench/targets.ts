@@ -27,6 +27,9 @@ export const PLUGIN_VARIANTS = [
   { app: 'plugin-unprepared', description: 'fastify-tenant-rls, route queries not prepared (preparedRouteQueries: 0)', settings: { preparedRouteQueries: 0 }, route: {} },
   { app: 'plugin-signed', description: 'fastify-tenant-rls, signed tenant context (signedContext; the signed policy)', settings: { signedContext: { keys: [BENCH_SIGNING_KEY] } }, route: {} },
   // Issue 13: elevated access must not slow ordinary requests. Every option set, no token with an actor.
+  // W1's and W4's route queries bind a parameter PostgreSQL keeps on custom plans (planned on every
+  // request): what planning each query once per connection saves.
+  { app: 'plugin-generic', description: 'fastify-tenant-rls, route queries on generic plans (planCacheMode: force_generic_plan)', settings: { planCacheMode: 'force_generic_plan' }, route: {} },
   { app: 'plugin-elevated', description: 'fastify-tenant-rls, elevated access configured but unused (systemPool, actorClaim, grantsTable, auditTable; no token carries an actor)', settings: { actorClaim: 'act.sub', grantsTable: 'public.tenant_rls_grants', auditTable: 'public.tenant_rls_audit' }, route: {}, systemPool: true }
 ] as const satisfies readonly PluginVariant[]
 
@@ -70,6 +73,7 @@ export const TARGETS: readonly Target[] = [
   { id: 'W1-plugin-single', app: 'plugin-single', workload: 'W1', label: 'plugin, single round trip', method: 'GET', path: '/w1' },
   { id: 'W1-plugin-unprepared', app: 'plugin-unprepared', workload: 'W1', label: 'plugin, route queries unprepared', method: 'GET', path: '/w1' },
   { id: 'W1-plugin-signed', app: 'plugin-signed', workload: 'W1', label: 'plugin, signed context', method: 'GET', path: '/w1' },
+  { id: 'W1-plugin-generic', app: 'plugin-generic', workload: 'W1', label: 'plugin, generic plans', method: 'GET', path: '/w1' },
   { id: 'W1-plugin-elevated', app: 'plugin-elevated', workload: 'W1', label: 'plugin, elevated access unused', method: 'GET', path: '/w1' },
   { id: 'W1-b1', app: 'b1', workload: 'W1', label: 'B1 raw pg', method: 'GET', path: '/w1' },
   { id: 'W1-b2', app: 'b2', workload: 'W1', label: 'B2 drizzle', method: 'GET', path: '/w1' },
@@ -86,6 +90,7 @@ export const TARGETS: readonly Target[] = [
   { id: 'W3-b0', app: 'b0', workload: 'W3', label: 'B0 plain Fastify', method: 'GET', path: '/w3' },
   { id: 'W4-plugin', app: 'plugin', workload: 'W4', label: 'plugin', method: 'GET', path: '/w4' },
   { id: 'W4-plugin-signed', app: 'plugin-signed', workload: 'W4', label: 'plugin, signed context', method: 'GET', path: '/w4' },
+  { id: 'W4-plugin-generic', app: 'plugin-generic', workload: 'W4', label: 'plugin, generic plans', method: 'GET', path: '/w4' },
   { id: 'W4-b2', app: 'b2', workload: 'W4', label: 'B2 drizzle', method: 'GET', path: '/w4' },
   { id: 'W4-b3', app: 'b3', workload: 'W4', label: 'B3 @fastify/postgres', method: 'GET', path: '/w4' },
   { id: 'W4-b4', app: 'b4', workload: 'W4', label: 'B4 postgres.js, auto-prepared', method: 'GET', path: '/w4' }
@@ -132,6 +137,10 @@ export const COMPARISONS: readonly Comparison[] = [
   { subject: 'W1-plugin-signed', baseline: 'W1-plugin', metric: 'CPU per request at c=1' },
   { subject: 'W2-plugin-signed', baseline: 'W2-plugin', metric: 'CPU per request at c=1' },
   { subject: 'W4-plugin-signed', baseline: 'W4-plugin', metric: 'CPU per request at c=1' },
+  { subject: 'W1-plugin-generic', baseline: 'W1-plugin', metric: 'throughput' },
+  { subject: 'W1-plugin-generic', baseline: 'W1-plugin', metric: 'CPU per request at c=1' },
+  { subject: 'W4-plugin-generic', baseline: 'W4-plugin', metric: 'throughput' },
+  { subject: 'W4-plugin-generic', baseline: 'W4-plugin', metric: 'CPU per request at c=1' },
   { subject: 'W1-plugin-elevated', baseline: 'W1-plugin', metric: 'throughput' },
   { subject: 'W1-plugin-elevated', baseline: 'W1-plugin', metric: 'p50 at c=1' },
   { subject: 'W1-plugin-elevated', baseline: 'W1-plugin', metric: 'CPU per request at c=1' },

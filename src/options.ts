@@ -19,7 +19,7 @@ import { DEFAULT_PREPARED_ROUTE_QUERIES } from './route-query-names.js'
 import { validateSignedContext } from './signed-context/options.js'
 import type { ResolvedSignedContext, SignedContextOptions } from './signed-context/options.js'
 import { resolvePluginMode, validateTimeout } from './transaction-mode.js'
-import type { IsolationLevel, ReadOnlyDefault, RouteMode } from './transaction-mode.js'
+import type { IsolationLevel, PlanCacheMode, ReadOnlyDefault, RouteMode } from './transaction-mode.js'
 import type { SettingsResolver } from './transaction-settings.js'
 import type { StartupAuditMode } from './audit/startup-audit.js'
 import { validateTenantStatus } from './tenant-status/options.js'
@@ -134,6 +134,12 @@ export interface FastifyTenantRlsSettings<TSchema extends Record<string, unknown
   /** `idle_in_transaction_session_timeout` of every tenant transaction in milliseconds (0: none). Default: the server's. */
   idleInTransactionSessionTimeout?: number
   /**
+   * `plan_cache_mode` of every tenant transaction (see the route option of that name): with
+   * `'force_generic_plan'` a prepared route query is planned once per connection instead of on every
+   * execution where PostgreSQL's `'auto'` keeps custom plans. Default: the server's.
+   */
+  planCacheMode?: PlanCacheMode
+  /**
    * Routes that answer without a token, decided once per route at startup: by URL prefix, by a
    * predicate, or both. Routes with only the OPTIONS method (CORS preflights) are always public.
    */
@@ -240,7 +246,7 @@ const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'signedContext', 'decorator',
-  'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'publicRoutes', 'startupAudit', 'systemPool', 'auditTable',
+  'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'planCacheMode', 'publicRoutes', 'startupAudit', 'systemPool', 'auditTable',
   'actorClaim', 'grantsTable', 'tenantStatus', 'route', 'routedPools', 'routeCacheMs', 'openWith'])
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */

@@ -232,6 +232,8 @@ export interface TenantTransactionOptions {
   statementTimeout?: number | undefined
   /** `idle_in_transaction_session_timeout` in milliseconds; the session's when undefined. */
   idleInTransactionSessionTimeout?: number | undefined
+  /** `plan_cache_mode` of the transaction; the session's when undefined. */
+  planCacheMode?: string | undefined
   /** Extra transaction-local settings, names already validated (see transaction-settings.ts). */
   settings?: SettingPairs | undefined
   /**
@@ -532,11 +534,12 @@ export class TenantTransaction implements Queryable {
   // the transaction runs: a route can no more turn a READ ONLY transaction read-write afterwards
   // (25006 once a query has run) than start it at another isolation level.
   #openingStatements (more: SettingPairs = []): { statements: PipelinedStatement[], cached: boolean } {
-    const { readOnly, isolationLevel, statementTimeout, idleInTransactionSessionTimeout, settings = [] } = this.#hooks
+    const { readOnly, isolationLevel, statementTimeout, idleInTransactionSessionTimeout, planCacheMode, settings = [] } = this.#hooks
     const begin = 'BEGIN' + (isolationLevel === undefined ? '' : ISOLATION_SQL[isolationLevel]) + (readOnly === true ? ' READ ONLY' : '')
     const values = [this.#setting, this.tenantId, 'lock_timeout', String(this.#hooks.lockTimeout ?? DEFAULT_LOCK_TIMEOUT)]
     if (statementTimeout !== undefined) values.push('statement_timeout', String(statementTimeout))
     if (idleInTransactionSessionTimeout !== undefined) values.push('idle_in_transaction_session_timeout', String(idleInTransactionSessionTimeout))
+    if (planCacheMode !== undefined) values.push('plan_cache_mode', planCacheMode)
     for (const [name, value] of [...more, ...settings]) values.push(name, value)
     const setLocal = this.#hooks.openWith === 'set-local'
     const { text, cached } = openingSql(values.length / 2 - 2, setLocal ? SET_LOCAL_OPENING_SQL : OPENING_SQL)

@@ -8,6 +8,9 @@ import { failOption } from './errors.js'
 /** Isolation levels, spelt as drizzle spells them. PostgreSQL runs READ UNCOMMITTED as READ COMMITTED, so it is not offered. */
 export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializable'
 
+/** PostgreSQL's `plan_cache_mode` values. */
+export type PlanCacheMode = 'auto' | 'force_generic_plan' | 'force_custom_plan'
+
 /** Per-route transaction options: `config: { tenant: { readOnly: true } }`. */
 export interface TenantRouteOptions {
   /** Open the transaction READ ONLY: any write fails with FST_TENANT_RLS_READ_ONLY_TRANSACTION (403). */
@@ -20,6 +23,15 @@ export interface TenantRouteOptions {
   lockTimeout?: number
   /** `idle_in_transaction_session_timeout` in milliseconds (0: none). Default: the server's. */
   idleInTransactionSessionTimeout?: number
+  /**
+   * `plan_cache_mode` of the transaction: how PostgreSQL plans the route's prepared queries (route
+   * queries are prepared per connection by default). `'force_generic_plan'` plans each query once
+   * per connection; PostgreSQL's own `'auto'` plans anew on every execution a query whose generic
+   * plan looks costlier, as one that binds its `LIMIT` does. Under RLS the tenant comes from the
+   * policy, never a parameter, so a custom plan can specialise only on the route's own parameters.
+   * Default: the server's (`'auto'` unless configured).
+   */
+  planCacheMode?: PlanCacheMode
   /**
    * No transaction across queries: each query of the route travels alone, in one round trip, as its
    * own READ ONLY transaction with the tenant setting, and the connection is released between
@@ -40,6 +52,7 @@ export interface TransactionMode {
   statementTimeout: number | undefined
   lockTimeout: number
   idleInTransactionSessionTimeout: number | undefined
+  planCacheMode: PlanCacheMode | undefined
 }
 
 /** A route's resolved options: a mode, but the access mode may still depend on the request method. */
@@ -49,9 +62,10 @@ export interface RouteMode extends Omit<TransactionMode, 'readOnly' | 'singleRou
 }
 
 const ISOLATION_LEVELS: ReadonlySet<string> = new Set<IsolationLevel>(['read committed', 'repeatable read', 'serializable'])
+const PLAN_CACHE_MODES: ReadonlySet<string> = new Set<PlanCacheMode>(['auto', 'force_generic_plan', 'force_custom_plan'])
 // RFC 9110's safe methods: a request with one of them is not meant to change anything.
 const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
-const ROUTE_KEYS: ReadonlySet<string> = new Set(['readOnly', 'isolationLevel', 'statementTimeout', 'lockTimeout', 'idleInTransactionSessionTimeout', 'singleRoundTrip'])
+const ROUTE_KEYS: ReadonlySet<string> = new Set(['readOnly', 'isolationLevel', 'statementTimeout', 'lockTimeout', 'idleInTransactionSessionTimeout', 'planCacheMode', 'singleRoundTrip'])
 // PostgreSQL's own limit for a timeout setting is INT_MAX milliseconds.
 const MAX_TIMEOUT = 2147483647
 
@@ -73,6 +87,14 @@ function validateIsolationLevel (where: string, value: unknown): IsolationLevel 
     failOption(`${where}isolationLevel must be one of ${[...ISOLATION_LEVELS].map((level) => `'${level}'`).join(', ')}, got ${JSON.stringify(value)}`)
   }
   return value as IsolationLevel
+}
+
+function validatePlanCacheMode (where: string, value: unknown): PlanCacheMode | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'string' || !PLAN_CACHE_MODES.has(value)) {
+    failOption(`${where}planCacheMode must be one of ${[...PLAN_CACHE_MODES].map((mode) => `'${mode}'`).join(', ')}, got ${JSON.stringify(value)}`)
+  }
+  return value as PlanCacheMode
 }
 
 function validateByMethod (name: string, value: unknown, allowSafeMethods: boolean): ReadOnlyDefault {
@@ -97,7 +119,8 @@ export function resolvePluginMode (given: Record<string, unknown>, lockTimeout: 
     isolationLevel: validateIsolationLevel('', given.isolationLevel),
     statementTimeout: optionalTimeout('statementTimeout', given.statementTimeout),
     lockTimeout,
-    idleInTransactionSessionTimeout: optionalTimeout('idleInTransactionSessionTimeout', given.idleInTransactionSessionTimeout)
+    idleInTransactionSessionTimeout: optionalTimeout('idleInTransactionSessionTimeout', given.idleInTransactionSessionTimeout),
+    planCacheMode: validatePlanCacheMode('', given.planCacheMode)
   }
 }
 
@@ -128,7 +151,8 @@ function withOverrides (given: Record<string, unknown>, defaults: RouteMode, whe
     isolationLevel: validateIsolationLevel(where, given.isolationLevel) ?? defaults.isolationLevel,
     statementTimeout: optionalTimeout(`${where}statementTimeout`, given.statementTimeout) ?? defaults.statementTimeout,
     lockTimeout: given.lockTimeout === undefined ? defaults.lockTimeout : validateTimeout(`${where}lockTimeout`, given.lockTimeout, '0 waits forever'),
-    idleInTransactionSessionTimeout: optionalTimeout(`${where}idleInTransactionSessionTimeout`, given.idleInTransactionSessionTimeout) ?? defaults.idleInTransactionSessionTimeout
+    idleInTransactionSessionTimeout: optionalTimeout(`${where}idleInTransactionSessionTimeout`, given.idleInTransactionSessionTimeout) ?? defaults.idleInTransactionSessionTimeout,
+    planCacheMode: validatePlanCacheMode(where, given.planCacheMode) ?? defaults.planCacheMode
   }
 }
 

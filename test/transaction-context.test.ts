@@ -36,7 +36,7 @@ t.afterEach(async (t) => {
 const subOf = (request: FastifyRequest): string => String((request.user as { sub?: unknown }).sub)
 const MODE_SQL = sql`SELECT current_setting('transaction_isolation') AS isolation, current_setting('transaction_read_only') AS "readOnly",
   current_setting('statement_timeout') AS "statementTimeout", current_setting('lock_timeout') AS "lockTimeout",
-  current_setting('idle_in_transaction_session_timeout') AS "idleTimeout"`
+  current_setting('idle_in_transaction_session_timeout') AS "idleTimeout", current_setting('plan_cache_mode') AS "planCache"`
 
 async function modeOf (request: FastifyRequest): Promise<unknown> {
   const rows = await request.db.execute(MODE_SQL)
@@ -126,25 +126,54 @@ t.test('settings that fail or are not acceptable refuse the request before any c
 t.test('plugin-wide modes and per-route overrides reach the transaction', async (t) => {
   const app = await buildApp(t, {
     pool,
-    options: { isolationLevel: 'repeatable read', statementTimeout: 30000, idleInTransactionSessionTimeout: 60000, lockTimeout: 1500 },
+    options: { isolationLevel: 'repeatable read', statementTimeout: 30000, idleInTransactionSessionTimeout: 60000, lockTimeout: 1500, planCacheMode: 'force_generic_plan' },
     routes (app) {
       app.get('/defaults', modeOf)
-      app.get('/override', { config: { tenant: { readOnly: true, isolationLevel: 'serializable', statementTimeout: 0, lockTimeout: 250, idleInTransactionSessionTimeout: 5000 } } }, modeOf)
+      app.get('/override', { config: { tenant: { readOnly: true, isolationLevel: 'serializable', statementTimeout: 0, lockTimeout: 250, idleInTransactionSessionTimeout: 5000, planCacheMode: 'force_custom_plan' } } }, modeOf)
       app.get('/true', { config: { tenant: true } }, modeOf)
     }
   })
   const asA = bearer(app, { tenant_id: tenantA })
-  const defaults = { isolation: 'repeatable read', readOnly: 'off', statementTimeout: '30s', lockTimeout: '1500ms', idleTimeout: '1min' }
+  const defaults = { isolation: 'repeatable read', readOnly: 'off', statementTimeout: '30s', lockTimeout: '1500ms', idleTimeout: '1min', planCache: 'force_generic_plan' }
   t.same((await app.inject({ url: '/defaults', headers: asA })).json(), defaults)
   t.same((await app.inject({ url: '/true', headers: asA })).json(), defaults, 'tenant: true keeps the defaults')
   t.same((await app.inject({ url: '/override', headers: asA })).json(),
-    { isolation: 'serializable', readOnly: 'on', statementTimeout: '0', lockTimeout: '250ms', idleTimeout: '5s' })
+    { isolation: 'serializable', readOnly: 'on', statementTimeout: '0', lockTimeout: '250ms', idleTimeout: '5s', planCache: 'force_custom_plan' })
 })
 
 t.test('without options the server keeps its own isolation level and timeouts', async (t) => {
   const app = await buildApp(t, { pool, routes (app) { app.get('/mode', modeOf) } })
   t.same((await app.inject({ url: '/mode', headers: bearer(app, { tenant_id: tenantA }) })).json(),
-    { isolation: 'read committed', readOnly: 'off', statementTimeout: '0', lockTimeout: '5s', idleTimeout: '0' })
+    { isolation: 'read committed', readOnly: 'off', statementTimeout: '0', lockTimeout: '5s', idleTimeout: '0', planCache: 'auto' })
+})
+
+t.test('planCacheMode: set per transaction, it decides how a prepared route query is planned', async (t) => {
+  // A pool of one connection, so every request reuses the same prepared statement.
+  const single = db.appPool({ max: 1 })
+  const PLANS_SQL = sql`SELECT generic_plans::int AS generic, custom_plans::int AS custom FROM pg_prepared_statements WHERE statement LIKE 'select %"projects"%limit $1'`
+  const newest = async (request: FastifyRequest): Promise<unknown> => {
+    await request.db.select().from(projects).limit(5)
+    return (await request.db.execute(PLANS_SQL)).rows[0]
+  }
+  const app = await buildApp(t, {
+    pool: single,
+    routes (app) {
+      app.get('/custom', { config: { tenant: { planCacheMode: 'force_custom_plan' } } }, newest)
+      app.get('/generic', { config: { tenant: { planCacheMode: 'force_generic_plan' } } }, newest)
+      app.get('/mode', modeOf)
+    }
+  })
+  const asA = bearer(app, { tenant_id: tenantA })
+  const last = async (url: string, times: number): Promise<unknown> => {
+    let plans: unknown
+    for (let request = 0; request < times; request++) plans = (await app.inject({ url, headers: asA })).json()
+    return plans
+  }
+  t.same(await last('/custom', 5), { generic: 0, custom: 5 }, 'force_custom_plan: planned on every execution')
+  t.same(await last('/generic', 5), { generic: 5, custom: 5 }, 'force_generic_plan: the generic plan, planned once')
+  t.same(await last('/custom', 1), { generic: 5, custom: 6 }, 'each transaction gets its route\'s mode')
+  t.equal(((await app.inject({ url: '/mode', headers: asA })).json() as { planCache: string }).planCache, 'auto', 'transaction-local: a route without it runs on the server\'s mode')
+  await db.assertNoLeaks(t, single)
 })
 
 t.test('a write in a read-only transaction is a 403 READ_ONLY_TRANSACTION, and nothing is written', async (t) => {
@@ -200,6 +229,7 @@ t.test('bad transaction options fail register, or the route registration', async
     ['an unknown isolation level', { isolationLevel: 'snapshot' }, /isolationLevel must be one of 'read committed', 'repeatable read', 'serializable'/],
     ['a negative statement timeout', { statementTimeout: -1 }, /statementTimeout must be a whole number of milliseconds/],
     ['a fractional idle timeout', { idleInTransactionSessionTimeout: 1.5 }, /idleInTransactionSessionTimeout must be a whole number/],
+    ['an unknown plan cache mode', { planCacheMode: 'generic' }, /planCacheMode must be one of 'auto', 'force_generic_plan', 'force_custom_plan'/],
     ['settings that are not a function', { settings: { 'app.user_id': 'x' } }, /settings must be a function/]
   ]
   for (const [name, options, message] of cases) {
@@ -243,7 +273,7 @@ t.test('withTenant takes the same options per call', async (t) => {
 
   const app = await buildApp(t, { pool, options: { readOnly: 'safe-methods', statementTimeout: 1000 } })
   const mode = await app.withTenant(tenantA, async (tx) => (await tx.execute(MODE_SQL)).rows[0])
-  t.same(mode, { isolation: 'read committed', readOnly: 'off', statementTimeout: '1s', lockTimeout: '5s', idleTimeout: '0' }, "'safe-methods' reads as read-write without a request; the plugin's timeouts apply")
+  t.same(mode, { isolation: 'read committed', readOnly: 'off', statementTimeout: '1s', lockTimeout: '5s', idleTimeout: '0', planCache: 'auto' }, "'safe-methods' reads as read-write without a request; the plugin's timeouts apply")
   const overridden = await app.withTenant(tenantA, async (tx) => (await tx.execute(MODE_SQL)).rows[0], { readOnly: true, isolationLevel: 'serializable', settings: { 'app.user_id': 'ann' } })
-  t.same(overridden, { isolation: 'serializable', readOnly: 'on', statementTimeout: '1s', lockTimeout: '5s', idleTimeout: '0' })
+  t.same(overridden, { isolation: 'serializable', readOnly: 'on', statementTimeout: '1s', lockTimeout: '5s', idleTimeout: '0', planCache: 'auto' })
 })
