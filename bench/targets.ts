@@ -30,6 +30,7 @@ export const PLUGIN_VARIANTS = [
   // W1's and W4's route queries bind a parameter PostgreSQL keeps on custom plans (planned on every
   // request): what planning each query once per connection saves.
   { app: 'plugin-generic', description: 'fastify-tenant-rls, route queries on generic plans (planCacheMode: force_generic_plan)', settings: { planCacheMode: 'force_generic_plan' }, route: {} },
+  { app: 'plugin-signed-generic', description: 'fastify-tenant-rls, signed tenant context and route queries on generic plans', settings: { signedContext: { keys: [BENCH_SIGNING_KEY] }, planCacheMode: 'force_generic_plan' }, route: {} },
   { app: 'plugin-elevated', description: 'fastify-tenant-rls, elevated access configured but unused (systemPool, actorClaim, grantsTable, auditTable; no token carries an actor)', settings: { actorClaim: 'act.sub', grantsTable: 'public.tenant_rls_grants', auditTable: 'public.tenant_rls_audit' }, route: {}, systemPool: true }
 ] as const satisfies readonly PluginVariant[]
 
@@ -74,6 +75,7 @@ export const TARGETS: readonly Target[] = [
   { id: 'W1-plugin-unprepared', app: 'plugin-unprepared', workload: 'W1', label: 'plugin, route queries unprepared', method: 'GET', path: '/w1' },
   { id: 'W1-plugin-signed', app: 'plugin-signed', workload: 'W1', label: 'plugin, signed context', method: 'GET', path: '/w1' },
   { id: 'W1-plugin-generic', app: 'plugin-generic', workload: 'W1', label: 'plugin, generic plans', method: 'GET', path: '/w1' },
+  { id: 'W1-plugin-signed-generic', app: 'plugin-signed-generic', workload: 'W1', label: 'plugin, signed context, generic plans', method: 'GET', path: '/w1' },
   { id: 'W1-plugin-elevated', app: 'plugin-elevated', workload: 'W1', label: 'plugin, elevated access unused', method: 'GET', path: '/w1' },
   { id: 'W1-b1', app: 'b1', workload: 'W1', label: 'B1 raw pg', method: 'GET', path: '/w1' },
   { id: 'W1-b2', app: 'b2', workload: 'W1', label: 'B2 drizzle', method: 'GET', path: '/w1' },
@@ -139,6 +141,8 @@ export const COMPARISONS: readonly Comparison[] = [
   { subject: 'W4-plugin-signed', baseline: 'W4-plugin', metric: 'CPU per request at c=1' },
   { subject: 'W1-plugin-generic', baseline: 'W1-plugin', metric: 'throughput' },
   { subject: 'W1-plugin-generic', baseline: 'W1-plugin', metric: 'CPU per request at c=1' },
+  { subject: 'W1-plugin-signed-generic', baseline: 'W1-plugin-generic', metric: 'throughput' },
+  { subject: 'W1-plugin-signed-generic', baseline: 'W1-plugin-generic', metric: 'CPU per request at c=1' },
   { subject: 'W4-plugin-generic', baseline: 'W4-plugin', metric: 'throughput' },
   { subject: 'W4-plugin-generic', baseline: 'W4-plugin', metric: 'CPU per request at c=1' },
   { subject: 'W1-plugin-elevated', baseline: 'W1-plugin', metric: 'throughput' },
