@@ -245,9 +245,45 @@ const CLAIM_SEGMENT = /^[A-Za-z0-9_:$-]+$/
 const DECORATOR_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 // What @fastify/jwt accepts as a namespace and turns into a method name (`${namespace}JwtVerify`).
 const JWT_NAMESPACE = /^[A-Za-z_$][A-Za-z0-9_$]*$/
-const KNOWN_OPTIONS = new Set(['pool', 'connectionString', 'poolConfig', 'schema', 'claim', 'resolveTenant', 'verify', 'jwtNamespace', 'setting', 'lockTimeout', 'preparedStatements', 'preparedRouteQueries', 'signedContext', 'decorator',
-  'tenantIdType', 'settings', 'readOnly', 'singleRoundTrip', 'isolationLevel', 'statementTimeout', 'idleInTransactionSessionTimeout', 'planCacheMode', 'publicRoutes', 'startupAudit', 'systemPool', 'auditTable',
-  'actorClaim', 'grantsTable', 'tenantStatus', 'route', 'routedPools', 'routeCacheMs', 'openWith'])
+// Every register option (the pool source and FastifyTenantRlsSettings), as a record the compiler
+// holds to those types: an option added there and not here (or listed here and not there) fails the
+// build, so an unknown option is refused by name and a known one never is.
+const OPTION_NAMES: Readonly<Record<keyof TenantPoolSource | keyof FastifyTenantRlsSettings, true>> = {
+  pool: true,
+  connectionString: true,
+  poolConfig: true,
+  schema: true,
+  claim: true,
+  resolveTenant: true,
+  verify: true,
+  jwtNamespace: true,
+  setting: true,
+  lockTimeout: true,
+  preparedStatements: true,
+  preparedRouteQueries: true,
+  signedContext: true,
+  decorator: true,
+  tenantIdType: true,
+  settings: true,
+  readOnly: true,
+  singleRoundTrip: true,
+  isolationLevel: true,
+  statementTimeout: true,
+  idleInTransactionSessionTimeout: true,
+  planCacheMode: true,
+  publicRoutes: true,
+  startupAudit: true,
+  systemPool: true,
+  auditTable: true,
+  actorClaim: true,
+  grantsTable: true,
+  tenantStatus: true,
+  route: true,
+  routedPools: true,
+  routeCacheMs: true,
+  openWith: true
+}
+const KNOWN_OPTIONS: ReadonlySet<string> = new Set(Object.keys(OPTION_NAMES))
 
 /** Checks a setting name; shared with `withTenant`, which takes the same option. */
 export function validateSetting (setting: unknown): string {
