@@ -8,7 +8,8 @@ import type { FastifyInstance } from 'fastify'
 import { withTenant } from 'fastify-tenant-rls'
 import { createTestDatabase } from './helpers/database.js'
 import { bearer, buildApp, createProjectsTable, projects } from './helpers/fixture.js'
-import { watchWireTraffic } from './helpers/wire-traffic.js'
+import { recordParses, watchWireTraffic } from './helpers/wire-traffic.js'
+import type { RecordedParse } from './helpers/wire-traffic.js'
 
 const db = await createTestDatabase(t)
 const { tenantA } = await createProjectsTable(db)
@@ -185,12 +186,7 @@ t.test('no statement text the plugin sends carries the tenant id: it travels onl
 t.test('extra settings, read-only, isolation level and timeouts ride in the same opening: still two round trips', async (t) => {
   const watched = db.appPool({ max: 1 })
   const wire = watchWireTraffic(watched)
-  const texts: string[] = []
-  watched.on('connect', (client) => {
-    const connection = (client as unknown as { connection: { parse (message: { text: string }): void } }).connection
-    const parse = connection.parse.bind(connection)
-    connection.parse = (message) => { texts.push(message.text); parse(message) }
-  })
+  const parses = recordParses(watched)
   const userId = 'user-7f3a9c'
   const contextApp = await buildApp(t, {
     pool: watched,
@@ -208,20 +204,16 @@ t.test('extra settings, read-only, isolation level and timeouts ride in the same
   const seen = wire.read()
   t.equal(seen.roundTrips, 2)
   t.same(seen.commands.slice(0, 3), ['BEGIN', 'SELECT 1', 'SELECT 2'], 'BEGIN, one opening statement, the query')
+  const texts = parses.map((parse) => parse.text)
   t.same(texts.filter((text) => text.includes(userId) || text.includes('editor')), [], 'setting values travel only as bound parameters')
   t.ok(texts.includes('BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY'), 'the modes are part of BEGIN')
   await db.assertNoLeaks(t, watched)
 })
 
 /** An app on a fresh one-connection pool whose Parse messages are recorded (every statement text pg parses). */
-async function parsesOf (t: Test, options: Record<string, unknown>, routes?: (app: FastifyInstance) => void): Promise<{ parses: Array<{ name: string, text: string }>, run: () => Promise<number> }> {
+async function parsesOf (t: Test, options: Record<string, unknown>, routes?: (app: FastifyInstance) => void): Promise<{ parses: RecordedParse[], run: () => Promise<number> }> {
   const watched = db.appPool({ max: 1 })
-  const parses: Array<{ name: string, text: string }> = []
-  watched.on('connect', (client) => {
-    const connection = (client as unknown as { connection: { parse (message: { name?: string, text: string }): void } }).connection
-    const parse = connection.parse.bind(connection)
-    connection.parse = (message) => { parses.push({ name: message.name ?? '', text: message.text }); parse(message) }
-  })
+  const parses = recordParses(watched)
   const counted = await buildApp(t, {
     pool: watched,
     options,

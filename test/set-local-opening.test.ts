@@ -13,7 +13,7 @@ import { withTenant } from 'fastify-tenant-rls'
 import { setLocalStatements } from '../src/citus/set-local.js'
 import { TenantTransaction } from '../src/tenant-transaction.js'
 import { JWT_SECRET, bearer, buildApp, projects, projectsWorld } from './helpers/fixture.js'
-import { watchWireTraffic } from './helpers/wire-traffic.js'
+import { recordParses, watchWireTraffic } from './helpers/wire-traffic.js'
 
 const { db, pool, tenantA, tenantB } = await projectsWorld(t, 2)
 const traffic = watchWireTraffic(pool)
@@ -98,12 +98,7 @@ t.test('a statement other than a plain query first: the role catalogs are counte
 
 t.test('the per-tenant SET LOCAL is parsed unnamed on every request; the fixed statements are prepared once; no prepared statement holds a tenant id', async (t) => {
   const single = db.appPool({ max: 1 })
-  const parses: Array<{ name: string, text: string }> = []
-  single.on('connect', (client) => {
-    const connection = (client as unknown as { connection: { parse (message: { name?: string, text: string }): void } }).connection
-    const parse = connection.parse.bind(connection)
-    connection.parse = (message) => { parses.push({ name: message.name ?? '', text: message.text }); parse(message) }
-  })
+  const parses = recordParses(single)
   const preparedApp = await buildApp(t, {
     pool: single,
     options: { openWith: 'set-local' },

@@ -2,6 +2,7 @@
 // rather than from the plugin's own code: every round trip ends with one ReadyForQuery, every
 // statement with one CommandComplete (whose tag, like 'BEGIN' or 'SELECT 1', is kept). Also the
 // checkouts and how long each client stayed checked out. Shared by the tests and the benchmark.
+// Also the statement texts pg parses (recordParses), for tests of what reaches the server as SQL.
 import type { EventEmitter } from 'node:events'
 import type pg from 'pg'
 
@@ -52,4 +53,24 @@ export function watchWireTraffic (pool: pg.Pool, options: { keepCommands?: boole
     read: () => ({ ...traffic, commands: [...traffic.commands] }),
     reset () { traffic = empty() }
   }
+}
+
+/** One Parse message pg sent: the statement's name ('' for unnamed) and text. */
+export interface RecordedParse {
+  name: string
+  text: string
+}
+
+/**
+ * Records every Parse message the connections of `pool` send from their first connect on (each
+ * extended-protocol statement text leaves pg as one; a simple-protocol Query does not appear).
+ */
+export function recordParses (pool: pg.Pool): RecordedParse[] {
+  const parses: RecordedParse[] = []
+  pool.on('connect', (client) => {
+    const connection = (client as unknown as { connection: { parse (message: { name?: string, text: string }): void } }).connection
+    const parse = connection.parse.bind(connection)
+    connection.parse = (message) => { parses.push({ name: message.name ?? '', text: message.text }); parse(message) }
+  })
+  return parses
 }
