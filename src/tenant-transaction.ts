@@ -31,7 +31,7 @@ import type { OpenWith } from './citus/set-local.js'
 import { backendPidOf } from './signed-context/backend-pid.js'
 import type { ResolvedSignedContext } from './signed-context/options.js'
 import { signTenantContext } from './signed-context/signer.js'
-import type { IsolationLevel } from './transaction-mode.js'
+import type { IsolationLevel, PlanCacheMode } from './transaction-mode.js'
 import type { SettingPairs } from './transaction-settings.js'
 import type { TenantIdType } from './tenant-id.js'
 import type { TenantStatusCheck } from './tenant-status/check.js'
@@ -233,7 +233,7 @@ export interface TenantTransactionOptions {
   /** `idle_in_transaction_session_timeout` in milliseconds; the session's when undefined. */
   idleInTransactionSessionTimeout?: number | undefined
   /** `plan_cache_mode` of the transaction; the session's when undefined. */
-  planCacheMode?: string | undefined
+  planCacheMode?: PlanCacheMode | undefined
   /** Extra transaction-local settings, names already validated (see transaction-settings.ts). */
   settings?: SettingPairs | undefined
   /**

@@ -172,7 +172,8 @@ t.test('planCacheMode: set per transaction, it decides how a prepared route quer
   t.same(await last('/custom', 5), { generic: 0, custom: 5 }, 'force_custom_plan: planned on every execution')
   t.same(await last('/generic', 5), { generic: 5, custom: 5 }, 'force_generic_plan: the generic plan, planned once')
   t.same(await last('/custom', 1), { generic: 5, custom: 6 }, 'each transaction gets its route\'s mode')
-  t.equal(((await app.inject({ url: '/mode', headers: asA })).json() as { planCache: string }).planCache, 'auto', 'transaction-local: a route without it runs on the server\'s mode')
+  // Tenant B next on the same connection: nothing of A's transaction mode reaches it.
+  t.equal(((await app.inject({ url: '/mode', headers: bearer(app, { tenant_id: tenantB }) })).json() as { planCache: string }).planCache, 'auto', 'transaction-local: B\'s request on the same connection runs on the server\'s mode')
   await db.assertNoLeaks(t, single)
 })
 

@@ -212,9 +212,12 @@ export async function explainUnderTenant (db: Pool | ClientBase, options: Explai
     // Unsigned, a statement that reads a table under a signed policy would run seeing none of the
     // tenant's rows (and an INSERT into one would fail inside EXPLAIN ANALYZE): refused from its plan
     // before it runs, so nothing of it (a sequence value, a notice) escapes for a plan not worth reading.
-    if (signed === undefined) refuseUnsignedPlan(await planFacts(client, (await explainJson(client, 'VERBOSE', options)).Plan, tenantColumn), signed)
+    // The facts of that plan serve the findings too: the run that follows plans the same statement,
+    // with the same parameters, in the same transaction.
+    const planned = signed === undefined ? await planFacts(client, (await explainJson(client, 'VERBOSE', options)).Plan, tenantColumn) : undefined
+    if (planned !== undefined) refuseUnsignedPlan(planned, signed)
     const explained = await explainJson(client, 'ANALYZE, BUFFERS, VERBOSE', options)
-    const relations = await planFacts(client, explained.Plan, tenantColumn)
+    const relations = planned ?? await planFacts(client, explained.Plan, tenantColumn)
     const tenantTables = new Set(relations.filter((relation) => relation.tenantTable).map((relation) => relation.name))
     return {
       plan: renderPlan(explained.Plan).join('\n'),
